@@ -1,0 +1,132 @@
+"""IPMixConfig: every parameter of the IPMix spec, validated, with the paper's presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Sequence, Tuple
+
+from .ops import DEFAULT_OPS, EXTRA_OPS, IMAGE_OPS
+
+
+@dataclasses.dataclass(frozen=True)
+class IPMixConfig:
+    """Parameters of IPMix (see ``shared/ipmix-spec.md``).
+
+    Attributes:
+        k: chains mixed per augmented image (>= 1).
+        t: at most this many operations per chain (>= 0; 0 makes every chain the clean image).
+        beta: severity of pixel-level mixing, the Beta distribution parameter (> 0).
+        severity: severity of image-level operations, 1..10; each op draws ``level ~ U(0.1, severity)``.
+        patch_sizes: candidate patch edge lengths in pixels (each >= 2). Sizes larger than the
+            image are dropped at run time.
+        whole_image_patch: also offer the whole image as a patch size. The paper's ImageNet list
+            ``4, 8, 16, 32, 64, 224`` is ``patch_sizes=(4, 8, 16, 32, 64)`` plus the whole image, so at
+            other image sizes the largest patch is the image size, as the spec says.
+        source_from_image: a patch may come (with prob. 1/2) from an image-level-augmented copy of the
+            original image instead of the mixing picture (the paper does this on ImageNet only).
+        all_ops: add the five ImageNet-C-like ops (autocontrast, color, contrast, brightness,
+            sharpness) to the image-level op list.
+        ops: the image-level op list by name; ``None`` means the paper's ten default ops. With
+            ``all_ops`` the five extra ops are appended when missing.
+        jsd: produce (clean, view1, view2) for the Jensen-Shannon consistency loss.
+    """
+
+    k: int = 3
+    t: int = 3
+    beta: float = 4.0
+    severity: float = 1.0
+    patch_sizes: Tuple[int, ...] = (4, 8, 16, 32, 64)
+    whole_image_patch: bool = True
+    source_from_image: bool = True
+    all_ops: bool = False
+    ops: Optional[Tuple[str, ...]] = None
+    jsd: bool = True
+
+    def __post_init__(self):
+        _check_int("k", self.k, 1, None)
+        _check_int("t", self.t, 0, None)
+        _check_number("beta", self.beta)
+        if not self.beta > 0:
+            raise ValueError(f"IPMixConfig.beta={self.beta!r} is invalid: beta must be > 0")
+        _check_number("severity", self.severity)
+        if not 1 <= self.severity <= 10:
+            raise ValueError(
+                f"IPMixConfig.severity={self.severity!r} is invalid: allowed range is 1..10")
+        sizes = tuple(self.patch_sizes) if isinstance(self.patch_sizes, (list, tuple)) else None
+        if sizes is None:
+            raise TypeError(
+                f"IPMixConfig.patch_sizes={self.patch_sizes!r} is invalid: expected a tuple of ints")
+        for s in sizes:
+            _check_int("patch_sizes", s, 2, None, what=f"entry {s!r} of patch_sizes")
+        if not sizes and not self.whole_image_patch:
+            raise ValueError(
+                "IPMixConfig.patch_sizes=() is invalid: give at least one patch size "
+                "or set whole_image_patch=True")
+        object.__setattr__(self, "patch_sizes", tuple(sorted(set(int(s) for s in sizes))))
+        if self.ops is not None:
+            if isinstance(self.ops, str) or not isinstance(self.ops, Sequence):
+                raise TypeError(f"IPMixConfig.ops={self.ops!r} is invalid: expected a sequence of op names")
+            unknown = [o for o in self.ops if o not in IMAGE_OPS]
+            if unknown:
+                raise ValueError(
+                    f"IPMixConfig.ops contains unknown op name(s) {unknown}: "
+                    f"allowed names are {sorted(IMAGE_OPS)}")
+            object.__setattr__(self, "ops", tuple(self.ops))
+        if not self.op_names:
+            raise ValueError("IPMixConfig.ops=() is invalid: the image-level op list is empty")
+
+    @classmethod
+    def imagenet(cls, **overrides) -> "IPMixConfig":
+        """The paper's ImageNet setting: k=3, t=3, beta=4, severity=1, patches 4..64 + whole image."""
+        base = dict(k=3, t=3, beta=4.0, severity=1.0, patch_sizes=(4, 8, 16, 32, 64),
+                    whole_image_patch=True, source_from_image=True, all_ops=False, jsd=True)
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def cifar(cls, **overrides) -> "IPMixConfig":
+        """The paper's CIFAR setting: k=3, t=3, beta=3, severity=3, patches 4, 8, 16 + whole image (32)."""
+        base = dict(k=3, t=3, beta=3.0, severity=3.0, patch_sizes=(4, 8, 16),
+                    whole_image_patch=True, source_from_image=False, all_ops=False, jsd=True)
+        base.update(overrides)
+        return cls(**base)
+
+    def replace(self, **changes) -> "IPMixConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def op_names(self) -> Tuple[str, ...]:
+        """The image-level op list actually drawn from, in order (op ids index this tuple)."""
+        names = list(DEFAULT_OPS if self.ops is None else self.ops)
+        if self.all_ops:
+            names += [o for o in EXTRA_OPS if o not in names]
+        return tuple(names)
+
+    def patch_sizes_for(self, height: int, width: int) -> Tuple[int, ...]:
+        """Patch edge lengths usable on an ``height x width`` image, ascending."""
+        side = min(int(height), int(width))
+        sizes = {s for s in self.patch_sizes if s <= side}
+        if self.whole_image_patch:
+            sizes.add(side)
+        if not sizes:
+            raise ValueError(
+                f"no patch size fits a {height}x{width} image: patch_sizes={self.patch_sizes} "
+                "are all larger and whole_image_patch is False")
+        return tuple(sorted(sizes))
+
+
+def _check_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"IPMixConfig.{name}={value!r} is invalid: expected a finite number")
+
+
+def _check_int(name, value, lo, hi, what=None):
+    what = what or f"IPMixConfig.{name}={value!r}"
+    if isinstance(value, bool) or not isinstance(value, int) and not (
+            hasattr(value, "__index__") and not isinstance(value, float)):
+        raise ValueError(f"{what} is invalid: expected an integer")
+    if lo is not None and value < lo:
+        raise ValueError(f"{what} is invalid: must be >= {lo}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{what} is invalid: must be <= {hi}")

@@ -1,0 +1,250 @@
+"""The image-level operations A(y) of IPMix, one small decorated function each.
+
+Every op is declared with ``@image_op`` beside the range of its parameter, in the style of DALI's
+``nvidia/dali/auto_aug/augmentations.py``. An op belongs to one *family*, which fixes how a backend
+runs it on a whole batch at once:
+
+- ``lut``: pointwise; the function returns per-sample, per-channel lookup tables (M, 3, 256) uint8.
+- ``affine``: geometric; the function returns per-sample 2x3 matrices (M, 2, 3) float64 that map an
+  output pixel centre ``(u + 0.5, v + 0.5)`` to the input point it samples (PIL's convention), then
+  one bilinear warp with black fill runs over every affine sample of the batch.
+- ``blend``: per-pixel blends with a degenerate image (color, sharpness); the function returns images.
+
+Level -> parameter: ``level ~ U(0.1, severity)`` per call, ``ip(level, max) = int(level * max / 10)``,
+``fp(level, max) = level * max / 10``, "signed" ops negate with probability 1/2.
+Images are (M, H, W, 3) uint8, HWC, 0..255. ``xp`` is ``numpy`` or ``cupy``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+LUT, AFFINE, BLEND = "lut", "affine", "blend"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOp:
+    name: str
+    family: str
+    fn: Callable
+    param: Callable[[np.ndarray, int, int], np.ndarray]   # (level, height, width) -> unsigned param
+    param_range: Optional[Tuple[float, float]]           # param at level 0 and level 10, for docs/tests
+    signed: bool
+
+    def params(self, level, sign, height, width) -> np.ndarray:
+        """Host-side parameters (float64, shape of ``level``) for levels in 0..10 and signs in {-1, 1}."""
+        p = np.asarray(self.param(np.asarray(level, np.float64), height, width), np.float64)
+        return p * np.asarray(sign, np.float64) if self.signed else p
+
+
+IMAGE_OPS: Dict[str, ImageOp] = {}
+
+
+def image_op(*, family, param=None, param_range=None, signed=False):
+    """Registers the decorated function as an image-level op named after it."""
+    def register(fn):
+        IMAGE_OPS[fn.__name__] = ImageOp(
+            fn.__name__, family, fn, param or (lambda level, h, w: np.zeros_like(level)),
+            param_range, signed)
+        return fn
+    return register
+
+
+def int_param(maxval):
+    return lambda level, h, w: np.floor(level * maxval / 10.0)
+
+
+def float_param(maxval, offset=0.0):
+    return lambda level, h, w: level * maxval / 10.0 + offset
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+def channel_histograms(images, xp):
+    """(M, H, W, 3) uint8 -> (M, 3, 256) int64 counts, one bincount for the whole batch."""
+    m = images.shape[0]
+    keys = images.reshape(m, -1, 3).astype(xp.int64)
+    keys = keys + (xp.arange(m, dtype=xp.int64)[:, None, None] * 3
+                   + xp.arange(3, dtype=xp.int64)[None, None, :]) * 256
+    return xp.bincount(keys.ravel(), minlength=m * 768).reshape(m, 3, 256)
+
+
+def grey_levels(images, xp):
+    """PIL's RGB -> L conversion, integer-exact: (M, H, W, 3) uint8 -> (M, H, W) uint8."""
+    rgb = images.astype(xp.int32)
+    grey = rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000
+    return (grey >> 16).astype(xp.uint8)
+
+
+def blend_to_uint8(degenerate, image, factor, xp):
+    """PIL ``Image.blend(degenerate, image, factor)`` on uint8: float32 math, truncation, clipping."""
+    d = degenerate.astype(xp.float32)
+    out = d + factor.astype(xp.float32) * (image.astype(xp.float32) - d)
+    return xp.clip(out, 0, 255).astype(xp.uint8)   # values in (0, 255) truncate, as C's (UINT8) cast
+
+
+def _identity_lut(m, xp):
+    return xp.broadcast_to(xp.arange(256, dtype=xp.int64), (m, 3, 256))
+
+
+def _per_sample(param, xp):
+    return xp.asarray(param).reshape(-1, 1, 1)
+
+
+# ----------------------------------------------------------------------------------- lut ops
+
+@image_op(family=LUT)
+def invert(param, images, xp):
+    return (255 - _identity_lut(images.shape[0], xp)).astype(xp.uint8)
+
+
+@image_op(family=LUT, param=lambda level, h, w: 4 - np.floor(level * 4 / 10.0), param_range=(4, 0))
+def posterize(bits, images, xp):
+    """Keeps the top ``bits`` bits of every value (PIL ``ImageOps.posterize``)."""
+    bits = _per_sample(bits, xp).astype(xp.int64)
+    mask = (~((1 << (8 - bits)) - 1)) & 0xFF
+    return (_identity_lut(images.shape[0], xp) & mask).astype(xp.uint8)
+
+
+@image_op(family=LUT, param=lambda level, h, w: 256 - np.floor(level * 256 / 10.0),
+          param_range=(256, 0))
+def solarize(threshold, images, xp):
+    """Inverts every value >= ``threshold`` (PIL ``ImageOps.solarize``)."""
+    lut = _identity_lut(images.shape[0], xp)
+    return xp.where(lut < _per_sample(threshold, xp), lut, 255 - lut).astype(xp.uint8)
+
+
+@image_op(family=LUT)
+def equalize(param, images, xp):
+    """Per-channel histogram equalisation, PIL ``ImageOps.equalize`` exactly."""
+    h = channel_histograms(images, xp)
+    nonzero = h > 0
+    last = 255 - xp.argmax(nonzero[..., ::-1], axis=-1)
+    h_last = xp.take_along_axis(h, last[..., None], axis=-1)
+    step = (h.sum(-1, keepdims=True) - h_last) // 256
+    cum = xp.cumsum(h, axis=-1) - h
+    safe = xp.maximum(step, 1)
+    lut = xp.minimum((step // 2 + cum) // safe, 255)
+    keep = (nonzero.sum(-1, keepdims=True) <= 1) | (step == 0)
+    return xp.where(keep, _identity_lut(images.shape[0], xp), lut).astype(xp.uint8)
+
+
+@image_op(family=LUT, param=lambda level, h, w: 10 - level * 10 / 10.0, param_range=(10, 0))
+def autocontrast(cutoff, images, xp):
+    """PIL ``ImageOps.autocontrast(cutoff=cutoff)`` (percent cut at both ends), exactly."""
+    h = channel_histograms(images, xp)
+    n = h.sum(-1, keepdims=True)
+    cut = xp.floor(n * _per_sample(cutoff, xp) // 100).astype(xp.int64)
+    cum = xp.cumsum(h, axis=-1)
+    lo = xp.argmax(cum > cut, axis=-1)[..., None]
+    rev = xp.cumsum(h[..., ::-1], axis=-1)[..., ::-1]
+    hi = 255 - xp.argmax((rev > cut)[..., ::-1], axis=-1)[..., None]
+    scale = 255.0 / xp.maximum(hi - lo, 1)
+    offset = -lo * scale
+    ix = xp.arange(256, dtype=xp.float64)
+    lut = xp.clip(xp.trunc(ix * scale + offset), 0, 255).astype(xp.int64)
+    return xp.where(hi <= lo, _identity_lut(images.shape[0], xp), lut).astype(xp.uint8)
+
+
+_ENHANCE = dict(param=float_param(1.8, 0.1), param_range=(0.1, 1.9))
+
+
+@image_op(family=LUT, **_ENHANCE)
+def brightness(factor, images, xp):
+    """PIL ``ImageEnhance.Brightness``: blend with black."""
+    lut = _identity_lut(images.shape[0], xp)
+    return blend_to_uint8(xp.zeros_like(lut), lut, _per_sample(factor, xp), xp)
+
+
+@image_op(family=LUT, **_ENHANCE)
+def contrast(factor, images, xp):
+    """PIL ``ImageEnhance.Contrast``: blend with the rounded mean grey level of the image."""
+    grey = grey_levels(images, xp).reshape(images.shape[0], -1)
+    mean = xp.floor(grey.astype(xp.float64).mean(axis=1) + 0.5)
+    lut = _identity_lut(images.shape[0], xp)
+    return blend_to_uint8(xp.broadcast_to(_per_sample(mean, xp), lut.shape), lut,
+                          _per_sample(factor, xp), xp)
+
+
+# ----------------------------------------------------------------------------------- blend ops
+
+@image_op(family=BLEND, **_ENHANCE)
+def color(factor, images, xp):
+    """PIL ``ImageEnhance.Color``: blend with the grey version of the image."""
+    grey = grey_levels(images, xp)[..., None]
+    return blend_to_uint8(grey, images, factor.reshape(-1, 1, 1, 1), xp)
+
+
+@image_op(family=BLEND, **_ENHANCE)
+def sharpness(factor, images, xp):
+    """PIL ``ImageEnhance.Sharpness``: blend with the 3x3 smoothed image, border pixels kept."""
+    src = images.astype(xp.int32)
+    acc = xp.zeros_like(src[:, 1:-1, 1:-1])
+    h, w = images.shape[1:3]
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            acc += src[:, dy:dy + h - 2, dx:dx + w - 2]
+    acc += 4 * src[:, 1:-1, 1:-1]
+    # PIL's filter rounds (sum / 13) to nearest before the uint8 store.
+    smooth = images.copy()
+    smooth[:, 1:-1, 1:-1] = xp.clip(xp.floor(acc.astype(xp.float32) / 13.0 + 0.5), 0, 255).astype(xp.uint8)
+    return blend_to_uint8(smooth, images, factor.reshape(-1, 1, 1, 1), xp)
+
+
+# ----------------------------------------------------------------------------------- affine ops
+
+def _affine(a, b, c, d, e, f):
+    a, b, c, d, e, f = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (a, b, c, d, e, f)))
+    return np.stack([np.stack([a, b, c], -1), np.stack([d, e, f], -1)], -2)
+
+
+@image_op(family=AFFINE, param=int_param(30), param_range=(0, 30), signed=True)
+def rotate(degrees, height, width):
+    """Counter-clockwise by ``degrees`` about the image centre (PIL ``Image.rotate``, bilinear)."""
+    angle = -np.radians(degrees)
+    cos, sin = np.round(np.cos(angle), 15), np.round(np.sin(angle), 15)
+    cx, cy = width / 2.0, height / 2.0
+    # PIL: matrix (cos, sin, ., -sin, cos, .) with the translation that keeps the centre fixed.
+    c = cos * -cx + sin * -cy + cx
+    f = -sin * -cx + cos * -cy + cy
+    return _affine(cos, sin, c, -sin, cos, f)
+
+
+@image_op(family=AFFINE, param=float_param(0.3), param_range=(0, 0.3), signed=True)
+def shear_x(s, height, width):
+    """Output (u, v) samples input (u + s v, v)."""
+    return _affine(1, s, 0, 0, 1, 0)
+
+
+@image_op(family=AFFINE, param=float_param(0.3), param_range=(0, 0.3), signed=True)
+def shear_y(s, height, width):
+    """Output (u, v) samples input (u, s u + v)."""
+    return _affine(1, 0, 0, s, 1, 0)
+
+
+@image_op(family=AFFINE, param=lambda level, h, w: np.floor(level * (w / 3.0) / 10.0),
+          param_range=(0, 1 / 3), signed=True)
+def translate_x(d, height, width):
+    """Output (u, v) samples input (u + d, v); ``d`` in pixels, at most W/3."""
+    return _affine(1, 0, d, 0, 1, 0)
+
+
+@image_op(family=AFFINE, param=lambda level, h, w: np.floor(level * (h / 3.0) / 10.0),
+          param_range=(0, 1 / 3), signed=True)
+def translate_y(d, height, width):
+    """Output (u, v) samples input (u, v + d); ``d`` in pixels, at most H/3."""
+    return _affine(1, 0, 0, 0, 1, d)
+
+
+@image_op(family=AFFINE)
+def mirror(param, height, width):
+    """Horizontal flip, as the exact affine map u -> W - u."""
+    return _affine(-1, 0, width, 0, 1, 0) * np.ones(np.shape(param))[..., None, None]
+
+
+DEFAULT_OPS = ("equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y",
+               "translate_x", "translate_y", "mirror", "invert")
+EXTRA_OPS = ("autocontrast", "color", "contrast", "brightness", "sharpness")
