@@ -124,7 +124,8 @@ def equalize(param, images, xp):
     nonzero = h > 0
     last = 255 - xp.argmax(nonzero[..., ::-1], axis=-1)
     h_last = xp.take_along_axis(h, last[..., None], axis=-1)
-    step = (h.sum(-1, keepdims=True) - h_last) // 256
+    # Pillow >= 11 divides by 255 (older releases by 256); the installed Pillow is the reference.
+    step = (h.sum(-1, keepdims=True) - h_last) // 255
     cum = xp.cumsum(h, axis=-1) - h
     safe = xp.maximum(step, 1)
     lut = xp.minimum((step // 2 + cum) // safe, 255)

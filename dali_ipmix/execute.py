@@ -1,0 +1,231 @@
+"""Executes an IPMixPlan on a whole batch with NumPy or CuPy (the same code, ``xp`` either module).
+
+The batch is processed step by step over all N*k chains at once. Within a step, samples are grouped
+by what they do (image-level op, patch size and pixel op), so the number of array operations per
+batch depends on the config (t, number of ops and patch sizes), never on the batch size: no
+per-sample Python loop. Images are (N, H, W, 3) uint8 HWC 0..255; chains stay uint8 between steps,
+as in the reference code, and only the final mix is float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ops import AFFINE, BLEND, IMAGE_OPS, LUT
+from .plan import IMAGE_CHAIN, PATCH_CHAIN, PIXEL_OPS, IPMixPlan
+
+
+def array_module(array):
+    """``numpy`` or ``cupy``, whichever owns ``array`` (CuPy is optional)."""
+    if isinstance(array, np.ndarray):
+        return np
+    try:
+        import cupy
+    except ImportError:  # pragma: no cover - only reachable with foreign array types
+        cupy = None
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy
+    raise TypeError(f"expected a numpy.ndarray or cupy.ndarray, got {type(array).__module__}."
+                    f"{type(array).__name__}")
+
+
+def execute_plan(plan: IPMixPlan, images, mixing):
+    """Runs ``plan`` on ``images`` and ``mixing`` ((N, H, W, 3) uint8, both NumPy or both CuPy).
+
+    Returns (N, H, W, 3) float32 on the 0..255 scale, on the inputs' device.
+    """
+    xp = array_module(images)
+    n, h, w, _ = images.shape
+    k, t = plan.k, plan.t
+    chains = xp.repeat(images[:, None], k, axis=1).reshape(n * k, h, w, 3)
+    sample_of = np.repeat(np.arange(n), k)
+    flat = lambda a: a.reshape(n * k, -1)  # noqa: E731 - (N, k, t) -> (N*k, t)
+    image_steps, patch_steps = flat(plan.active(IMAGE_CHAIN)), flat(plan.active(PATCH_CHAIN))
+
+    for j in range(min(t, int(plan.n_ops.max(initial=0)))):
+        rows = np.flatnonzero(image_steps[:, j])
+        if rows.size:
+            d_rows = xp.asarray(rows)
+            chains[d_rows] = apply_image_ops(
+                chains[d_rows], plan.op_names, flat(plan.op)[rows, j], flat(plan.level)[rows, j],
+                flat(plan.sign)[rows, j])
+        rows = np.flatnonzero(patch_steps[:, j])
+        if rows.size:
+            _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp)
+
+    weights = xp.asarray(plan.weights, dtype=xp.float32).reshape(n, k, 1, 1, 1)
+    mix = (chains.reshape(n, k, h, w, 3).astype(xp.float32) * weights).sum(axis=1)
+    m = xp.asarray(plan.m, dtype=xp.float32).reshape(n, 1, 1, 1)
+    return (1 - m) * images.astype(xp.float32) + m * mix
+
+
+# ------------------------------------------------------------------------------ image level
+
+def apply_image_ops(images, op_names, op_ids, levels, signs):
+    """Applies one image-level op per sample: ``op_names[op_ids[i]]`` to ``images[i]``.
+
+    ``images`` (M, H, W, 3) uint8; ``op_ids``, ``levels``, ``signs`` host arrays of shape (M,).
+    Returns a new (M, H, W, 3) uint8 array. One group of array operations per op family.
+    """
+    xp = array_module(images)
+    m, h, w, _ = images.shape
+    ops = [IMAGE_OPS[name] for name in op_names]
+    op_ids = np.asarray(op_ids)
+    family = np.array([ops[i].family for i in op_ids]) if m else np.zeros(0, str)
+    params = np.zeros(m)
+    for i in np.unique(op_ids):
+        sel = op_ids == i
+        params[sel] = ops[i].params(np.asarray(levels)[sel], np.asarray(signs)[sel], h, w)
+    out = images.copy()
+
+    lut_rows = np.flatnonzero(family == LUT)
+    if lut_rows.size:
+        luts = xp.empty((lut_rows.size, 3, 256), dtype=xp.uint8)
+        for i in np.unique(op_ids[lut_rows]):
+            sub = np.flatnonzero(op_ids[lut_rows] == i)
+            luts[xp.asarray(sub)] = ops[i].fn(xp.asarray(params[lut_rows[sub]]),
+                                              images[xp.asarray(lut_rows[sub])], xp)
+        out[xp.asarray(lut_rows)] = apply_luts(images[xp.asarray(lut_rows)], luts)
+
+    aff_rows = np.flatnonzero(family == AFFINE)
+    if aff_rows.size:
+        mats = np.empty((aff_rows.size, 2, 3))
+        for i in np.unique(op_ids[aff_rows]):
+            sub = op_ids[aff_rows] == i
+            mats[sub] = ops[i].fn(params[aff_rows[sub]], h, w)
+        d_rows = xp.asarray(aff_rows)
+        out[d_rows] = warp_affine(images[d_rows], mats)
+
+    for i in np.unique(op_ids[family == BLEND]):
+        rows = np.flatnonzero(op_ids == i)
+        d_rows = xp.asarray(rows)
+        out[d_rows] = ops[i].fn(xp.asarray(params[rows]), images[d_rows], xp)
+    return out
+
+
+def apply_luts(images, luts):
+    """``out[m, y, x, c] = luts[m, c, images[m, y, x, c]]``; (M, H, W, 3) uint8, luts (M, 3, 256) uint8."""
+    xp = array_module(images)
+    m = images.shape[0]
+    base = (xp.arange(m, dtype=xp.int64)[:, None, None, None] * 3
+            + xp.arange(3, dtype=xp.int64)) * 256
+    return luts.reshape(-1)[base + images]
+
+
+def warp_affine(images, matrices):
+    """Bilinear affine warp with black fill, PIL's ``Image.transform(AFFINE, BILINEAR)`` convention.
+
+    ``matrices`` (M, 2, 3) host float64 maps output pixel centres (u + 0.5, v + 0.5) to input
+    points; a point outside [0, W) x [0, H) gives black; neighbours at the edge are clamped.
+    """
+    xp = array_module(images)
+    m, h, w, _ = images.shape
+    mat = xp.asarray(matrices, dtype=xp.float32)
+    u = (xp.arange(w, dtype=xp.float32) + 0.5)[None, None, :]
+    v = (xp.arange(h, dtype=xp.float32) + 0.5)[None, :, None]
+    coef = [mat[:, r, c].reshape(m, 1, 1) for r in range(2) for c in range(3)]
+    xs = coef[0] * u + coef[1] * v + coef[2]
+    ys = coef[3] * u + coef[4] * v + coef[5]
+    valid = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    xs, ys = xs - 0.5, ys - 0.5
+    x0, y0 = xp.floor(xs), xp.floor(ys)
+    dx, dy = (xs - x0)[..., None], (ys - y0)[..., None]
+    x0, y0 = x0.astype(xp.int64), y0.astype(xp.int64)
+    xa, xb = xp.clip(x0, 0, w - 1), xp.clip(x0 + 1, 0, w - 1)
+    ya, yb = xp.clip(y0, 0, h - 1) * w, xp.clip(y0 + 1, 0, h - 1) * w
+    base = xp.arange(m, dtype=xp.int64).reshape(m, 1, 1) * (h * w)
+    pix = images.reshape(-1, 3)
+    p = [pix[base + yy + xx].astype(xp.float32) for yy in (ya, yb) for xx in (xa, xb)]
+    top = p[0] + (p[1] - p[0]) * dx
+    bottom = p[2] + (p[3] - p[2]) * dx
+    val = top + (bottom - top) * dy
+    val = xp.clip(xp.floor(val), 0, 255).astype(xp.uint8)   # PIL truncates: (UINT8) cast
+    return xp.where(valid[..., None], val, xp.uint8(0))
+
+
+# ------------------------------------------------------------------------------ patch level
+
+def _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp):
+    """Patch-mixes step ``j`` of the chains ``rows`` (host indices into N*k) in place."""
+    n_k = chains.shape[0]
+    field = lambda a: a.reshape(n_k, -1)[rows, j]  # noqa: E731
+    size, op = field(plan.size), field(plan.pixel_op)
+    from_image = field(plan.from_image)
+    sources = mixing
+    source_of = sample_of[rows].copy()
+    if from_image.any():
+        # A(x): one fresh image-level op on the ORIGINAL image, stacked behind the mixing pictures.
+        fi = np.flatnonzero(from_image)
+        augmented = apply_image_ops(images[xp.asarray(sample_of[rows[fi]])], plan.op_names,
+                                    field(plan.src_op)[fi], field(plan.src_level)[fi],
+                                    field(plan.src_sign)[fi])
+        sources = xp.concatenate([mixing, augmented])
+        source_of[fi] = mixing.shape[0] + np.arange(fi.size)
+    top, left = field(plan.top), field(plan.left)
+    rect_h, rect_w = field(plan.height), field(plan.width)
+    wa, wb, p, keys = field(plan.wa), field(plan.wb), field(plan.p), field(plan.mask_key)
+
+    for s in np.unique(size):
+        for o in np.unique(op[size == s]):
+            sel = np.flatnonzero((size == s) & (op == o))
+            ri = xp.asarray(top[sel])[:, None] + xp.arange(s)
+            ci = xp.asarray(left[sel])[:, None] + xp.arange(s)
+            win = (ri[:, :, None], ci[:, None, :])
+            dst = xp.asarray(rows[sel])[:, None, None]
+            a = chains[(dst,) + win]
+            b = sources[(xp.asarray(source_of[sel])[:, None, None],) + win]
+            mixed = pixel_mix(PIXEL_OPS[o], a, b, wa[sel], wb[sel], p[sel], keys[sel])
+            inside = ((xp.arange(s)[None, :] < xp.asarray(rect_h[sel])[:, None])[:, :, None]
+                      & (xp.arange(s)[None, :] < xp.asarray(rect_w[sel])[:, None])[:, None, :])
+            chains[(dst,) + win] = xp.where(inside[..., None], mixed, a)
+
+
+def pixel_mix(op, a, b, wa, wb, p, keys):
+    """One pixel-level op on windows ``a`` (the chain) and ``b`` (the source), (M, S, S, 3) uint8.
+
+    Computed on [0, 1] float32 as the spec says, clamped and rounded back to uint8. ``wa``, ``wb``,
+    ``p`` (float) and ``keys`` (uint32) are host arrays of shape (M,).
+    """
+    xp = array_module(a)
+    fa = a.astype(xp.float32) / 255
+    fb = b.astype(xp.float32) / 255
+    per = lambda v: xp.asarray(v, dtype=xp.float32).reshape(-1, 1, 1, 1)  # noqa: E731
+    if op == "add":
+        out = (per(wa) * (2 * fa - 1) + per(wb) * (2 * fb - 1) + 1) / 2
+    elif op == "multiply":
+        out = (2 * fa) ** per(wa) * xp.maximum(2 * fb, xp.float32(1e-37)) ** per(wb) / 2
+    elif op in ("random_pixels", "random_elems"):
+        channels = 1 if op == "random_pixels" else 3
+        noise = mask_noise(xp.asarray(keys, dtype=xp.uint32), a.shape[1], a.shape[2], channels, xp)
+        out = xp.where(noise < per(p), fa, fb)
+    else:
+        raise ValueError(f"unknown pixel-level op {op!r}; allowed: {PIXEL_OPS}")
+    return to_uint8(out, xp)
+
+
+def to_uint8(values, xp):
+    """[0, 1] floats -> uint8 with clamping and round-to-nearest (the spec's deviation from the paper)."""
+    return xp.floor(xp.clip(values, 0, 1) * 255 + 0.5).astype(xp.uint8)
+
+
+def mask_noise(keys, height, width, channels, xp):
+    """U(0, 1) noise (M, height, width, channels) float32 from a counter-based hash of (key, y, x, c).
+
+    The same bits on NumPy and CuPy, so the random masks of a plan are backend-independent.
+    """
+    r = xp.arange(height, dtype=xp.uint32)[:, None, None]
+    c = xp.arange(width, dtype=xp.uint32)[None, :, None]
+    ch = xp.arange(channels, dtype=xp.uint32)[None, None, :]
+    counter = (r * xp.uint32(65536) + c) * xp.uint32(4) + ch
+    bits = _lowbias32(counter[None] ^ _lowbias32(keys, xp).reshape(-1, 1, 1, 1), xp)
+    return (bits >> xp.uint32(8)).astype(xp.float32) * xp.float32(1.0 / (1 << 24))
+
+
+def _lowbias32(x, xp):
+    """Chris Wellons' lowbias32 integer hash on uint32 arrays (wrapping arithmetic)."""
+    x = x.astype(xp.uint32)
+    x = x ^ (x >> xp.uint32(16))
+    x = x * xp.uint32(0x7FEB352D)
+    x = x ^ (x >> xp.uint32(15))
+    x = x * xp.uint32(0x846CA68B)
+    return x ^ (x >> xp.uint32(16))

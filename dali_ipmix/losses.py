@@ -1,0 +1,55 @@
+"""The Jensen-Shannon consistency loss that IPMix trains with in JSD mode (see ``shared/ipmix-spec.md``).
+
+``loss = CE(logits_clean, y) + weight * mean_i KL-term(p_mix, p_i)``, i in {clean, view1, view2},
+with ``p_i = softmax(logits_i)`` and ``p_mix = clamp((p_clean + p_view1 + p_view2) / 3, 1e-7, 1)``.
+
+The KL term is the one of the authors' reference code (inherited from AugMix):
+``F.kl_div(log p_mix, p_i, reduction="batchmean")``, which is ``sum_c p_i log(p_i / p_mix)`` averaged
+over the batch, i.e. ``KL(p_i || p_mix)``; its mean over the three views is the Jensen-Shannon
+divergence of the three distributions. The spec writes it as "KL(p_mix || p_i)", naming the two
+arguments in ``F.kl_div``'s order; we follow the reference code's numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["jsd_loss", "MIXTURE_FLOOR"]
+
+#: Lower clamp of the mixture distribution; keeps ``log p_mix`` finite when all three views agree on 0.
+MIXTURE_FLOOR = 1e-7
+
+
+def jsd_loss(logits_clean: torch.Tensor, logits_view1: torch.Tensor, logits_view2: torch.Tensor,
+             targets: torch.Tensor, weight: float = 12.0) -> torch.Tensor:
+    """Cross-entropy on the clean logits plus ``weight`` times the Jensen-Shannon consistency term.
+
+    Args:
+        logits_clean, logits_view1, logits_view2: ``(N, C)`` unnormalised class scores of the clean
+            image and of the two IPMix views of the same ``N`` samples (any float dtype; computed in
+            float32 so that float16 logits under AMP do not underflow in the softmax).
+        targets: ``(N,)`` int64 class indices in ``[0, C)``.
+        weight: factor of the consistency term (the paper's 12); 0 gives plain cross-entropy.
+
+    Returns:
+        A scalar float32 tensor (mean over the batch), differentiable w.r.t. all three logits.
+    """
+    if not (logits_clean.shape == logits_view1.shape == logits_view2.shape) or logits_clean.dim() != 2:
+        raise ValueError(
+            "jsd_loss expects three (N, C) logits of the same shape, got "
+            f"{tuple(logits_clean.shape)}, {tuple(logits_view1.shape)}, {tuple(logits_view2.shape)}")
+    if targets.shape != logits_clean.shape[:1]:
+        raise ValueError(
+            f"jsd_loss: targets has shape {tuple(targets.shape)}, expected ({logits_clean.shape[0]},)")
+    logits = [t.float() for t in (logits_clean, logits_view1, logits_view2)]
+    loss = F.cross_entropy(logits[0], targets)
+    if weight == 0:
+        return loss
+    # log_softmax + log_target=True gives the same value as kl_div(log_mix, softmax(...)) but stays
+    # finite in the backward pass when a softmax underflows to an exact 0 (xlogy's gradient at 0 is -inf).
+    log_probs = [F.log_softmax(t, dim=1) for t in logits]
+    mix = (log_probs[0].exp() + log_probs[1].exp() + log_probs[2].exp()) / 3.0
+    log_mix = torch.clamp(mix, MIXTURE_FLOOR, 1.0).log()
+    consistency = sum(F.kl_div(log_mix, lp, reduction="batchmean", log_target=True) for lp in log_probs) / 3.0
+    return loss + weight * consistency

@@ -1,0 +1,144 @@
+"""Per-image IPMix on PIL, following the spec literally: the oracle for parity tests and the
+"per-sample PIL" baseline that benchmarks compare against.
+
+Nothing here is vectorised or shared with the batched backends except the plan (the random
+decisions) and the mask noise hash, so that a parity test compares two independent implementations.
+Images are (H, W, 3) uint8 NumPy arrays, HWC, 0..255.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+from .config import IPMixConfig
+from .execute import mask_noise
+from .plan import IMAGE_CHAIN, PIXEL_OPS, IPMixPlan, as_generator
+
+
+def ip(level, maxval):
+    return int(level * maxval / 10)
+
+
+def fp(level, maxval):
+    return float(level) * maxval / 10
+
+
+def _affine(img, coeffs):
+    return img.transform(img.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
+
+
+def _enhance(enhancer):
+    return lambda img, level, sign: enhancer(img).enhance(fp(level, 1.8) + 0.1)
+
+
+PIL_OPS = {
+    "equalize": lambda img, level, sign: ImageOps.equalize(img),
+    "posterize": lambda img, level, sign: ImageOps.posterize(img, 4 - ip(level, 4)),
+    "rotate": lambda img, level, sign: img.rotate(sign * ip(level, 30), resample=Image.Resampling.BILINEAR),
+    "solarize": lambda img, level, sign: ImageOps.solarize(img, 256 - ip(level, 256)),
+    "shear_x": lambda img, level, sign: _affine(img, (1, sign * fp(level, 0.3), 0, 0, 1, 0)),
+    "shear_y": lambda img, level, sign: _affine(img, (1, 0, 0, sign * fp(level, 0.3), 1, 0)),
+    "translate_x": lambda img, level, sign: _affine(img, (1, 0, sign * ip(level, img.width / 3), 0, 1, 0)),
+    "translate_y": lambda img, level, sign: _affine(img, (1, 0, 0, 0, 1, sign * ip(level, img.height / 3))),
+    "mirror": lambda img, level, sign: ImageOps.mirror(img),
+    "invert": lambda img, level, sign: ImageOps.invert(img),
+    "autocontrast": lambda img, level, sign: ImageOps.autocontrast(img, cutoff=10 - fp(level, 10)),
+    "color": _enhance(ImageEnhance.Color),
+    "contrast": _enhance(ImageEnhance.Contrast),
+    "brightness": _enhance(ImageEnhance.Brightness),
+    "sharpness": _enhance(ImageEnhance.Sharpness),
+}
+
+
+def image_op(image: np.ndarray, name: str, level: float, sign: int) -> np.ndarray:
+    """One image-level op on one (H, W, 3) uint8 image with PIL."""
+    return np.asarray(PIL_OPS[name](Image.fromarray(image), float(level), int(sign)))
+
+
+def pixel_mix(op: str, a: np.ndarray, b: np.ndarray, wa: float, wb: float, p: float, key) -> np.ndarray:
+    """The spec's pixel-level op on two (h, w, 3) uint8 patches, in float64 -> uint8."""
+    fa, fb = a.astype(np.float64) / 255, b.astype(np.float64) / 255
+    if op == "add":
+        out = (wa * (2 * fa - 1) + wb * (2 * fb - 1) + 1) / 2
+    elif op == "multiply":
+        out = ((2 * fa) ** wa) * (np.maximum(2 * fb, 1e-37) ** wb) / 2
+    else:
+        channels = 1 if op == "random_pixels" else 3
+        noise = mask_noise(np.asarray([key], np.uint32), a.shape[0], a.shape[1], channels, np)[0]
+        out = np.where(noise < np.float32(p), fa, fb)
+    return np.floor(np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def patch_mix(y, src, top, left, height, width, op, wa, wb, p, key) -> np.ndarray:
+    """Replaces the rectangle of ``y`` by ``op(y_patch, src_patch)``."""
+    out = y.copy()
+    win = (slice(top, top + height), slice(left, left + width))
+    out[win] = pixel_mix(op, y[win], src[win], wa, wb, p, key)
+    return out
+
+
+def execute_sample(plan: IPMixPlan, n: int, image: np.ndarray, mixing: np.ndarray) -> np.ndarray:
+    """Runs sample ``n`` of ``plan`` on one image; returns (H, W, 3) float32 on the 0..255 scale."""
+    mix = np.zeros(image.shape, np.float64)
+    for c in range(plan.k):
+        y = image
+        for j in range(int(plan.n_ops[n, c])):
+            at = (n, c, j)
+            if plan.kind[n, c] == IMAGE_CHAIN:
+                y = image_op(y, plan.op_names[plan.op[at]], plan.level[at], plan.sign[at])
+                continue
+            src = mixing
+            if plan.from_image[at]:
+                src = image_op(image, plan.op_names[plan.src_op[at]], plan.src_level[at], plan.src_sign[at])
+            y = patch_mix(y, src, int(plan.top[at]), int(plan.left[at]), int(plan.height[at]),
+                          int(plan.width[at]), PIXEL_OPS[plan.pixel_op[at]], float(plan.wa[at]),
+                          float(plan.wb[at]), float(plan.p[at]), plan.mask_key[at])
+        mix += plan.weights[n, c] * y
+    m = plan.m[n]
+    return ((1 - m) * image + m * mix).astype(np.float32)
+
+
+def execute_plan_reference(plan: IPMixPlan, images: np.ndarray, mixing: np.ndarray) -> np.ndarray:
+    """The per-image loop over a batch plan: (N, H, W, 3) uint8 -> (N, H, W, 3) float32 0..255."""
+    return np.stack([execute_sample(plan, n, images[n], mixing[n]) for n in range(plan.batch_size)])
+
+
+def ipmix_reference(image: np.ndarray, mixing: np.ndarray, config: IPMixConfig, rng) -> np.ndarray:
+    """One IPMix view of one (H, W, 3) uint8 image, drawn per image in the spec's own order (its own
+    random calls, independent of :func:`draw_plan`), as the paper's loader does.
+
+    Returns (H, W, 3) float32 on the 0..255 scale.
+    """
+    rng = as_generator(rng)
+    height, width = image.shape[:2]
+    sizes, names = config.patch_sizes_for(height, width), config.op_names
+
+    def augment(img):
+        name = names[rng.integers(len(names))]
+        return image_op(img, name, rng.uniform(0.1, config.severity), rng.choice([-1, 1]))
+
+    weights, m = rng.dirichlet(np.ones(config.k)), rng.beta(1.0, 1.0)
+    mix = np.zeros(image.shape, np.float64)
+    for weight in weights:
+        y = image
+        patch_level, n = rng.integers(2) == 1, rng.integers(config.t + 1)
+        for _ in range(n):
+            if not patch_level:
+                y = augment(y)
+                continue
+            s, op = sizes[rng.integers(len(sizes))], PIXEL_OPS[rng.integers(len(PIXEL_OPS))]
+            src = augment(image) if config.source_from_image and rng.random() < 0.5 else mixing
+            left, top = rng.integers(width - s + 1), rng.integers(height - s + 1)
+            w, h = (s, s) if rng.random() < 0.5 else (rng.integers(2, s + 1), rng.integers(2, s + 1))
+            wa = wb = p = key = 0
+            if op in ("add", "multiply"):
+                if rng.random() < 0.5:
+                    wa, wb = rng.beta(config.beta, 1.0), rng.beta(1.0, config.beta)
+                else:
+                    wa, wb = 1 + rng.beta(1.0, config.beta), -rng.beta(1.0, config.beta)
+            else:
+                p, key = rng.random(), np.uint32(rng.integers(2 ** 32))
+            y = patch_mix(y, src, top, left, h, w, op, wa, wb, p, key)
+        mix += weight * y
+    return ((1 - m) * image + m * mix).astype(np.float32)
