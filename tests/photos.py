@@ -1,0 +1,30 @@
+"""Test images: scikit-image's sample photos plus synthetic extremes, as (N, H, W, 3) uint8 HWC."""
+
+import numpy as np
+from skimage import data
+
+PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+def photos(height, width, count=None):
+    """Crops of the sample photos, cycled to ``count`` images."""
+    srcs = [getattr(data, n)() for n in PHOTO_NAMES]
+    count = count or len(srcs)
+    out = []
+    for i in range(count):
+        src = srcs[i % len(srcs)]
+        y, x = (7 * i) % (src.shape[0] - height), (13 * i) % (src.shape[1] - width)
+        out.append(src[y:y + height, x:x + width])
+    return np.stack(out)
+
+
+def extremes(height, width, seed=0):
+    """Black, white, uniform noise and a few-level image: the inputs most likely to break an op."""
+    rng = np.random.default_rng(seed)
+    return np.stack([
+        np.zeros((height, width, 3), np.uint8),
+        np.full((height, width, 3), 255, np.uint8),
+        rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+        (rng.integers(0, 4, (height, width, 3)) * 85).astype(np.uint8),
+        np.full((height, width, 3), 128, np.uint8),
+    ])
