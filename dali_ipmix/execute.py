@@ -36,6 +36,8 @@ def execute_plan(plan: IPMixPlan, images, mixing):
     """
     xp = array_module(images)
     n, h, w, _ = images.shape
+    if n == 0:
+        return images.astype(xp.float32)
     k, t = plan.k, plan.t
     chains = xp.repeat(images[:, None], k, axis=1).reshape(n * k, h, w, 3)
     sample_of = np.repeat(np.arange(n), k)
