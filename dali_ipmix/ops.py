@@ -66,9 +66,9 @@ def float_param(maxval, offset=0.0):
 def channel_histograms(images, xp):
     """(M, H, W, 3) uint8 -> (M, 3, 256) int64 counts, one bincount for the whole batch."""
     m = images.shape[0]
-    keys = images.reshape(m, -1, 3).astype(xp.int64)
-    keys = keys + (xp.arange(m, dtype=xp.int64)[:, None, None] * 3
-                   + xp.arange(3, dtype=xp.int64)[None, None, :]) * 256
+    keys = images.reshape(m, -1, 3).astype(xp.int32)
+    keys = keys + (xp.arange(m, dtype=xp.int32)[:, None, None] * 3
+                   + xp.arange(3, dtype=xp.int32)[None, None, :]) * 256
     return xp.bincount(keys.ravel(), minlength=m * 768).reshape(m, 3, 256)
 
 

@@ -168,10 +168,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    model_fn = build_model(args.arch)  # a bad --arch stops before any conversion work
     src = Path(args.data).resolve()
     cache = Path(args.cache_dir) if args.cache_dir else src.with_name(src.name + "-imagefolder")
     root = prepare_data(src, cache, int(os.environ.get("LOCAL_RANK", "0")))
-    _common.run(args, build_model(args.arch), root / "train", root / "val", preset="cifar", size=32)
+    _common.run(args, model_fn, root / "train", root / "val", preset="cifar", size=32)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,232 @@
+"""Listing and checking the image files a pipeline will read, in Python, before DALI sees them.
+
+DALI's decoders stop a running pipeline on a bad file, and for some faults (a file that is not an
+image at all) their message does not name it. So every file is listed and checked here first, and a
+problem stops with an error that names the file or folder (or, with ``on_bad_file="skip"``, the file
+is left out with a warning that names it; nothing is dropped silently).
+
+Conventions:
+- ImageFolder tree: ``root/<class>/.../<image>``; labels are the class folders' indices in sorted
+  order (as torchvision's ``ImageFolder``); images are found recursively inside each class folder.
+- File list: a text file with one ``<path> <label>`` per line (DALI's ``file_list`` format); paths
+  relative to ``file_root`` when given, else to the list's folder; blank lines and ``#`` comments skipped.
+- Hidden entries (names starting with ``.``, e.g. ``.DS_Store``, ``.ipynb_checkpoints``) are ignored.
+- Files whose extension is not an image extension are skipped with a warning naming them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Sequence, Tuple
+
+#: Extensions DALI's image decoder reads (matched case-insensitively).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp",
+                    ".pnm", ".ppm", ".pgm", ".pbm", ".jp2")
+#: PIL format names of those files; anything else (GIF, PSD, ...) is refused by name.
+DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "PPM", "JPEG2000")
+VALIDATE_MODES = ("header", "full", "none")
+BAD_FILE_POLICIES = ("error", "skip")
+_MAX_NAMED = 20   # bad files named in one error message
+
+
+class BadImageError(ValueError):
+    """An input image cannot be decoded; ``bad`` lists ``(path, reason)`` for every such file."""
+
+    def __init__(self, bad: Sequence[Tuple[str, str]]):
+        self.bad = list(bad)
+        lines = [f"  {p}: {why}" for p, why in self.bad[:_MAX_NAMED]]
+        if len(self.bad) > _MAX_NAMED:
+            lines.append(f"  ... and {len(self.bad) - _MAX_NAMED} more")
+        super().__init__(
+            f"{len(self.bad)} unreadable image file(s):\n" + "\n".join(lines) +
+            "\nRemove or fix them, or pass on_bad_file='skip' to leave them out with a warning.")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledFiles:
+    """Absolute image paths with integer labels; ``classes[label]`` names a label (folder or number)."""
+    files: Tuple[str, ...]
+    labels: Tuple[int, ...]
+    classes: Tuple[str, ...]
+
+    def __len__(self):
+        return len(self.files)
+
+
+def _check_options(validate, on_bad_file):
+    if validate not in VALIDATE_MODES:
+        raise ValueError(f"validate={validate!r} is invalid: choose one of {VALIDATE_MODES}")
+    if on_bad_file not in BAD_FILE_POLICIES:
+        raise ValueError(f"on_bad_file={on_bad_file!r} is invalid: choose one of {BAD_FILE_POLICIES}")
+
+
+def _require_dir(path, what):
+    if path is None:
+        raise ValueError(f"{what} is required")
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} {path!r} does not exist")
+    if not os.path.isdir(path):
+        raise NotADirectoryError(f"{what} {path!r} is not a directory")
+    return path
+
+
+def _is_image_name(name):
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _walk_files(root) -> Tuple[List[str], List[str]]:
+    """(image paths, other paths) under ``root``, recursively, sorted, hidden entries ignored."""
+    images, others = [], []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            (images if _is_image_name(name) else others).append(os.path.join(dirpath, name))
+    return images, others
+
+
+def _warn_skipped(paths, why):
+    if paths:
+        shown = ", ".join(paths[:_MAX_NAMED]) + (" ..." if len(paths) > _MAX_NAMED else "")
+        warnings.warn(f"skipping {len(paths)} file(s) {why}: {shown}", stacklevel=3)
+
+
+def _tail_has(path, marker, tail_bytes):
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        f.seek(max(0, size - tail_bytes))
+        return marker in f.read()
+
+
+def check_image(path: str, validate: str = "header") -> Optional[str]:
+    """Why ``path`` cannot be decoded as an RGB image, or ``None`` when it looks fine.
+
+    ``header`` opens the header with PIL (catches non-images, unsupported formats, empty files) and, for
+    JPEG and PNG, looks for the end marker (catches truncated files; a file without it is decoded in
+    full to confirm, so trailing data after the marker is no false alarm). ``full`` decodes every file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if validate == "none":
+        return None if os.path.isfile(path) else "file does not exist"
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as im:
+            fmt = im.format
+            if fmt not in DECODABLE_FORMATS:
+                return f"unsupported image format {fmt!r}"
+            if min(im.size) < 1:
+                return f"image has no pixels (size {im.size})"
+            truncated = (fmt in ("JPEG", "MPO") and not _tail_has(path, b"\xff\xd9", 4096)) or \
+                        (fmt == "PNG" and not _tail_has(path, b"IEND", 64))
+            if validate == "full" or truncated:
+                im.load()
+    except UnidentifiedImageError:
+        return "not an image (PIL cannot identify it)"
+    except FileNotFoundError:
+        return "file does not exist"
+    except (OSError, SyntaxError, ValueError) as err:   # PIL reports broken data as OSError/SyntaxError
+        return f"corrupt image ({err})"
+    return None
+
+
+def check_images(paths: Sequence[str], validate: str = "header", on_bad_file: str = "error",
+                 num_workers: int = 8) -> List[str]:
+    """The paths that pass :func:`check_image`, in order; bad ones raise or are skipped with a warning."""
+    _check_options(validate, on_bad_file)
+    paths = list(paths)
+    if validate == "none" or not paths:
+        reasons = [check_image(p, "none") for p in paths]
+    else:   # threads: the work is file I/O and PIL, which release the GIL
+        with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(paths)))) as pool:
+            reasons = list(pool.map(lambda p: check_image(p, validate), paths, chunksize=64))
+    bad = [(p, r) for p, r in zip(paths, reasons) if r is not None]
+    if bad and on_bad_file == "error":
+        raise BadImageError(bad)
+    for p, r in bad:
+        warnings.warn(f"skipping unreadable image {p}: {r}", stacklevel=2)
+    return [p for p, r in zip(paths, reasons) if r is None]
+
+
+def list_image_folder(root, validate: str = "header", on_bad_file: str = "error") -> LabelledFiles:
+    """An ImageFolder tree ``root/<class>/...`` as labelled files (labels = sorted class folder order)."""
+    _check_options(validate, on_bad_file)
+    root = _require_dir(root, "file_root")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    loose = sorted(e.path for e in os.scandir(root)
+                   if e.is_file() and not e.name.startswith("."))
+    _warn_skipped(loose, f"at the top of {root} (images must be inside one folder per class)")
+    if not classes:
+        raise ValueError(f"file_root {root!r} has no class folders: expected an ImageFolder tree "
+                         "root/<class>/<image>")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        images, others = _walk_files(os.path.join(root, name))
+        _warn_skipped(others, "without an image extension " + "/".join(IMAGE_EXTENSIONS))
+        if not images:
+            raise ValueError(f"class folder {os.path.join(root, name)!r} contains no image files "
+                             f"({'/'.join(IMAGE_EXTENSIONS)}); remove it or add images")
+        files += images
+        labels += [label] * len(images)
+    return _checked(files, labels, tuple(classes), validate, on_bad_file, root)
+
+
+def read_file_list(file_list, file_root=None, validate: str = "header",
+                   on_bad_file: str = "error") -> LabelledFiles:
+    """A ``<path> <label>`` text file as labelled files; see the module docstring for the format."""
+    _check_options(validate, on_bad_file)
+    file_list = os.path.abspath(os.fspath(file_list))
+    if not os.path.isfile(file_list):
+        raise FileNotFoundError(f"file_list {file_list!r} does not exist or is not a file")
+    base = _require_dir(file_root, "file_root") if file_root is not None else os.path.dirname(file_list)
+    files, labels = [], []
+    with open(file_list, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.rsplit(maxsplit=1)   # the path may contain spaces, the label may not
+            try:
+                path, label = parts[0], int(parts[1])
+                if label < 0:
+                    raise ValueError
+            except (ValueError, IndexError):
+                raise ValueError(f"{file_list}:{lineno}: expected '<path> <label>' with a label >= 0, "
+                                 f"got {line!r}") from None
+            path = os.path.join(base, path)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{file_list}:{lineno}: listed file {path!r} does not exist")
+            files.append(path)
+            labels.append(label)
+    if not files:
+        raise ValueError(f"file_list {file_list!r} lists no files")
+    classes = tuple(str(i) for i in range(max(labels) + 1))
+    return _checked(files, labels, classes, validate, on_bad_file, file_list)
+
+
+def list_mixing_images(root, validate: str = "header", on_bad_file: str = "error") -> List[str]:
+    """Every image under ``root`` (any depth; no labels), checked, sorted."""
+    _check_options(validate, on_bad_file)
+    root = _require_dir(root, "mixing_root")
+    images, others = _walk_files(root)
+    _warn_skipped(others, "without an image extension " + "/".join(IMAGE_EXTENSIONS))
+    if not images:
+        raise ValueError(f"mixing_root {root!r} contains no image files ({'/'.join(IMAGE_EXTENSIONS)})")
+    kept = check_images(images, validate, on_bad_file)
+    if not kept:
+        raise ValueError(f"mixing_root {root!r} has no readable images left after skipping bad files")
+    return kept
+
+
+def _checked(files, labels, classes, validate, on_bad_file, source) -> LabelledFiles:
+    kept = set(check_images(files, validate, on_bad_file))
+    pairs = [(f, l) for f, l in zip(files, labels) if f in kept]
+    if not pairs:
+        raise ValueError(f"{source!r} has no readable images left after skipping bad files")
+    return LabelledFiles(tuple(f for f, _ in pairs), tuple(l for _, l in pairs), classes)

@@ -1,0 +1,114 @@
+"""``ipmix``: IPMix as a DALI operator, for use inside any DALI pipeline definition.
+
+    from dali_ipmix import fn as ipmix_fn
+    clean, view1, view2 = ipmix_fn.ipmix(images, mixing, config=IPMixConfig.imagenet(), seed=0)
+
+Layout: both inputs are batches of HWC uint8 RGB images on the 0..255 scale, every image of a batch the
+same H x W (crop before IPMix), ``mixing`` holding one mixing picture per sample of the same size.
+Outputs are HWC float32 on the 0..255 scale (not normalised), layout ``"HWC"``; normalise afterwards
+(``fn.crop_mirror_normalize`` accepts float input). In JSD mode (``config.jsd``) the outputs are
+``(clean, view1, view2)``: the input as float32 and two independent IPMix views sharing the mixing picture.
+
+It is ``fn.python_function(batch_processing=True)`` around :func:`dali_ipmix.ipmix_batch`: on the CPU
+the function gets lists of NumPy arrays, on the GPU lists of CuPy arrays, and DALI runs it with its
+CUDA stream made CuPy's current stream, so the CuPy kernels are ordered with DALI's own work. The
+random state is a ``numpy.random.Generator`` seeded once per operator instance, so a pipeline with a
+fixed ``seed`` produces the same augmentation sequence on every run.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from nvidia.dali import fn as dali_fn
+from nvidia.dali.pipeline import do_not_convert
+
+from .augment import ipmix_batch
+from .config import IPMixConfig
+
+__all__ = ["ipmix", "make_ipmix_function"]
+
+
+def _array_module(arr):
+    # Decide by the array's type so that CPU pipelines never import CuPy.
+    if type(arr).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+def _stack(batch, name):
+    """A list of (H, W, 3) arrays -> one (N, H, W, 3) array, or a ValueError naming the shapes."""
+    xp = _array_module(batch[0])
+    try:
+        return xp.stack(batch)
+    except ValueError:
+        shapes = sorted({tuple(a.shape) for a in batch})
+        raise ValueError(f"ipmix: every {name} sample of a batch must have the same (H, W, 3) shape; "
+                         f"got shapes {shapes[:8]}. Crop or resize to one size before fn.ipmix."
+                         ) from None
+
+
+@do_not_convert   # the returned closure must not be rewritten by DALI's AutoGraph (conditionals)
+def make_ipmix_function(config: IPMixConfig, seed: Optional[int]):
+    """The batch function behind :func:`ipmix`: ``f(images, mixing) -> outputs``.
+
+    ``images`` and ``mixing`` are lists of N (H, W, 3) uint8 arrays (NumPy or CuPy). Returns a list of N
+    (H, W, 3) float32 arrays (0..255), or in JSD mode a tuple of three such lists (clean, view1, view2).
+    Outputs are returned as lists of views into one batched array because DALI's batch-mode
+    python_function takes a list per output, not one stacked array.
+    """
+    if not isinstance(config, IPMixConfig):
+        raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
+    rng = np.random.default_rng(seed)
+
+    def ipmix_function(images, mixing):
+        if len(images) != len(mixing):
+            raise ValueError(f"ipmix: images and mixing batches differ in size: "
+                             f"{len(images)} vs {len(mixing)}")
+        if not images:
+            return ([], [], []) if config.jsd else []
+        x = _stack(images, "images")
+        z = _stack(mixing, "mixing")
+        # Both views use the same rng in sequence: independent draws, one shared mixing picture.
+        view1 = ipmix_batch(x, z, config, rng)
+        if not config.jsd:
+            return list(view1)
+        view2 = ipmix_batch(x, z, config, rng)
+        return list(x.astype(np.float32)), list(view1), list(view2)
+
+    return ipmix_function
+
+
+def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optional[int] = None,
+          device: Optional[str] = None):
+    """IPMix on a batch of DataNodes.
+
+    Args:
+        images: DataNode, HWC uint8 RGB (0..255), one size across the batch.
+        mixing: DataNode, same shape per sample as ``images``: the mixing picture of each sample.
+        config: :class:`IPMixConfig`; defaults to ``IPMixConfig.imagenet()``.
+        seed: seed of the operator's random generator; ``None`` draws a fresh one.
+        device: ``"cpu"`` (NumPy) or ``"gpu"`` (CuPy); defaults to ``"gpu"`` when either input is on
+            the GPU (the other is then moved there), else ``"cpu"``.
+
+    Returns:
+        One DataNode (float32 HWC, 0..255), or with ``config.jsd`` a tuple ``(clean, view1, view2)``.
+    """
+    config = IPMixConfig.imagenet() if config is None else config
+    on_gpu = [getattr(node, "device", "cpu") == "gpu" for node in (images, mixing)]
+    if device is None:
+        device = "gpu" if any(on_gpu) else "cpu"
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device={device!r} is invalid: use 'cpu' or 'gpu'")
+    if device == "cpu" and any(on_gpu):
+        raise ValueError("ipmix: device='cpu' but an input is on the GPU; DALI cannot move data "
+                         "back to the CPU inside a pipeline, use device='gpu'")
+    if device == "gpu":
+        images, mixing = images.gpu(), mixing.gpu()
+    num_outputs = 3 if config.jsd else 1
+    out = dali_fn.python_function(
+        images, mixing, function=make_ipmix_function(config, seed), batch_processing=True,
+        num_outputs=num_outputs, device=device, output_layouts=["HWC"] * num_outputs)
+    return tuple(out) if config.jsd else out

@@ -1,0 +1,301 @@
+"""Ready-made DALI pipelines: IPMix training and plain validation, ImageNet or CIFAR preset.
+
+Output layout: images as NCHW ``float32`` (or ``float16``), RGB, normalised with the ImageNet mean and
+standard deviation (``(x / 255 - mean) / std``, so values lie in about [-2.12, 2.64]); labels as int32
+of shape (N, 1) (the iterator turns them into int64 (N,)). Inside, images are HWC uint8 up to IPMix.
+
+Presets (``preset=``), each with the paper's recipe; ``config`` and ``size`` default to the preset's:
+
+=========  ==========================================  ===============================  ==================
+preset     training crop                               mixing picture                   validation
+=========  ==========================================  ===============================  ==================
+imagenet   random-resized-crop (area 0.08..1, aspect   resize shorter side to 256/224   resize shorter side
+           3/4..4/3) to size, horizontal flip          of size, random size x size crop to 256/224 of size,
+                                                                                        centre crop size
+cifar      resize to size x size, zero-pad size/8,     resize shorter side to 36/32 of  resize to size x
+           random size x size crop, horizontal flip    size, random size x size crop    size (identity for
+                                                                                        size x size input)
+=========  ==========================================  ===============================  ==================
+
+The preset is an argument of its own because the crop recipe and the IPMix parameters are independent
+choices (e.g. CIFAR-style crops with custom IPMix parameters). When ``preset`` is left out it is taken
+from ``config`` only when that is unambiguous: a config equal to ``IPMixConfig.cifar()`` or
+``IPMixConfig.imagenet()`` in every field but ``jsd`` selects that preset, no config means ImageNet,
+and any other config raises an error asking for ``preset=`` (never a silent guess).
+
+Every input file is listed and checked in Python before the pipeline is built (see
+:mod:`dali_ipmix.files`), so bad data stops early with an error naming the file or folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional, Tuple
+
+import numpy as np
+from nvidia.dali import fn, types
+from nvidia.dali.pipeline import Pipeline
+
+from .config import IPMixConfig
+from .files import LabelledFiles, list_image_folder, list_mixing_images, read_file_list
+from .fn import ipmix
+from .iterator import shard_defaults
+
+__all__ = ["training_pipeline", "validation_pipeline", "resolve_preset", "PipelineInfo", "PRESETS",
+           "IMAGENET_MEAN", "IMAGENET_STD", "DATA_READER", "MIXING_READER"]
+
+PRESETS = ("imagenet", "cifar")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)   # on the 0..1 scale
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DATA_READER = "data_reader"             # reader name for DALIGenericIterator(reader_name=...)
+MIXING_READER = "mixing_reader"
+_DEFAULT_SIZE = {"imagenet": 224, "cifar": 32}
+_MIX_RESIZE = {"imagenet": 256 / 224, "cifar": 36 / 32}   # mixing resize (shorter side) / crop size
+_VAL_RESIZE = 256 / 224
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineInfo:
+    """What :class:`IPMixIterator` needs to know about a pipeline; attached as ``pipe.ipmix_info``."""
+    output_names: Tuple[str, ...]   # names of the pipeline outputs, in order
+    reader_name: str
+    jsd: bool
+    num_samples: int                # samples in the whole data set (all shards)
+    classes: Tuple[str, ...]        # class name of each label
+    files: Tuple[str, ...]          # data files in reader order (before shuffling), absolute paths
+    labels: Tuple[int, ...]
+    shard_id: int
+    num_shards: int
+    device: str
+    size: int
+    dtype: str
+    preset: str
+    config: Optional[IPMixConfig]   # None for validation pipelines
+    seed: int
+
+
+def resolve_preset(preset: Optional[str], config: Optional[IPMixConfig]) -> str:
+    """The preset to use: ``preset`` if given, else the one ``config`` equals (see the module doc)."""
+    if preset is not None or config is None:
+        return "imagenet" if preset is None else preset
+    for name in PRESETS:
+        if config.replace(jsd=True) == getattr(IPMixConfig, name)():
+            return name
+    raise ValueError("preset=None but config matches neither IPMixConfig.imagenet() nor "
+                     "IPMixConfig.cifar(): pass preset='imagenet' or preset='cifar' to choose the "
+                     "crop recipe")
+
+
+def _check_common(preset, size, device, dtype, batch_size):
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r} is invalid: choose one of {PRESETS}")
+    size = _DEFAULT_SIZE[preset] if size is None else size
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
+        raise ValueError(f"size={size!r} is invalid: expected an integer >= 2 (output is size x size)")
+    if device is None:
+        device = "gpu" if _cuda_available() else "cpu"
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device={device!r} is invalid: use 'cpu' or 'gpu'")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype={dtype!r} is invalid: use 'float32' or 'float16'")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid: expected an integer >= 1")
+    return int(size), device
+
+
+def _cuda_available():
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:   # a broken CUDA install means: no GPU
+        return False
+
+
+def _data_files(file_root, file_list, validate, on_bad_file) -> LabelledFiles:
+    if file_list is not None:
+        return read_file_list(file_list, file_root, validate, on_bad_file)
+    if file_root is None:
+        raise ValueError("give file_root (an ImageFolder tree) or file_list (a '<path> <label>' file)")
+    return list_image_folder(file_root, validate, on_bad_file)
+
+
+def _seeds(seed, shard_id):
+    """Independent 31-bit seeds for each random consumer, derived from the user's seed.
+
+    The shuffle seed ignores the shard so that all shards agree on one global order per epoch (which is
+    what makes the shards disjoint); the others differ per shard so that shards augment differently.
+    """
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
+
+    def derive(*key):
+        return int(np.random.SeedSequence([seed, *key]).generate_state(1)[0] & 0x7FFFFFFF)
+
+    return seed, dict(pipeline=derive(1, shard_id), shuffle=derive(2), mixing=derive(3, shard_id),
+                      ipmix=derive(4, shard_id))
+
+
+def _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_queue_depth, kwargs):
+    if device == "gpu" and device_id is None:
+        import torch
+        device_id = torch.cuda.current_device()
+    return Pipeline(batch_size=int(batch_size), num_threads=num_threads or min(8, os.cpu_count() or 1),
+                    device_id=device_id if device == "gpu" else None, seed=seed,
+                    prefetch_queue_depth=prefetch_queue_depth, **kwargs)
+
+
+def _normalize(images, dtype, crop=None):
+    """HWC (uint8 or float 0..255) -> CHW ``dtype``, ImageNet mean/std; optional centre crop (h, w)."""
+    extra = {} if crop is None else dict(crop=crop, crop_pos_x=0.5, crop_pos_y=0.5)
+    return fn.crop_mirror_normalize(
+        images, dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT, output_layout="CHW",
+        mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD], **extra)
+
+
+def _decoder_device(device):
+    return "mixed" if device == "gpu" else "cpu"
+
+
+def _train_crop(jpegs, preset, size, device):
+    """Decoded, cropped, flipped training images: HWC uint8 size x size."""
+    if preset == "imagenet":
+        # Fused decode + random crop (decodes only the region of interest), then resize: the same
+        # distribution as torchvision's RandomResizedCrop(size) with its default scale and ratio.
+        images = fn.decoders.image_random_crop(
+            jpegs, device=_decoder_device(device), output_type=types.RGB,
+            random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10)
+        images = fn.resize(images, resize_x=size, resize_y=size)
+    else:
+        images = fn.decoders.image(jpegs, device=_decoder_device(device), output_type=types.RGB)
+        images = fn.resize(images, resize_x=size, resize_y=size)
+        pad = max(1, round(4 * size / 32))
+        # RandomCrop(size, padding=pad): an integer offset in [-pad, pad] per axis, zero fill outside.
+        offset = fn.cast(fn.random.uniform(values=[float(v) for v in range(-pad, pad + 1)], shape=[2]),
+                         dtype=types.INT32)
+        images = fn.slice(images, start=offset, shape=[size, size], axis_names="HW",
+                          out_of_bounds_policy="pad", fill_values=0)
+    return fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
+
+
+def _mixing_pictures(mix_files, preset, size, device, seed):
+    """The mixing picture of each sample: HWC uint8 size x size, prepared as the spec says."""
+    raw, _ = fn.readers.file(files=list(mix_files), random_shuffle=True, seed=seed, name=MIXING_READER)
+    mixing = fn.decoders.image(raw, device=_decoder_device(device), output_type=types.RGB)
+    mixing = fn.resize(mixing, resize_shorter=max(size, round(size * _MIX_RESIZE[preset])))
+    return fn.crop(mixing, crop=(size, size), crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
+                   crop_pos_y=fn.random.uniform(range=[0.0, 1.0]))
+
+
+def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size: int,
+                      preset: Optional[str] = None, size: Optional[int] = None,
+                      config: Optional[IPMixConfig] = None, device: Optional[str] = None,
+                      device_id: Optional[int] = None, num_threads: Optional[int] = None,
+                      seed: Optional[int] = None, shard_id: Optional[int] = None,
+                      num_shards: Optional[int] = None, dtype: str = "float32",
+                      validate: str = "header", on_bad_file: str = "error",
+                      prefetch_queue_depth: int = 2, **pipeline_kwargs) -> Pipeline:
+    """An IPMix training pipeline (not yet built; :class:`IPMixIterator` builds it).
+
+    Args:
+        file_root: ImageFolder tree (one sub-folder per class; labels in sorted folder order), or the
+            folder that ``file_list`` paths are relative to.
+        file_list: text file of ``<path> <label>`` lines, instead of a tree.
+        mixing_root: folder of mixing pictures (e.g. ``dali-ipmix fractals``), searched recursively.
+        batch_size: samples per batch (per shard).
+        preset: ``"imagenet"`` or ``"cifar"``: crop recipe and default ``size``/``config``; ``None``
+            takes it from ``config`` when unambiguous (see the module docstring), else ImageNet.
+        size: output height = width in pixels (default 224 / 32 by preset).
+        config: :class:`IPMixConfig` (default ``IPMixConfig.imagenet()`` / ``.cifar()`` by preset).
+        device: ``"gpu"`` (mixed decoding, CuPy IPMix) or ``"cpu"``; default GPU when CUDA is present.
+        device_id: GPU index (default ``torch.cuda.current_device()``); ignored on the CPU.
+        num_threads: DALI CPU threads (default min(8, cores)).
+        seed: makes the run reproducible (shuffle order, crops, IPMix draws); ``None`` = random.
+        shard_id, num_shards: this process's shard; default from ``torch.distributed`` when initialised
+            (rank, world size), else 0 and 1. Each epoch the shards are disjoint and cover the data.
+        dtype: ``"float32"`` or ``"float16"`` for the image outputs.
+        validate: file check before building: ``"header"`` (default), ``"full"`` (decode every file
+            with PIL), ``"none"``; see :func:`dali_ipmix.files.check_image`.
+        on_bad_file: ``"error"`` (default: raise naming every bad file) or ``"skip"`` (warn per file).
+        prefetch_queue_depth, pipeline_kwargs: passed to ``nvidia.dali.Pipeline``.
+
+    Returns:
+        A ``Pipeline`` with outputs ``(clean, view1, view2, label)`` when ``config.jsd`` else
+        ``(images, label)``; images (N, 3, size, size) normalised, labels int32 (N, 1). Metadata in
+        ``pipe.ipmix_info`` (:class:`PipelineInfo`).
+    """
+    if config is not None and not isinstance(config, IPMixConfig):
+        raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
+    preset = resolve_preset(preset, config)
+    size, device = _check_common(preset, size, device, dtype, batch_size)
+    config = getattr(IPMixConfig, preset)() if config is None else config
+    shard_id, num_shards = shard_defaults(shard_id, num_shards)
+    data = _data_files(file_root, file_list, validate, on_bad_file)
+    if len(data) < num_shards:
+        raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
+    mix_files = list_mixing_images(mixing_root, validate, on_bad_file)
+    seed, seeds = _seeds(seed, shard_id)
+
+    pipe = _new_pipeline(batch_size, num_threads, device, device_id, seeds["pipeline"],
+                         prefetch_queue_depth, pipeline_kwargs)
+    with pipe:
+        # shuffle_after_epoch: a fresh global permutation each epoch, the same on every shard, so that
+        # shards stay disjoint; pad_last_batch keeps epochs exact (no sample leaks into the next one).
+        jpegs, labels = fn.readers.file(
+            files=list(data.files), labels=list(data.labels), shard_id=shard_id, num_shards=num_shards,
+            shuffle_after_epoch=True, shuffle_after_epoch_seed=seeds["shuffle"], pad_last_batch=True,
+            name=DATA_READER)
+        images = _train_crop(jpegs, preset, size, device)
+        mixing = _mixing_pictures(mix_files, preset, size, device, seeds["mixing"])
+        views = ipmix(images, mixing, config=config, seed=seeds["ipmix"], device=device)
+        views = views if config.jsd else (views,)
+        labels = labels.gpu() if device == "gpu" else labels
+        pipe.set_outputs(*[_normalize(v, dtype) for v in views], labels)
+    names = ("clean", "view1", "view2", "label") if config.jsd else ("images", "label")
+    pipe.ipmix_info = _info(names, config.jsd, data, shard_id, num_shards, device, size, dtype,
+                            preset, config, seed)
+    return pipe
+
+
+def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, preset: str = "imagenet",
+                        size: Optional[int] = None, device: Optional[str] = None,
+                        device_id: Optional[int] = None, num_threads: Optional[int] = None,
+                        seed: Optional[int] = None, shard_id: Optional[int] = None,
+                        num_shards: Optional[int] = None, dtype: str = "float32",
+                        validate: str = "header", on_bad_file: str = "error",
+                        prefetch_queue_depth: int = 2, **pipeline_kwargs) -> Pipeline:
+    """An evaluation pipeline: files in listed order, no augmentation, outputs ``(images, label)``.
+
+    ImageNet preset: resize the shorter side to ``round(size * 256 / 224)``, centre crop ``size``.
+    CIFAR preset: resize to ``size x size`` (identity for inputs of that size). Same normalisation and
+    arguments as :func:`training_pipeline` (``seed`` only seeds DALI; nothing here is random).
+    """
+    size, device = _check_common(preset, size, device, dtype, batch_size)
+    shard_id, num_shards = shard_defaults(shard_id, num_shards)
+    data = _data_files(file_root, file_list, validate, on_bad_file)
+    if len(data) < num_shards:
+        raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
+    seed = 0 if seed is None else seed
+    pipe = _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_queue_depth,
+                         pipeline_kwargs)
+    with pipe:
+        jpegs, labels = fn.readers.file(files=list(data.files), labels=list(data.labels),
+                                        shard_id=shard_id, num_shards=num_shards, pad_last_batch=True,
+                                        name=DATA_READER)
+        images = fn.decoders.image(jpegs, device=_decoder_device(device), output_type=types.RGB)
+        if preset == "imagenet":
+            images = fn.resize(images, resize_shorter=max(size, round(size * _VAL_RESIZE)))
+            images = _normalize(images, dtype, crop=(size, size))
+        else:
+            images = _normalize(fn.resize(images, resize_x=size, resize_y=size), dtype)
+        pipe.set_outputs(images, labels.gpu() if device == "gpu" else labels)
+    pipe.ipmix_info = _info(("images", "label"), False, data, shard_id, num_shards, device, size,
+                            dtype, preset, None, seed)
+    return pipe
+
+
+def _info(names, jsd, data, shard_id, num_shards, device, size, dtype, preset, config, seed):
+    return PipelineInfo(output_names=names, reader_name=DATA_READER, jsd=jsd, num_samples=len(data),
+                        classes=data.classes, files=data.files, labels=data.labels, shard_id=shard_id,
+                        num_shards=num_shards, device=device, size=size, dtype=dtype, preset=preset,
+                        config=config, seed=seed)

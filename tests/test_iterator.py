@@ -1,0 +1,144 @@
+"""IPMixIterator: exact epochs, last-batch policies, shards, torch.distributed defaults, the demo."""
+
+import collections
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from dali_ipmix import IPMixConfig
+from dali_ipmix.iterator import IPMixIterator, shard_defaults
+from dali_ipmix.pipelines import training_pipeline, validation_pipeline
+
+from dali_data import collect_epoch, decode_index
+
+N = 21   # samples in dali_tree
+
+
+def train_iter(tree, mixing, cpu, policy="partial", **kw):
+    kw = dict(dict(batch_size=4, preset="cifar", size=16, seed=7), **kw)
+    return IPMixIterator(training_pipeline(tree[0], mixing_root=mixing, **cpu, **kw),
+                         last_batch_policy=policy)
+
+
+def test_every_sample_exactly_once_per_epoch_and_labels_match_folders(dali_tree, dali_mixing, dali_cpu):
+    it = train_iter(dali_tree, dali_mixing, dali_cpu)
+    orders = []
+    for _ in range(3):
+        indices, labels = collect_epoch(it)
+        assert sorted(indices) == list(range(N))
+        assert labels == [dali_tree[1][i][1] for i in indices]
+        orders.append(indices)
+    assert orders[0] != orders[1]   # a new permutation every epoch
+
+
+@pytest.mark.parametrize("policy,batches,sizes", [
+    ("partial", 6, [4, 4, 4, 4, 4, 1]),
+    ("drop", 5, [4, 4, 4, 4, 4]),
+    ("fill", 6, [4, 4, 4, 4, 4, 4]),
+])
+def test_len_and_last_batch_policy(dali_tree, dali_mixing, dali_cpu, policy, batches, sizes):
+    it = train_iter(dali_tree, dali_mixing, dali_cpu, policy)
+    assert len(it) == batches == math.ceil(N / 4) - (policy == "drop")
+    for _ in range(2):   # and the same again in the next epoch
+        got, seen = [], []
+        for (clean, v1, v2), labels in it:
+            assert clean.shape == v1.shape == v2.shape == (labels.shape[0], 3, 16, 16)
+            assert labels.dtype == torch.int64 and labels.dim() == 1
+            got.append(labels.shape[0])
+            seen += [decode_index(c) for c in clean]
+        assert got == sizes
+        if policy != "fill":
+            assert len(set(seen)) == len(seen)   # no repeats within an epoch
+        else:
+            assert set(seen) == set(range(N))
+
+
+def test_two_shards_are_disjoint_and_complete_every_epoch(dali_tree, dali_mixing, dali_cpu):
+    shards = [train_iter(dali_tree, dali_mixing, dali_cpu, shard_id=s, num_shards=2) for s in (0, 1)]
+    for _ in range(2):
+        a, b = (collect_epoch(it)[0] for it in shards)
+        assert not set(a) & set(b)
+        assert sorted(a + b) == list(range(N))
+
+
+def test_non_jsd_yields_images_and_labels(dali_tree, dali_mixing, dali_cpu):
+    it = train_iter(dali_tree, dali_mixing, dali_cpu, config=IPMixConfig.cifar(jsd=False))
+    images, labels = next(iter(it))
+    assert isinstance(images, torch.Tensor) and images.shape == (4, 3, 16, 16)
+    assert labels.shape == (4,)
+
+
+def test_validation_iterator_reads_files_in_order(dali_tree, dali_cpu):
+    it = IPMixIterator(validation_pipeline(dali_tree[0], batch_size=5, preset="cifar", size=16, **dali_cpu))
+    assert len(it) == 5
+    for _ in range(2):
+        indices, labels = [], []
+        for images, y in it:
+            indices += [decode_index(im) for im in images]
+            labels += y.tolist()
+        assert indices == list(range(N))
+        assert labels == [dali_tree[1][i][1] for i in range(N)]
+
+
+@pytest.fixture
+def fake_dist(monkeypatch):
+    """torch.distributed reporting rank 1 of 2."""
+    import torch.distributed as dist
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+
+
+def test_shard_defaults_come_from_torch_distributed(fake_dist, dali_tree, dali_mixing, dali_cpu):
+    assert shard_defaults() == (1, 2)
+    assert shard_defaults(0, 4) == (0, 4)
+    pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="cifar",
+                             size=16, seed=7, **dali_cpu)
+    assert (pipe.ipmix_info.shard_id, pipe.ipmix_info.num_shards) == (1, 2)
+    it = IPMixIterator(pipe)
+    assert len(collect_epoch(it)[0]) in (N // 2, N // 2 + 1)
+
+
+def test_shard_defaults_without_distributed_and_bad_values():
+    assert shard_defaults() == (0, 1)
+    for bad in [(2, 2), (-1, 2), (0, 0)]:
+        with pytest.raises(ValueError, match="shard_id"):
+            shard_defaults(*bad)
+
+
+def test_iterator_rejects_bad_arguments(dali_tree, dali_mixing, dali_cpu):
+    pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="cifar",
+                             size=16, **dali_cpu)
+    with pytest.raises(ValueError, match="last_batch_policy"):
+        IPMixIterator(pipe, last_batch_policy="pad")
+    pipe.ipmix_info = None   # a pipeline not made by dali_ipmix must name its outputs and reader
+    with pytest.raises(ValueError, match="output_names"):
+        IPMixIterator(pipe)
+    with pytest.raises(ValueError, match="reader_name"):
+        IPMixIterator(pipe, output_names=("clean", "view1", "view2", "label"))
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    from dali_ipmix.demo import run_demo
+    lines = []
+    summary = run_demo(str(tmp_path / "demo"), device="cpu", size=32, per_class=4, n_fractals=4,
+                       batch_size=8, steps=3, progress=False, log=lines.append)
+    assert os.path.isfile(summary["preview"])
+    from PIL import Image
+    assert Image.open(summary["preview"]).size[1] == 3 * 32 + 2 * 2   # rows: clean, view1, view2
+    assert summary["loss"] == "jsd" and summary["steps"] == 3
+    assert summary["pipeline_images_per_s"] > 0 and summary["training_images_per_s"] > 0
+    assert json.load(open(tmp_path / "demo" / "summary.json")) == summary
+    assert any("images/s" in line for line in lines)
+    # a second run in the same folder regenerates its own data; a foreign folder is never deleted
+    run_demo(str(tmp_path / "demo"), device="cpu", size=32, per_class=4, n_fractals=4,
+             batch_size=8, steps=1, progress=False, log=lines.append)
+    os.makedirs(tmp_path / "other" / "demo_data")
+    with pytest.raises(FileExistsError):
+        run_demo(str(tmp_path / "other"), device="cpu", progress=False, log=lines.append)
+    assert collections.Counter(os.listdir(tmp_path / "demo" / "demo_data")) == collections.Counter(
+        [".dali_ipmix_demo", "train", "val", "fractals"])

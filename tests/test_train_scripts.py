@@ -1,0 +1,225 @@
+"""End-to-end runs of pipelines/train_imagenet.py and pipelines/train_cifar.py on the CPU, on tiny generated data.
+
+Every run is a subprocess, as a user would start it (``python pipelines/...`` or ``torchrun``), with
+1-2 torch threads per process to stay frugal on a 2-core machine.
+"""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "pipelines"
+# Distinct class colours plus noise: learnable in a few steps by a tiny network.
+COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220], [220, 220, 40],
+                    [200, 40, 200], [40, 200, 200], [128, 128, 128], [250, 150, 50]])
+
+
+def _image(rng, label, size):
+    return np.clip(rng.normal(0, 25, (size, size, 3)) + COLOURS[label % len(COLOURS)], 0, 255).astype(np.uint8)
+
+
+def make_imagefolder(root, classes, train_per_class, val_per_class, size=40, seed=0):
+    """ROOT/{train,val}/classK/N.jpg; returns ROOT."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(classes):
+            d = Path(root) / split / f"class{c:02d}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(_image(rng, c, size)).save(d / f"{i}.jpg", quality=90)
+    return Path(root)
+
+
+def make_mixing(root, n=8, size=48, seed=1):
+    root = Path(root)
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"m{i}.jpg")
+    return root
+
+
+def make_cifar(root, kind="cifar-10", train=64, test=16, classes=4, seed=2):
+    """A tiny python-pickle CIFAR folder in the real layout; returns (folder, {split: (images, labels)})."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / ("cifar-10-batches-py" if kind == "cifar-10" else "cifar-100-python")
+    folder.mkdir(parents=True)
+    key = b"labels" if kind == "cifar-10" else b"fine_labels"
+    arrays = {}
+
+    def dump(name, n):
+        labels = np.arange(n) % classes
+        rng.shuffle(labels)
+        images = np.stack([_image(rng, int(lab), 32) for lab in labels])
+        arrays.setdefault("val" if name in ("test_batch", "test") else "train", []).append((images, labels))
+        rows = images.transpose(0, 3, 1, 2).reshape(n, -1)  # CIFAR rows: R plane, G plane, B plane
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": rows, key: labels.tolist()}, f)
+
+    names = [f"c{i}".encode() for i in range(classes)]
+    if kind == "cifar-10":
+        dump("data_batch_1", train // 2), dump("data_batch_2", train - train // 2), dump("test_batch", test)
+        meta = ("batches.meta", {b"label_names": names})
+    else:
+        dump("train", train), dump("test", test)
+        meta = ("meta", {b"fine_label_names": names, b"coarse_label_names": [b"x"]})
+    with open(folder / meta[0], "wb") as f:
+        pickle.dump(meta[1], f)
+    return folder, {s: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v]))
+                    for s, v in arrays.items()}
+
+
+def run_script(args, *, torchrun=0, timeout=240):
+    env = dict(os.environ, OMP_NUM_THREADS="1" if torchrun else "2", PYTHONUNBUFFERED="1")
+    if torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun),
+               "--master_port", "0", *map(str, args)]
+    else:
+        cmd = [sys.executable, *map(str, args)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return proc.stdout + proc.stderr
+
+
+def metrics(out_dir):
+    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return {"inet": make_imagefolder(root / "inet", classes=4, train_per_class=4, val_per_class=2),
+            "mix": make_mixing(root / "mix")}
+
+
+# -------------------------------------------------------------------------------- CIFAR pickles
+@pytest.mark.parametrize("kind", ["cifar-10", "cifar-100"])
+def test_cifar_pickles_become_a_lossless_imagefolder(tmp_path, kind):
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import train_cifar
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    folder, arrays = make_cifar(tmp_path, kind, train=24, test=8, classes=3)
+    dst = train_cifar.convert_to_imagefolder(folder, tmp_path / "png")
+    for split, (images, labels) in arrays.items():
+        class_dirs = sorted((dst / split).iterdir())
+        assert [p.name for p in class_dirs] == ["000_c0", "001_c1", "002_c2"]  # sorted order = label order
+        for i, (img, lab) in enumerate(zip(images, labels)):
+            np.testing.assert_array_equal(np.asarray(Image.open(class_dirs[lab] / f"{i:05d}.png")), img)
+    stamp = (dst / "complete.json").stat().st_mtime_ns
+    train_cifar.convert_to_imagefolder(folder, tmp_path / "png")  # second call: nothing rewritten
+    assert (dst / "complete.json").stat().st_mtime_ns == stamp
+    assert not list(tmp_path.glob("png.tmp*"))
+
+
+# ---------------------------------------------------------------------------- smoke + resume
+def test_imagenet_script_dali_jsd_checkpoint_and_resume(tmp_path, data):
+    out = tmp_path / "run"
+    common = [SCRIPTS / "train_imagenet.py", data["inet"], "--loader", "dali-ipmix", "--mixing-root", data["mix"],
+              "--jsd", "--device", "cpu", "--arch", "resnet18", "--size", "32", "-b", "8", "-j", "1",
+              "--output", out, "-p", "1"]
+    log = run_script([*common, "--epochs", "1"])  # 16 images / 8 = 2 steps
+    assert "resumed" not in log
+    ckpt = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
+    assert (out / "model_best.pth").is_file()
+    log = run_script([*common, "--epochs", "2", "--resume", out / "checkpoint.pth"])
+    assert "resumed from" in log and "epoch 1, step 2" in log
+    rows = metrics(out)
+    assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["step"] == 4
+    assert all(np.isfinite(r["train_loss"]) and r["val_images"] == 8 and 0 <= r["acc1"] <= r["acc5"] <= 100
+               for r in rows)
+    assert torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)["epoch"] == 2
+
+
+def test_imagenet_script_pytorch_loader_max_steps(tmp_path, data):
+    out = tmp_path / "run"
+    run_script([SCRIPTS / "train_imagenet.py", data["inet"], "--loader", "pytorch", "--device", "cpu",
+                "--arch", "resnet18", "--size", "32", "-b", "4", "-j", "0", "--epochs", "3", "--max-steps", "3",
+                "--output", out])
+    (row,) = metrics(out)  # stopped after 3 of the 4 steps of epoch 0
+    assert row["step"] == 3 and row["steps"] == 3
+    # The cut epoch is not counted as done: --resume runs it again from its start.
+    assert torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)["epoch"] == 0
+
+
+def test_cifar_script_defaults_jsd_checkpoint_and_resume(tmp_path, data):
+    folder, _ = make_cifar(tmp_path, "cifar-10", train=32, test=8)
+    out = tmp_path / "run"
+    common = [SCRIPTS / "train_cifar.py", folder, "--mixing-root", data["mix"], "--device", "cpu",
+              "--arch", "wrn-10-1", "-b", "16", "-j", "1", "--output", out]
+    log = run_script([*common, "--epochs", "1"])
+    assert "jsd True" in log  # the paper's recipe: JSD on by default
+    assert (folder.parent / "cifar-10-batches-py-imagefolder" / "complete.json").is_file()
+    args = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)["args"]
+    assert (args["lr"], args["momentum"], args["weight_decay"]) == (0.1, 0.9, 5e-4)
+    run_script([*common, "--epochs", "2", "--resume", "auto"])
+    assert [r["epoch"] for r in metrics(out)] == [0, 1]
+
+
+# ------------------------------------------------------------------------------------- torchrun
+def test_torchrun_two_cpu_ranks_train_on_disjoint_shards(tmp_path, data):
+    # One image per class, so a label names a sample: 8 samples, 2 ranks x 2 steps x batch 2.
+    root = make_imagefolder(tmp_path / "inet", classes=8, train_per_class=1, val_per_class=1)
+    dump, out = tmp_path / "dump", tmp_path / "run"
+    log = run_script([SCRIPTS / "train_imagenet.py", root, "--mixing-root", data["mix"], "--device", "cpu",
+                      "--arch", "resnet18", "--size", "32", "-b", "2", "-j", "1", "--epochs", "2",
+                      "--output", out, "--dump-labels", dump], torchrun=2)
+    assert "2 process(es)" in log
+    seen = [json.loads((dump / f"rank{r}.json").read_text())["epochs"] for r in (0, 1)]
+    for epoch in range(2):
+        r0 = [lab for step in seen[0][epoch] for lab in step]
+        r1 = [lab for step in seen[1][epoch] for lab in step]
+        assert len(r0) == len(r1) == 4
+        assert not set(r0) & set(r1) and sorted(r0 + r1) == list(range(8))
+    rows = metrics(out)  # rank 0 only writes, and validation covers the whole val folder once
+    assert len(rows) == 2 and all(r["val_images"] == 8 for r in rows)
+    assert list(out.iterdir()) and not list(out.glob("*rank1*"))
+
+
+# ------------------------------------------------------------------------------------- learning
+@pytest.mark.slow
+def test_cifar_training_loss_goes_down(tmp_path, data):
+    folder, _ = make_cifar(tmp_path, "cifar-10", train=64, test=16)
+    out = tmp_path / "run"
+    run_script([SCRIPTS / "train_cifar.py", folder, "--mixing-root", data["mix"], "--device", "cpu",
+                "--arch", "wrn-10-1", "-b", "16", "-j", "1", "--epochs", "5", "--lr", "0.05",
+                "--output", out])
+    losses = [r["train_loss"] for r in metrics(out)]
+    assert len(losses) == 5 and all(np.isfinite(losses))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+# ------------------------------------------------------------------------------------- bad use
+def _main(script, argv):
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        mod = __import__(script)
+        with pytest.raises(SystemExit) as err:
+            mod.main([str(a) for a in argv])
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return str(err.value)
+
+
+def test_bad_arguments_stop_with_a_message(tmp_path, data):
+    base = ["--device", "cpu", "--output", tmp_path / "o"]
+    assert "DATA/train" in _main("train_imagenet", [tmp_path / "nope", *base])
+    assert "needs --mixing-root" in _main("train_imagenet", [data["inet"], "--arch", "resnet18", *base])
+    assert "dali-ipmix" in _main("train_imagenet", [data["inet"], "--loader", "pytorch", "--jsd", "--arch",
+                                                    "resnet18", *base])
+    assert "torchvision" in _main("train_imagenet", [data["inet"], "--arch", "resnet5000", *base])
+    assert "no such file" in _main("train_imagenet", [data["inet"], "--arch", "resnet18", "--resume",
+                                                      tmp_path / "missing.pth", *base])
+    assert "6n+4" in _main("train_cifar", [tmp_path, "--arch", "wrn-41-4", *base])
+    assert "cifar-10-batches-py" in _main("train_cifar", [tmp_path, *base])
