@@ -1,0 +1,577 @@
+#!/usr/bin/env python
+"""Loader throughput, side by side in one run on the same JPEGs: plain DALI vs dali-ipmix vs the paper's
+per-image PIL loader (ImageNet preset: random-resized-crop + flip, mixing picture resize 256/224 + crop).
+
+Rows (``--rows``, comma-separated; default all):
+
+    dali-gpu    plain DALI ResNet-50 input pipeline, no IPMix: readers.file, decoders.image (mixed),
+                random_resized_crop, crop_mirror_normalize (random flip, CHW float32)
+    ipmix-gpu   dali_ipmix.training_pipeline(device="gpu") (CuPy IPMix), read through IPMixIterator
+    dali-cpu    the plain pipeline on the CPU (decoders.image on the CPU)
+                (``--plain-decode fused``: decoders.image_random_crop + resize instead, the way
+                dali-ipmix's own pipeline decodes, for a like-for-like and faster baseline)
+    ipmix-cpu   dali_ipmix.training_pipeline(device="cpu") (NumPy IPMix)
+    pil         torch DataLoader with --workers processes, per image: PIL decode, torchvision
+                RandomResizedCrop + flip, mixing picture Resize + RandomCrop, dali_ipmix.reference.
+                ipmix_reference per view, to tensor + normalise
+
+The IPMix rows come as ``-jsd`` (clean + 2 views per sample) and/or plain (1 view) per ``--jsd``.
+Units: ``samples/s`` = JPEGs consumed per second (one sample = one training example; in JSD mode its
+clean image and two views); ``images/s`` = output images per second (3 x samples/s in JSD mode). Ratios
+(``x dali-gpu``, ``x dali-cpu``, ``x pil``) divide samples/s, the rate a training loop sees, by that of
+the plain DALI GPU / CPU row and of the PIL row with the same JSD mode.
+
+Timing: wall clock around ``--batches`` whole batches after warm-up batches (``--warmup``; GPU rows
+``--gpu-warmup``, since CuPy compiles its kernels in the first batches), with torch.cuda.synchronize()
+before and after on the GPU. The PIL row warms up at least one batch per worker and times a multiple of
+the worker count, so that every worker is in its steady state. GPU rows run at ``--batch-size``
+(default 256); CPU rows (DALI CPU, PIL) at ``--cpu-batch-size`` (default 32, so that a CPU row takes
+seconds, not minutes, on a small machine; pass 256 for a like-for-like batch). Without a CUDA GPU (or
+without CuPy for ipmix-gpu) the GPU rows are skipped and marked so. A failing row prints its error; the
+others still run.
+
+    python pipelines/bench_throughput.py                               # generated data, all rows
+    python pipelines/bench_throughput.py --data train/ --mixing fractals/ --jsd on --json out.json
+    python pipelines/bench_throughput.py --rows dali-gpu,ipmix-gpu,pil --cpu-batch-size 256 --workers 16
+
+Generated data (no ``--data``): ``--gen-count`` JPEGs of about ``--gen-size`` (default 400x350, about
+100 KB each at quality 95: scikit-image sample photos, random crops, plus film-grain noise so they
+compress like camera photos), in 4 class folders; no ``--mixing``: ``--gen-mixing-count`` fractals. Both
+are made once into ``--cache-dir`` and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+ROW_KINDS = ("dali-gpu", "ipmix-gpu", "dali-cpu", "ipmix-cpu", "pil")
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # ImageNet's, on the 0..1 scale
+# Colour photos that scikit-image ships in its wheel (no download: the GPU machine is offline).
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
+          "retina", "motorcycle_left")
+GEN_CLASSES = 4
+GEN_NOISE = 15.0        # grey levels (std) of the added grain: brings 400x350 q95 JPEGs to ~100 KB
+MIX_RESIZE = 256 / 224  # ImageNet preset: mixing picture shorter side / crop size
+
+
+def log(*msg):
+    print("[bench]", *msg, flush=True)
+
+
+# ------------------------------------------------------------------------------------------- data
+@functools.lru_cache(maxsize=None)
+def _photo(name):
+    """An RGB uint8 sample photo from scikit-image (grey ones stacked to 3 channels); the astronaut
+    when this scikit-image lacks ``name``. Cached per process: decoding the large ones takes ~50 ms."""
+    from skimage import data
+    try:
+        img = np.asarray(getattr(data, name)())
+    except Exception:   # older/newer scikit-image without that photo, or one it would download
+        img = np.asarray(data.astronaut())
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return np.ascontiguousarray(img[..., :3])
+
+
+def _make_jpeg(job):
+    """Writes one generated JPEG; ``job = (path, index, (width, height), quality, seed)``."""
+    from PIL import Image
+    path, i, (width, height), quality, seed = job
+    rng = np.random.default_rng([seed, i])
+    src = _photo(PHOTOS[i % len(PHOTOS)])
+    # Jitter the output size by +-5% so that batches hold several shapes, as real data does.
+    w = max(8, int(width * rng.uniform(0.95, 1.05)))
+    h = max(8, int(height * rng.uniform(0.95, 1.05)))
+    # A random crop of 60..100% of the photo's extent keeps a variety of content and detail.
+    ch = int(src.shape[0] * rng.uniform(0.6, 1.0))
+    cw = int(src.shape[1] * rng.uniform(0.6, 1.0))
+    y, x = rng.integers(0, src.shape[0] - ch + 1), rng.integers(0, src.shape[1] - cw + 1)
+    img = Image.fromarray(src[y:y + ch, x:x + cw]).resize((w, h), Image.BILINEAR)
+    noisy = np.asarray(img, np.float32) + rng.normal(0.0, GEN_NOISE, (h, w, 3)).astype(np.float32)
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=quality)
+    return os.path.getsize(path)
+
+
+def make_jpeg_set(out_dir, count, size, quality=95, seed=0, workers=None):
+    """Writes ``count`` JPEGs in ``GEN_CLASSES`` class folders under ``out_dir`` (ImageFolder layout).
+
+    ``size`` is (width, height) in pixels. Returns the mean file size in bytes. Generation runs in a
+    process pool: about 15 ms per 400x350 image per core.
+    """
+    jobs = []
+    for i in range(count):
+        folder = os.path.join(out_dir, f"class_{i % GEN_CLASSES}")
+        os.makedirs(folder, exist_ok=True)
+        jobs.append((os.path.join(folder, f"img_{i:05d}.jpg"), i, size, quality, seed))
+    workers = max(1, min(workers or os.cpu_count() or 1, (count + 63) // 64))
+    if workers == 1:
+        sizes = [_make_jpeg(j) for j in jobs]
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            sizes = list(pool.map(_make_jpeg, jobs, chunksize=32))
+    return float(np.mean(sizes))
+
+
+def _cached(path, build):
+    """Runs ``build(path)`` once: a ``.done`` marker makes later runs reuse the folder."""
+    marker = os.path.join(path, ".done")
+    if not os.path.exists(marker):
+        import shutil
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+        build(path)
+        open(marker, "w").close()
+    return path
+
+
+def prepare_data(args):
+    """``(data_root, mixing_root)``: the given folders, else generated ones in ``args.cache_dir``."""
+    data_root, mixing_root = args.data, args.mixing
+    if data_root is None:
+        w, h = args.gen_size
+        name = f"jpeg_{args.gen_count}_{w}x{h}_q{args.gen_quality}"
+        data_root = os.path.join(args.cache_dir, name)
+        if not os.path.exists(os.path.join(data_root, ".done")):
+            log(f"generating {args.gen_count} JPEGs of about {w}x{h} in {data_root} (once)")
+        _cached(data_root, lambda p: make_jpeg_set(p, args.gen_count, (w, h), args.gen_quality))
+    if mixing_root is None:
+        from dali_ipmix.fractals import write_fractal_set
+        n, s = args.gen_mixing_count, args.gen_mixing_size
+        mixing_root = os.path.join(args.cache_dir, f"fractals_{n}_{s}")
+        if not os.path.exists(os.path.join(mixing_root, ".done")):
+            log(f"generating {n} fractal mixing pictures of {s}x{s} in {mixing_root} (once)")
+        _cached(mixing_root, lambda p: write_fractal_set(p, n, size=s, seed=0, progress=False))
+    return data_root, mixing_root
+
+
+def describe_data(files):
+    """Count, mean file size (KB) and mean width x height of (up to 64 of) ``files``, for the log."""
+    from PIL import Image
+    sample = files[:: max(1, len(files) // 64)]
+    dims = np.array([Image.open(f).size for f in sample], float)
+    kb = np.mean([os.path.getsize(f) for f in sample]) / 1000
+    return dict(count=len(files), mean_kb=round(float(kb), 1), mean_width=int(round(dims[:, 0].mean())),
+                mean_height=int(round(dims[:, 1].mean())))
+
+
+# ------------------------------------------------------------------------------------ environment
+def environment():
+    """What the GPU rows need: ``{"gpu": name or None, "cupy": version or None, "why_no_gpu": str}``."""
+    env = {"gpu": None, "cupy": None, "why_no_gpu": ""}
+    try:
+        import torch
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+        else:
+            env["why_no_gpu"] = "no CUDA GPU (torch.cuda.is_available() is False)"
+    except Exception as err:   # a broken CUDA install means: no GPU
+        env["why_no_gpu"] = f"no usable CUDA ({type(err).__name__}: {err})"
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+        env["cupy"] = cupy.__version__
+    except Exception as err:
+        env["why_no_cupy"] = f"no usable CuPy ({type(err).__name__}: {err})"
+    return env
+
+
+def versions():
+    out = {"python": platform.python_version()}
+    for name, mod in (("dali", "nvidia.dali"), ("torch", "torch"), ("cupy", "cupy")):
+        try:
+            out[name] = __import__(mod, fromlist=["_"]).__version__
+        except Exception:
+            out[name] = None
+    return out
+
+
+# ----------------------------------------------------------------------------------------- rows
+def plan_rows(args):
+    """The rows to run, in table order: dicts with name, kind, device, jsd, batch."""
+    jsd_modes = {"on": (True,), "off": (False,), "both": (True, False)}[args.jsd]
+    rows = []
+    for kind in ROW_KINDS:
+        if kind not in args.rows:
+            continue
+        device = "gpu" if kind.endswith("-gpu") else "cpu"
+        batch = args.batch_size if device == "gpu" else args.cpu_batch_size
+        modes = (False,) if kind.startswith("dali") else jsd_modes
+        for jsd in modes:
+            name = kind + ("-jsd" if jsd else "")
+            rows.append(dict(name=name, kind=kind, device=device, jsd=jsd, batch=batch,
+                             status="pending"))
+    return rows
+
+
+def skip_reason(row, env):
+    """Why ``row`` cannot run here, or '' if it can."""
+    if row["device"] == "gpu" and env["gpu"] is None:
+        return env["why_no_gpu"]
+    if row["kind"] == "ipmix-gpu" and env["cupy"] is None:
+        return env.get("why_no_cupy", "no CuPy")
+    return ""
+
+
+def timed_batches(next_batch, warmup, batches, sync=None):
+    """Runs ``warmup`` then ``batches`` calls of ``next_batch()`` (which returns the samples in the
+    batch it fetched); returns ``(samples, seconds)`` of the timed part, wall clock."""
+    for _ in range(warmup):
+        next_batch()
+    if sync:
+        sync()
+    start = time.perf_counter()
+    samples = sum(next_batch() for _ in range(batches))
+    if sync:
+        sync()
+    return samples, time.perf_counter() - start
+
+
+def _endless(iterator, count):
+    """``next_batch`` over an auto-resetting iterator: restarts once at an epoch end; ``count(batch)``
+    gives the samples in a batch."""
+    def next_batch():
+        try:
+            return count(next(iterator))
+        except StopIteration:   # epoch end; auto_reset has rewound the iterator
+            return count(next(iterator))
+    return next_batch
+
+
+def plain_dali_pipeline(files, labels, batch, size, device, threads, decode="full", seed=0):
+    """The plain ResNet-50-style DALI training pipeline (no IPMix): outputs ``images`` (N, 3, size,
+    size) float32 normalised and ``label`` int32 (N, 1), on ``device``. ``decode="full"`` decodes whole
+    images then random_resized_crop; ``"fused"`` uses decoders.image_random_crop + resize."""
+    from nvidia.dali import fn, types
+    from nvidia.dali.pipeline import Pipeline
+
+    device_id = None
+    if device == "gpu":
+        import torch
+        device_id = torch.cuda.current_device()
+    pipe = Pipeline(batch_size=batch, num_threads=threads, seed=seed, device_id=device_id,
+                    prefetch_queue_depth=2)
+    with pipe:
+        # Same reader settings as dali_ipmix.training_pipeline, so that reading costs the same.
+        jpegs, lab = fn.readers.file(files=list(files), labels=list(labels), shuffle_after_epoch=True,
+                                     pad_last_batch=True, name="Reader")
+        decoder = "mixed" if device == "gpu" else "cpu"
+        if decode == "fused":
+            # What dali_ipmix.training_pipeline does: decode only the random crop's region, then resize.
+            images = fn.decoders.image_random_crop(jpegs, device=decoder, output_type=types.RGB,
+                                                   random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3])
+            images = fn.resize(images, resize_x=size, resize_y=size)
+        else:
+            images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
+            images = fn.random_resized_crop(images, size=[size, size])
+        images = fn.crop_mirror_normalize(
+            images, dtype=types.FLOAT, output_layout="CHW", mirror=fn.random.coin_flip(probability=0.5),
+            mean=[255 * m for m in MEAN], std=[255 * s for s in STD])
+        pipe.set_outputs(images, lab.gpu() if device == "gpu" else lab)
+    return pipe
+
+
+def run_plain_dali(row, ctx):
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+    pipe = plain_dali_pipeline(ctx["files"].files, ctx["files"].labels, row["batch"], ctx["size"],
+                               row["device"], ctx["threads"], ctx["plain_decode"])
+    it = DALIGenericIterator([pipe], ["images", "label"], reader_name="Reader",
+                             last_batch_policy=LastBatchPolicy.FILL, auto_reset=True)
+    try:
+        return _measure_iterator(row, ctx, _endless(it, lambda out: out[0]["label"].shape[0]))
+    finally:
+        del it, pipe
+
+
+def run_ipmix(row, ctx):
+    from dali_ipmix import IPMixConfig
+    from dali_ipmix.iterator import IPMixIterator
+    from dali_ipmix.pipelines import training_pipeline
+    pipe = training_pipeline(ctx["data_root"], mixing_root=ctx["mixing_root"], batch_size=row["batch"],
+                             preset="imagenet", size=ctx["size"],
+                             config=IPMixConfig.imagenet(jsd=row["jsd"]), device=row["device"],
+                             num_threads=ctx["threads"], seed=0)
+    it = IPMixIterator(pipe, last_batch_policy="fill")
+    try:
+        return _measure_iterator(row, ctx, _endless(it, lambda out: out[1].shape[0]))
+    finally:
+        del it, pipe
+
+
+def _measure_iterator(row, ctx, next_batch):
+    sync = None
+    if row["device"] == "gpu":
+        import torch
+        sync = torch.cuda.synchronize
+    warmup = ctx["gpu_warmup"] if row["device"] == "gpu" else ctx["warmup"]
+    return timed_batches(next_batch, warmup, ctx["batches"], sync)
+
+
+class PILIPMixDataset:
+    """The paper's loader, per image: PIL decode, RandomResizedCrop(size) + flip, a random mixing
+    picture Resize(size * 256/224) + RandomCrop(size), IPMix views with the per-image PIL reference,
+    then CHW float32 normalised with the ImageNet mean/std. Item: ``(image or (clean, v1, v2), label)``.
+
+    A map-style torch Dataset (``__getitem__``/``__len__``); the numpy Generator is made per worker
+    process, seeded from torch's per-worker seed, so that workers draw different augmentations.
+    """
+
+    def __init__(self, files, labels, mixing_files, size, config):
+        from torchvision import transforms as T
+        self.files, self.labels, self.mixing_files = list(files), list(labels), list(mixing_files)
+        self.config = config
+        self.crop = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()])
+        self.mix = T.Compose([T.Resize(max(size, round(size * MIX_RESIZE))), T.RandomCrop(size)])
+        self._rng, self._pid = None, None
+
+    def __len__(self):
+        return len(self.files)
+
+    def _generator(self):
+        if self._pid != os.getpid():
+            import torch
+            self._rng, self._pid = np.random.default_rng(torch.initial_seed() % 2 ** 63), os.getpid()
+        return self._rng
+
+    @staticmethod
+    def _to_tensor(hwc):
+        """HWC float or uint8 on 0..255 -> CHW float32 tensor, ImageNet-normalised."""
+        import torch
+        x = torch.from_numpy(np.ascontiguousarray(hwc, np.float32)).permute(2, 0, 1).div_(255)
+        return x.sub_(torch.tensor(MEAN).view(3, 1, 1)).div_(torch.tensor(STD).view(3, 1, 1))
+
+    def __getitem__(self, i):
+        from PIL import Image
+        from dali_ipmix.reference import ipmix_reference
+        rng = self._generator()
+        with Image.open(self.files[i]) as im:
+            image = np.asarray(self.crop(im.convert("RGB")))
+        with Image.open(self.mixing_files[rng.integers(len(self.mixing_files))]) as im:
+            mixing = np.asarray(self.mix(im.convert("RGB")))
+        if self.config.jsd:
+            views = (image, ipmix_reference(image, mixing, self.config, rng),
+                     ipmix_reference(image, mixing, self.config, rng))
+            return tuple(self._to_tensor(v) for v in views), self.labels[i]
+        return self._to_tensor(ipmix_reference(image, mixing, self.config, rng)), self.labels[i]
+
+
+def run_pil(row, ctx):
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+    from dali_ipmix import IPMixConfig
+    from dali_ipmix.files import list_mixing_images
+    workers = ctx["workers"]
+    # Every worker must have delivered a batch before timing starts, and the timed batches must be a
+    # multiple of the worker count: else the timing catches batches prepared during warm-up.
+    per_round = max(1, workers)
+    warmup = max(ctx["warmup"], per_round)
+    batches = -(-ctx["batches"] // per_round) * per_round
+    if batches != ctx["batches"]:
+        log(f"{row['name']}: timing {batches} batches (a multiple of {per_round} workers)")
+    ds = PILIPMixDataset(ctx["files"].files, ctx["files"].labels,
+                         list_mixing_images(ctx["mixing_root"], validate="none"), ctx["size"],
+                         IPMixConfig.imagenet(jsd=row["jsd"]))
+    # Sampling with replacement gives one long epoch: no worker restarts inside the timing.
+    total = (warmup + batches + 2 * per_round) * row["batch"]
+    loader = DataLoader(ds, batch_size=row["batch"], num_workers=workers, drop_last=True,
+                        sampler=RandomSampler(ds, replacement=True, num_samples=total),
+                        prefetch_factor=2 if workers else None)
+    it = iter(loader)
+    try:
+        return timed_batches(lambda: next(it)[1].shape[0], warmup, batches)
+    finally:
+        del it   # shuts the workers down
+
+
+RUNNERS = {"dali-gpu": run_plain_dali, "dali-cpu": run_plain_dali, "ipmix-gpu": run_ipmix,
+           "ipmix-cpu": run_ipmix, "pil": run_pil}
+# Execution order: the PIL loader forks its workers before anything has started CUDA or DALI threads.
+RUN_ORDER = ("pil", "dali-cpu", "ipmix-cpu", "dali-gpu", "ipmix-gpu")
+
+
+def run_row(row, ctx, env):
+    """Fills ``row`` in place: status ok/skipped/error, samples/s, images/s (or the error)."""
+    reason = skip_reason(row, env)
+    if reason:
+        row.update(status="skipped", note=reason)
+        log(f"{row['name']}: skipped ({reason})")
+        return
+    log(f"{row['name']}: batch {row['batch']}, running...")
+    try:
+        samples, seconds = RUNNERS[row["kind"]](row, ctx)
+    except Exception as err:   # one broken row must not stop the others
+        row.update(status="error", note=f"{type(err).__name__}: {err}".splitlines()[0][:300])
+        log(f"{row['name']}: FAILED")
+        traceback.print_exc()
+        return
+    finally:
+        gc.collect()   # frees the DALI pipeline (and its device memory) before the next row
+    per_sample = 3 if row["jsd"] else 1
+    row.update(status="ok", samples=int(samples), seconds=round(seconds, 4),
+               samples_per_s=samples / seconds, images_per_s=per_sample * samples / seconds)
+    log(f"{row['name']}: {row['samples_per_s']:.1f} samples/s ({samples} samples in {seconds:.2f} s)")
+
+
+def add_ratios(rows):
+    """Adds ``x_dali_gpu``, ``x_dali_cpu``, ``x_pil``: samples/s over the baseline row's (or None)."""
+    rate = {r["name"]: r.get("samples_per_s") for r in rows if r["status"] == "ok"}
+    for r in rows:
+        own = r.get("samples_per_s")
+        pil = "pil-jsd" if r["jsd"] else "pil"
+        for col, base in (("x_dali_gpu", "dali-gpu"), ("x_dali_cpu", "dali-cpu"), ("x_pil", pil)):
+            r[col] = own / rate[base] if own and rate.get(base) else None
+
+
+def targets(rows):
+    """The issue's targets for the GPU JSD row, where both rows of a ratio ran: list of text lines."""
+    by = {r["name"]: r for r in rows}
+    r = by.get("ipmix-gpu-jsd")
+    if not r or r["status"] != "ok":
+        return []
+    out = []
+    for col, base, goal in (("x_dali_gpu", "dali-gpu", 0.6), ("x_pil", "pil-jsd", 20.0)):
+        if r.get(col) is not None:
+            verdict = "met" if r[col] >= goal else "NOT met"
+            out.append(f"target ipmix-gpu-jsd >= {goal:g} x {base}: {r[col]:.2f} x ({verdict})")
+    return out
+
+
+def format_table(rows):
+    """The table as text: one line per row, numbers in samples/s, images/s and ratios."""
+    cols = [("row", 14), ("device", 6), ("jsd", 4), ("batch", 5), ("samples/s", 10), ("images/s", 10),
+            ("x dali-gpu", 10), ("x dali-cpu", 10), ("x pil", 8)]
+    lines = [" | ".join(f"{c:>{w}s}" for c, w in cols)]
+    lines.append("-+-".join("-" * w for _, w in cols))
+    for r in rows:
+        def num(key, digits):
+            v = r.get(key)
+            return "-" if v is None else f"{v:.{digits}f}"
+        cells = [r["name"], r["device"], "on" if r["jsd"] else "off", str(r["batch"]),
+                 num("samples_per_s", 1), num("images_per_s", 1), num("x_dali_gpu", 3),
+                 num("x_dali_cpu", 3), num("x_pil", 2)]
+        line = " | ".join(f"{c:>{w}s}" for c, (_, w) in zip(cells, cols))
+        if r["status"] != "ok":
+            line += f"   {r['status']}: {r.get('note', '')}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def _size_pair(text):
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        assert w >= 8 and h >= 8
+        return w, h
+    except Exception:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, each >= 8") from None
+
+
+def _rows_arg(text):
+    rows = [r.strip() for r in text.split(",") if r.strip()]
+    bad = [r for r in rows if r not in ROW_KINDS]
+    if bad or not rows:
+        raise argparse.ArgumentTypeError(f"unknown row(s) {bad}: choose from {','.join(ROW_KINDS)}")
+    return rows
+
+
+def add_data_args(ap):
+    """The data options (shared with gpu_memory_check.py): --data, --mixing, --cache-dir, --gen-*."""
+    a = ap.add_argument
+    a("--data", help="ImageFolder tree of JPEGs (default: generated, see --gen-*)")
+    a("--mixing", help="folder of mixing pictures (default: generated fractals)")
+    a("--cache-dir", default=os.path.join("out", "bench_data"), help="where generated data is kept")
+    a("--gen-count", type=int, default=1024, help="generated JPEGs (default 1024)")
+    a("--gen-size", type=_size_pair, default=(400, 350), help="generated JPEG size WxH, +-5%% (default 400x350)")
+    a("--gen-quality", type=int, default=95, help="generated JPEG quality (default 95: ~100 KB at 400x350)")
+    a("--gen-mixing-count", type=int, default=64, help="generated fractal mixing pictures (default 64)")
+    a("--gen-mixing-size", type=int, default=256, help="their side in pixels (default 256)")
+    return ap
+
+
+def build_parser():
+    cores = os.cpu_count() or 1
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = ap.add_argument
+    a("--rows", type=_rows_arg, default=list(ROW_KINDS), help=f"comma-separated, from {','.join(ROW_KINDS)}")
+    a("--jsd", choices=("on", "off", "both"), default="both", help="IPMix/PIL rows with JSD on, off or both")
+    a("--batch-size", type=int, default=256, help="samples per batch on the GPU rows (default 256)")
+    a("--cpu-batch-size", type=int, default=32,
+      help="samples per batch on the CPU rows, DALI CPU and PIL (default 32: CPU IPMix runs at tens of "
+           "samples/s per core, so a 256 batch would take minutes on a small machine)")
+    a("--size", type=int, default=224, help="output height = width in pixels (default 224)")
+    a("--workers", type=int, default=cores,
+      help=f"DataLoader workers of the PIL row and DALI threads of every row (default all cores: {cores})")
+    a("--batches", type=int, default=20, help="timed batches per row (default 20)")
+    a("--warmup", type=int, default=3, help="untimed batches before timing, CPU rows (default 3)")
+    a("--gpu-warmup", type=int, default=50,
+      help="untimed batches before timing, GPU rows (default 50: CuPy compiles kernels in the first ones)")
+    a("--plain-decode", choices=("full", "fused"), default="full",
+      help="plain DALI rows: full = decoders.image + random_resized_crop (default); fused = "
+           "decoders.image_random_crop + resize, as dali-ipmix's own pipeline decodes (a faster baseline)")
+    a("--json", help="also write the table (and the run's settings) to this JSON file")
+    add_data_args(ap)
+    return ap
+
+
+def _check_args(ap, args):
+    for name in ("batch_size", "cpu_batch_size", "size", "batches", "gen_count", "gen_mixing_count"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("workers", "warmup", "gpu_warmup"):
+        if getattr(args, name) < 0:
+            ap.error(f"--{name.replace('_', '-')} must be >= 0")
+
+
+def main(argv=None):
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    _check_args(ap, args)
+    env = environment()
+    log("versions:", " ".join(f"{k} {v}" for k, v in versions().items()), f"| cores {os.cpu_count()}")
+    log("GPU:", env["gpu"] or f"none - GPU rows will be skipped: {env['why_no_gpu']}")
+    data_root, mixing_root = prepare_data(args)
+    from dali_ipmix.files import list_image_folder
+    files = list_image_folder(data_root, validate="none")
+    data_info = describe_data(files.files)
+    log(f"data: {data_root}: {data_info['count']} files, mean {data_info['mean_kb']} KB, about "
+        f"{data_info['mean_width']}x{data_info['mean_height']}; mixing: {mixing_root}")
+    ctx = dict(data_root=data_root, mixing_root=mixing_root, files=files, size=args.size,
+               threads=max(1, args.workers), workers=args.workers, batches=args.batches,
+               warmup=args.warmup, gpu_warmup=args.gpu_warmup, plain_decode=args.plain_decode)
+    rows = plan_rows(args)
+    for kind in RUN_ORDER:
+        for row in rows:
+            if row["kind"] == kind:
+                run_row(row, ctx, env)
+    add_ratios(rows)
+
+    print()
+    print(f"throughput at {args.size} px, ImageNet preset; samples/s = JPEGs/s (a JSD sample is clean + "
+          f"2 views), images/s = output images/s; ratios on samples/s")
+    print(format_table(rows))
+    for line in targets(rows):
+        print(line)
+    if env["gpu"] is None:
+        print(f"GPU rows skipped: {env['why_no_gpu']}")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        meta = dict(vars(args), data=data_root, mixing=mixing_root, data_info=data_info, gpu=env["gpu"],
+                    cores=os.cpu_count(), versions=versions(), command=" ".join(sys.argv))
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows, "targets": targets(rows)}, f, indent=2, default=str)
+        log(f"wrote {args.json}")
+    return 0 if all(r["status"] != "error" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Issue 4's checks in one go, on the lent GPU machine (H100/H200, 16 cores): CuPy vs NumPy parity, the
+# core benchmark, the loader throughput table (plain DALI GPU vs dali-ipmix GPU vs the 16-worker PIL
+# loader; 224 px, batch 256, JSD on) and the GPU memory check; a short summary table last.
+#
+# That machine has no DALI: make the bundle here first (../shared/gpu/make-dali-bundle, see
+# shared/gpu/README.md), make the device calls it prints back to back, and in the last one run
+#     bash .gpu/install.sh && bash pipelines/gpu_check.sh "$OUT"
+# (this script also runs .gpu/install.sh itself when DALI is missing and the file is there).
+#
+# usage: bash pipelines/gpu_check.sh [OUT_DIR]       OUT_DIR default: $OUT, else out/gpu_check
+# Environment knobs (defaults): PYTHON (python3), TOTAL_S (500: whole-script budget in seconds; each
+# step gets what is left, so the last steps are cut rather than the device call), WORKERS (16: PIL
+# DataLoader workers and DALI threads), BENCH_BATCHES (40: timed batches per throughput row),
+# MEM_BATCHES (1000), MEM_MAX_S (150: the memory check stops early after this many seconds),
+# PLAIN_DECODE (full: the plain DALI baseline decodes whole images; fused: decode-and-crop, as dali-ipmix).
+# Writes at most 8 files to OUT_DIR (the device tool returns no more): *.log, *.json, summary.txt.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+D=${1:-${OUT:-out/gpu_check}}
+mkdir -p "$D"
+PY=${PYTHON:-python3}
+TOTAL_S=${TOTAL_S:-500}
+WORKERS=${WORKERS:-16}
+BENCH_BATCHES=${BENCH_BATCHES:-40}
+MEM_BATCHES=${MEM_BATCHES:-1000}
+MEM_MAX_S=${MEM_MAX_S:-150}
+PLAIN_DECODE=${PLAIN_DECODE:-full}
+CACHE=${CACHE:-/tmp/dali-ipmix-bench}   # generated JPEGs/fractals: outside OUT_DIR, never sent back
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+START=$SECONDS
+declare -a SUMMARY=()
+
+if ! "$PY" -c 'import nvidia.dali' 2>/dev/null && [ -f .gpu/install.sh ]; then
+  echo "== installing DALI from .gpu/ =="
+  bash .gpu/install.sh || echo "DALI install failed: the DALI steps will fail"
+fi
+echo "== machine =="
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv 2>&1
+"$PY" - <<'PY' 2>&1
+import os, platform
+out = [f"python {platform.python_version()}", f"cores {os.cpu_count()}"]
+for name in ("torch", "cupy", "nvidia.dali", "numpy", "PIL", "torchvision"):
+    try:
+        out.append(f"{name} {__import__(name, fromlist=['_']).__version__}")
+    except Exception as err:
+        out.append(f"{name} MISSING ({type(err).__name__})")
+print(" | ".join(out))
+PY
+
+left() { echo $((TOTAL_S - (SECONDS - START))); }
+
+# step NAME LIMIT_S CMD...: runs CMD under `timeout` (at most LIMIT_S, at most what is left of TOTAL_S),
+# logs it to $D/NAME.log, and adds a summary line "NAME rc seconds".
+step() {
+  local name=$1 limit=$2; shift 2
+  local budget; budget=$(left); budget=$((budget - 5))
+  [ "$budget" -lt "$limit" ] && limit=$budget
+  if [ "$limit" -lt 15 ]; then
+    echo "== $name: skipped, $(left) s left of TOTAL_S=$TOTAL_S =="
+    SUMMARY+=("$name|skipped (time)|0"); return
+  fi
+  echo "== $name (limit ${limit} s): $* =="
+  local t0=$SECONDS
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$D/$name.log"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" = 124 ] && echo "== $name: TIMED OUT after ${limit} s =="
+  SUMMARY+=("$name|$rc|$((SECONDS - t0))")
+}
+
+step cupy 120 "$PY" -m pytest -m cupy -q -p no:cacheprovider tests/test_cupy.py
+step bench_core 90 "$PY" pipelines/bench_core.py --json "$D/bench_core.json"
+step throughput 220 "$PY" pipelines/bench_throughput.py --rows dali-gpu,ipmix-gpu,pil --jsd on \
+  --batch-size 256 --cpu-batch-size 256 --size 224 --workers "$WORKERS" --batches "$BENCH_BATCHES" \
+  --gpu-warmup 60 --plain-decode "$PLAIN_DECODE" --cache-dir "$CACHE" --json "$D/throughput.json"
+mem_s=$(( $(left) - 60 )); [ "$mem_s" -gt "$MEM_MAX_S" ] && mem_s=$MEM_MAX_S
+step memory $((mem_s + 50)) "$PY" pipelines/gpu_memory_check.py --batches "$MEM_BATCHES" \
+  --max-seconds "$((mem_s > 10 ? mem_s : 10))" --threads "$WORKERS" --cache-dir "$CACHE" --json "$D/memory.json"
+
+# The summary: one line per step with its key result, read from the logs and JSON files.
+printf '%s\n' "${SUMMARY[@]}" > "$D/.steps"
+"$PY" - "$D" <<'PY' 2>&1 | tee "$D/summary.txt"
+import json, os, sys
+d = sys.argv[1]
+def load(name):
+    try:
+        with open(os.path.join(d, name)) as f:
+            return json.load(f)
+    except Exception:
+        return None
+def last_line(name, needle=""):
+    try:
+        lines = [l.strip() for l in open(os.path.join(d, name + ".log")) if needle in l and l.strip()]
+        return lines[-1] if lines else ""
+    except OSError:
+        return ""
+result = {"cupy": last_line("cupy", " in "), "memory": last_line("memory", "VERDICT")}
+core = load("bench_core.json")
+if core:
+    result["bench_core"] = "; ".join(
+        f"{r['preset']} numpy {r['numpy_img_s']:.0f}" + (f" cupy {r['cupy_img_s']:.0f}" if "cupy_img_s" in r else "")
+        + f" pil {r['pil_img_s']:.0f} img/s" for r in core)
+tp = load("throughput.json")
+if tp:
+    result["throughput"] = "; ".join(
+        f"{r['name']} {r['samples_per_s']:.0f}/s" if r["status"] == "ok" else f"{r['name']} {r['status']}"
+        for r in tp["rows"])
+print("\n== summary (" + (tp["meta"]["gpu"] if tp and tp["meta"].get("gpu") else "GPU ?") + ") ==")
+print(f"{'step':<11s} {'rc':>5s} {'s':>5s}  result")
+for line in open(os.path.join(d, ".steps")).read().split("\n"):
+    if line:
+        name, rc, secs = line.split("|")
+        print(f"{name:<11s} {rc:>5s} {secs:>5s}  {result.get(name, '')}")
+if tp:
+    print("throughput table (samples/s; JSD sample = clean + 2 views):")
+    for r in tp["rows"]:
+        ratio = lambda k: "-" if r.get(k) is None else f"{r[k]:.2f}"
+        print(f"  {r['name']:<14s} batch {r['batch']:>4d}  "
+              + (f"{r['samples_per_s']:>9.0f} samples/s {r['images_per_s']:>9.0f} images/s  "
+                 f"x dali-gpu {ratio('x_dali_gpu')}  x pil {ratio('x_pil')}" if r["status"] == "ok"
+                 else f"{r['status']}: {r.get('note', '')}"))
+    for t in tp.get("targets", []):
+        print("  " + t)
+PY
+rm -f "$D/.steps"

@@ -1,0 +1,77 @@
+"""End-to-end runs of pipelines/bench_throughput.py and pipelines/gpu_memory_check.py on the CPU, on a tiny
+generated data set (16 JPEGs of 80x70, 4 fractals of 64x64): the JSON has every row, CPU rows with positive
+speeds, GPU rows marked skipped (on a machine without CUDA). No timing assertions: speeds are not checked.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--gen-count", "16", "--gen-size", "80x70", "--gen-mixing-count", "4", "--gen-mixing-size", "64",
+        "--size", "64"]
+
+
+def run_script(args, timeout=120):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    return proc, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "table.json"
+    proc, log = run_script(["pipelines/bench_throughput.py", *TINY, "--cache-dir", tmp / "cache",
+                            "--batch-size", "8", "--cpu-batch-size", "8", "--batches", "1", "--warmup", "1",
+                            "--gpu-warmup", "1", "--workers", "1", "--jsd", "both", "--json", out])
+    assert proc.returncode == 0, log[-6000:]
+    return json.loads(out.read_text()), log
+
+
+def test_cpu_rows_have_positive_speeds(table):
+    data, _ = table
+    rows = {r["name"]: r for r in data["rows"]}
+    for name in ("dali-cpu", "ipmix-cpu-jsd", "ipmix-cpu", "pil-jsd", "pil"):
+        r = rows[name]
+        assert r["status"] == "ok", r
+        assert r["samples_per_s"] > 0 and r["samples"] > 0
+        assert r["images_per_s"] == pytest.approx(r["samples_per_s"] * (3 if r["jsd"] else 1))
+    assert rows["dali-cpu"]["x_dali_cpu"] == pytest.approx(1.0)
+    assert rows["pil-jsd"]["x_pil"] == pytest.approx(1.0)
+    assert rows["ipmix-cpu-jsd"]["x_pil"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="GPU rows run on a machine with CUDA")
+def test_gpu_rows_skipped_and_said(table):
+    data, log = table
+    rows = {r["name"]: r for r in data["rows"]}
+    for name in ("dali-gpu", "ipmix-gpu-jsd", "ipmix-gpu"):
+        assert rows[name]["status"] == "skipped", rows[name]
+        assert "samples_per_s" not in rows[name] and "CUDA" in rows[name]["note"]
+        assert rows[name]["x_dali_gpu"] is None
+    assert "GPU rows skipped" in log
+    assert data["targets"] == []
+
+
+def test_rows_option_and_bad_row(tmp_path):
+    proc, log = run_script(["pipelines/bench_throughput.py", "--rows", "dali-cpu,nope"])
+    assert proc.returncode == 2 and "unknown row" in log
+
+
+def test_memory_check_cpu_mode(tmp_path):
+    out = tmp_path / "mem.json"
+    proc, log = run_script(["pipelines/gpu_memory_check.py", "--device", "cpu", *TINY,
+                            "--cache-dir", tmp_path / "cache", "--batches", "6", "--batch-size", "4",
+                            "--interval", "1", "--warmup", "1", "--threads", "1", "--json", out])
+    data = json.loads(out.read_text())
+    assert data["batches_done"] == 6 and len(data["samples"]) == 6
+    assert data["verdict"]["metric"] == "rss" and data["verdict"]["verdict"] in ("flat", "GROWS")
+    assert proc.returncode == (0 if data["verdict"]["verdict"] == "flat" else 1), log[-4000:]
+    assert "VERDICT" in log
