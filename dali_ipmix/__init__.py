@@ -1,8 +1,17 @@
 """dali-ipmix: IPMix (NeurIPS 2023) as an NVIDIA DALI pipeline for PyTorch.
 
-Core (arrays in, arrays out; NumPy or CuPy):
+Core (arrays in, arrays out; NumPy or CuPy; imports neither DALI nor torch):
     IPMixConfig, ipmix_batch, IPMixPlan, draw_plan, execute_plan
+DALI and PyTorch (loaded on first use):
+    fn.ipmix                                   the DALI operator
+    training_pipeline, validation_pipeline     ready pipelines (ImageNet / CIFAR presets)
+    IPMixIterator                              DALIGenericIterator for PyTorch, JSD-aware
+    jsd_loss                                   the Jensen-Shannon consistency loss
+    write_fractal_set, render_fractals         a procedural fractal mixing set
+    BadImageError                              raised for unreadable input files
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
@@ -11,4 +20,32 @@ from .plan import IPMixPlan, draw_plan
 from .execute import execute_plan
 from .augment import ipmix_batch
 
-__all__ = ["IPMixConfig", "IPMixPlan", "draw_plan", "execute_plan", "ipmix_batch", "__version__"]
+_LAZY = {
+    "fn": (".fn", None),
+    "training_pipeline": (".pipelines", "training_pipeline"),
+    "validation_pipeline": (".pipelines", "validation_pipeline"),
+    "PipelineInfo": (".pipelines", "PipelineInfo"),
+    "IPMixIterator": (".iterator", "IPMixIterator"),
+    "jsd_loss": (".losses", "jsd_loss"),
+    "write_fractal_set": (".fractals", "write_fractal_set"),
+    "render_fractals": (".fractals", "render_fractals"),
+    "BadImageError": (".files", "BadImageError"),
+}
+
+__all__ = ["IPMixConfig", "IPMixPlan", "draw_plan", "execute_plan", "ipmix_batch", "__version__",
+           *_LAZY]
+
+
+def __getattr__(name):
+    # DALI and torch take seconds to import; users of the array core should not pay for them.
+    if name not in _LAZY:
+        raise AttributeError(f"module 'dali_ipmix' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name, __name__)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

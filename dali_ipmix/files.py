@@ -136,22 +136,30 @@ def check_image(path: str, validate: str = "header") -> Optional[str]:
     return None
 
 
+def find_bad_images(paths: Sequence[str], validate: str = "header",
+                    num_workers: int = 8) -> List[Tuple[str, str]]:
+    """``(path, reason)`` for every path that fails :func:`check_image`, in order."""
+    paths = list(paths)
+    if validate == "none" or len(paths) < 2:
+        reasons = [check_image(p, validate) for p in paths]
+    else:   # threads: the work is file I/O and PIL decoding, which release the GIL
+        with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(paths)))) as pool:
+            reasons = list(pool.map(lambda p: check_image(p, validate), paths, chunksize=64))
+    return [(p, r) for p, r in zip(paths, reasons) if r is not None]
+
+
 def check_images(paths: Sequence[str], validate: str = "header", on_bad_file: str = "error",
                  num_workers: int = 8) -> List[str]:
     """The paths that pass :func:`check_image`, in order; bad ones raise or are skipped with a warning."""
     _check_options(validate, on_bad_file)
     paths = list(paths)
-    if validate == "none" or not paths:
-        reasons = [check_image(p, "none") for p in paths]
-    else:   # threads: the work is file I/O and PIL, which release the GIL
-        with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(paths)))) as pool:
-            reasons = list(pool.map(lambda p: check_image(p, validate), paths, chunksize=64))
-    bad = [(p, r) for p, r in zip(paths, reasons) if r is not None]
+    bad = find_bad_images(paths, validate, num_workers)
     if bad and on_bad_file == "error":
         raise BadImageError(bad)
     for p, r in bad:
         warnings.warn(f"skipping unreadable image {p}: {r}", stacklevel=2)
-    return [p for p, r in zip(paths, reasons) if r is None]
+    bad_paths = {p for p, _ in bad}
+    return [p for p in paths if p not in bad_paths]
 
 
 def list_image_folder(root, validate: str = "header", on_bad_file: str = "error") -> LabelledFiles:

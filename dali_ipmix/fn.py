@@ -18,6 +18,7 @@ fixed ``seed`` produces the same augmentation sequence on every run.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Optional
 
 import numpy as np
@@ -106,6 +107,9 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
         raise ValueError("ipmix: device='cpu' but an input is on the GPU; DALI cannot move data "
                          "back to the CPU inside a pipeline, use device='gpu'")
     if device == "gpu":
+        if importlib.util.find_spec("cupy") is None:
+            raise ImportError("fn.ipmix on the GPU runs IPMix with CuPy, which is not installed: "
+                              "pip install 'dali-ipmix[gpu]' (cupy-cuda12x), or use device='cpu'")
         images, mixing = images.gpu(), mixing.gpu()
     num_outputs = 3 if config.jsd else 1
     out = dali_fn.python_function(

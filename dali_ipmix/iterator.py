@@ -84,13 +84,16 @@ class IPMixIterator:
                              f"{tuple(LAST_BATCH_POLICIES)}")
         self._check_shard(info)
         self.pipeline = pipeline
-        self.info = info
+        self.info = info   # set before the first batch runs: _explain needs it
         self.output_names = output_names
         self.jsd = len(output_names) == 4
         self.last_batch_policy = last_batch_policy
-        self._it = DALIGenericIterator([pipeline], list(output_names), reader_name=reader_name,
-                                       last_batch_policy=LAST_BATCH_POLICIES[last_batch_policy],
-                                       auto_reset=auto_reset)
+        try:   # DALIGenericIterator builds the pipeline and runs the first batch right away
+            self._it = DALIGenericIterator([pipeline], list(output_names), reader_name=reader_name,
+                                           last_batch_policy=LAST_BATCH_POLICIES[last_batch_policy],
+                                           auto_reset=auto_reset)
+        except RuntimeError as err:
+            raise self._explain(err) from err
 
     @staticmethod
     def _check_shard(info):
@@ -110,8 +113,24 @@ class IPMixIterator:
     def __iter__(self):
         return self
 
+    def _explain(self, err: RuntimeError) -> RuntimeError:
+        """A decoder failure names the file only sometimes; then find the culprit by checking the
+        pipeline's files (header check: fast) and name it. Other errors pass through unchanged."""
+        if self.info is None or "decoders" not in str(err):
+            return err
+        from .files import find_bad_images
+        suspects = find_bad_images((*self.info.files, *self.info.mixing_files), "header")
+        if not suspects:
+            return err
+        named = "\n".join(f"  {p}: {why}" for p, why in suspects[:20])
+        return RuntimeError(f"DALI could not decode an input image; these files fail the check:\n"
+                            f"{named}\nDALI said: {str(err).strip()}")
+
     def __next__(self):
-        out = next(self._it)[0]
+        try:
+            out = next(self._it)[0]
+        except RuntimeError as err:
+            raise self._explain(err) from err
         labels = out["label"].reshape(-1).long()
         if self.jsd:
             return (out[self.output_names[0]], out[self.output_names[1]],

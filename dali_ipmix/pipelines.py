@@ -65,6 +65,7 @@ class PipelineInfo:
     classes: Tuple[str, ...]        # class name of each label
     files: Tuple[str, ...]          # data files in reader order (before shuffling), absolute paths
     labels: Tuple[int, ...]
+    mixing_files: Tuple[str, ...]   # mixing pictures (empty for validation pipelines)
     shard_id: int
     num_shards: int
     device: str
@@ -97,6 +98,8 @@ def _check_common(preset, size, device, dtype, batch_size):
         device = "gpu" if _cuda_available() else "cpu"
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device={device!r} is invalid: use 'cpu' or 'gpu'")
+    if device == "gpu" and not _cuda_available():
+        raise RuntimeError("device='gpu' but PyTorch sees no CUDA GPU; use device='cpu'")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype={dtype!r} is invalid: use 'float32' or 'float16'")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -252,8 +255,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         labels = labels.gpu() if device == "gpu" else labels
         pipe.set_outputs(*[_normalize(v, dtype) for v in views], labels)
     names = ("clean", "view1", "view2", "label") if config.jsd else ("images", "label")
-    pipe.ipmix_info = _info(names, config.jsd, data, shard_id, num_shards, device, size, dtype,
-                            preset, config, seed)
+    pipe.ipmix_info = _info(names, config.jsd, data, mix_files, shard_id, num_shards, device, size,
+                            dtype, preset, config, seed)
     return pipe
 
 
@@ -289,13 +292,15 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, pres
         else:
             images = _normalize(fn.resize(images, resize_x=size, resize_y=size), dtype)
         pipe.set_outputs(images, labels.gpu() if device == "gpu" else labels)
-    pipe.ipmix_info = _info(("images", "label"), False, data, shard_id, num_shards, device, size,
+    pipe.ipmix_info = _info(("images", "label"), False, data, (), shard_id, num_shards, device, size,
                             dtype, preset, None, seed)
     return pipe
 
 
-def _info(names, jsd, data, shard_id, num_shards, device, size, dtype, preset, config, seed):
+def _info(names, jsd, data, mix_files, shard_id, num_shards, device, size, dtype, preset, config,
+          seed):
     return PipelineInfo(output_names=names, reader_name=DATA_READER, jsd=jsd, num_samples=len(data),
-                        classes=data.classes, files=data.files, labels=data.labels, shard_id=shard_id,
+                        classes=data.classes, files=data.files, labels=data.labels,
+                        mixing_files=tuple(mix_files), shard_id=shard_id,
                         num_shards=num_shards, device=device, size=size, dtype=dtype, preset=preset,
                         config=config, seed=seed)

@@ -37,6 +37,8 @@ def add_common_args(parser: argparse.ArgumentParser, **defaults) -> argparse.Arg
     a("--loader", choices=("dali-ipmix", "pytorch"), default="dali-ipmix",
       help="dali-ipmix: the DALI IPMix pipeline; pytorch: torchvision ImageFolder + standard transforms")
     a("--mixing-root", help="folder of mixing pictures (e.g. `dali-ipmix fractals DIR`); needed by dali-ipmix")
+    a("--validate-files", choices=("header", "full", "none"), default="header",
+      help="dali-ipmix: check every image file before training (none: trust a known-good data set)")
     a("--jsd", action=argparse.BooleanOptionalAction, default=False,
       help="train on (clean, view1, view2) with the JSD consistency loss")
     a("--jsd-weight", type=float, default=12.0, help="weight of the consistency term")
@@ -112,7 +114,7 @@ def class_names(folder) -> list:
     return names
 
 
-def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int):
+def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, start_epoch: int = 0):
     """(train, val) iterables of ``(images, labels)`` / ``((clean, v1, v2), labels)`` batches, one shard per rank.
 
     ``preset``: "imagenet" (random-resized-crop / resize 256 + centre crop) or "cifar" (pad-4 crop, no
@@ -120,18 +122,30 @@ def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int):
     """
     if args.loader == "pytorch":
         return _torch_loaders(args, d, train_dir, val_dir, preset, size)
-    import dali_ipmix
-    if not args.mixing_root:
+    from dali_ipmix import IPMixConfig
+    from dali_ipmix.iterator import IPMixIterator
+    from dali_ipmix.pipelines import training_pipeline, validation_pipeline
+    if not args.mixing_root and not args.evaluate:
         raise SystemExit("--loader dali-ipmix needs --mixing-root (a folder of mixing pictures)")
-    config = getattr(dali_ipmix.IPMixConfig, preset)(jsd=args.jsd)
-    dali_device = "gpu" if d.device.type == "cuda" else "cpu"
-    common = dict(batch_size=args.batch_size, size=size, device=dali_device, num_threads=args.workers,
-                  shard_id=d.rank, num_shards=d.world, device_id=d.local_rank if dali_device == "gpu" else None)
-    train = dali_ipmix.training_pipeline(file_root=str(train_dir), mixing_root=args.mixing_root,
-                                         config=config, seed=args.seed + d.rank, **common)
-    val = dali_ipmix.validation_pipeline(file_root=str(val_dir), preset=preset, seed=args.seed, **common)
-    return (dali_ipmix.IPMixIterator(train, last_batch_policy="drop"),
-            dali_ipmix.IPMixIterator(val, last_batch_policy="partial"))
+    gpu = d.device.type == "cuda"
+    common = dict(batch_size=args.batch_size, preset=preset, size=size, device="gpu" if gpu else "cpu",
+                  device_id=d.local_rank if gpu else None, num_threads=args.workers,
+                  shard_id=d.rank, num_shards=d.world,
+                  # Under AMP the first conv runs in float16 anyway: halve the batch's memory traffic.
+                  dtype="float16" if gpu and args.amp else "float32",
+                  # The same seed on every rank: the pipeline derives per-shard augmentation seeds from
+                  # it but needs one shared shuffle order, which is what keeps the shards disjoint.
+                  # Offset by the start epoch so that a resumed run does not replay epoch 0's draws.
+                  seed=args.seed + start_epoch, validate=args.validate_files)
+    val = validation_pipeline(file_root=str(val_dir), **common)
+    # partial: each validation image is scored exactly once; drop: every rank runs the same number of
+    # full training steps, which DDP needs.
+    val = IPMixIterator(val, last_batch_policy="partial")
+    if args.evaluate:
+        return None, val
+    train = training_pipeline(file_root=str(train_dir), mixing_root=args.mixing_root,
+                              config=getattr(IPMixConfig, preset)(jsd=args.jsd), **common)
+    return IPMixIterator(train, last_batch_policy="drop"), val
 
 
 def _torch_loaders(args, d: Dist, train_dir, val_dir, preset, size):
@@ -176,10 +190,11 @@ def cosine_lr(args, epoch: int, step: int, steps_per_epoch: int) -> float:
 
 
 def train_one_epoch(args, d: Dist, state, loader, epoch: int, dump=None) -> dict:
-    """One pass over this rank's shard; returns {"train_loss", "steps", "images_per_s"} (mean over ranks)."""
+    """One pass over this rank's shard; returns {"train_loss", "steps", "samples_per_s"} (over all ranks)."""
     model, opt, scaler = state["model"], state["optimizer"], state["scaler"]
     model.train()
-    n_steps, steps, loss_sum, images, start = len(loader), 0, 0.0, 0, time.perf_counter()
+    n_steps, steps, images, start = len(loader), 0, 0, time.perf_counter()
+    loss_sum = torch.zeros((), device=d.device)  # summed on the device: no GPU sync per step
     cl = args.channels_last and d.device.type == "cuda"
     for i, (x, y) in enumerate(loader):
         if args.max_steps and state["step"] >= args.max_steps:
@@ -200,12 +215,12 @@ def train_one_epoch(args, d: Dist, state, loader, epoch: int, dump=None) -> dict
         scaler.step(opt)
         scaler.update()
         state["step"] += 1
-        steps, loss_sum, images = steps + 1, loss_sum + loss.item(), images + y.numel()
+        steps, loss_sum, images = steps + 1, loss_sum + loss.detach().float(), images + y.numel()
         if d.main and (i % args.print_freq == 0 or i == n_steps - 1):
             log(d, f"epoch {epoch} [{i + 1}/{n_steps}] loss {loss.item():.4f} lr {opt.param_groups[0]['lr']:.5f}")
-    total_loss, total_steps, total_images = all_sum(d, [loss_sum, steps, images])
+    total_loss, total_steps, total_images = all_sum(d, [loss_sum.item(), steps, images])
     return {"train_loss": total_loss / max(total_steps, 1), "steps": steps,
-            "images_per_s": total_images / (time.perf_counter() - start)}
+            "samples_per_s": total_images / (time.perf_counter() - start)}
 
 
 @torch.no_grad()
@@ -259,13 +274,13 @@ def run(args, build_model, train_dir, val_dir, preset: str, size: int):
     if d.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if cuda else None)
     state["model"] = model
-    train_loader, val_loader = make_loaders(args, d, train_dir, val_dir, preset, size)
-    _check_equal_lengths(d, train_loader)
-    log(d, f"{preset}: {len(names)} classes, {d.world} process(es) on {d.device}, loader {args.loader}, "
-           f"jsd {args.jsd}, {len(train_loader)} steps/epoch of {args.batch_size} per process")
+    train_loader, val_loader = make_loaders(args, d, train_dir, val_dir, preset, size, state["epoch"])
     if args.evaluate:
         log(d, json.dumps(evaluate(args, d, model, val_loader, amp)))
         return state
+    _check_equal_lengths(d, train_loader)
+    log(d, f"{preset}: {len(names)} classes, {d.world} process(es) on {d.device}, loader {args.loader}, "
+           f"jsd {args.jsd}, {len(train_loader)} steps/epoch of {args.batch_size} per process")
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     dumps = []

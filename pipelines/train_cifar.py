@@ -93,8 +93,11 @@ def build_model(arch: str):
 
 # ----------------------------------------------------------------------------- pickle -> folders
 def _unpickle(path):
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise SystemExit(f"{path}: not a readable CIFAR pickle ({err})") from None
 
 
 def read_cifar(folder):
@@ -118,6 +121,10 @@ def read_cifar(folder):
         # Stored as rows of 3072 bytes: 1024 red, 1024 green, 1024 blue, each row-major 32x32.
         images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         labels = np.concatenate([np.asarray(b[key], np.int64) for b in batches])
+        if len(labels) != len(images) or labels.min(initial=0) < 0 or labels.max(initial=0) >= len(names):
+            raise SystemExit(f"{folder}: {split} pickles hold {len(images)} images and {len(labels)} labels "
+                             f"in [{labels.min(initial=0)}, {labels.max(initial=0)}]; expected equal counts "
+                             f"and labels in [0, {len(names)})")
         splits[split] = (images, labels)
     return splits, [n.decode() for n in names]
 
@@ -136,7 +143,7 @@ def convert_to_imagefolder(src, dst) -> Path:
         dirs = [tmp / split / f"{i:0{max(width, 3)}d}_{n}" for i, n in enumerate(names)]
         for p in dirs:
             p.mkdir(parents=True)
-        for i, (img, lab) in enumerate(zip(images, labels)):
+        for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
             Image.fromarray(img).save(dirs[lab] / f"{i:05d}.png", compress_level=1)
     (tmp / "complete.json").write_text(json.dumps({"source": str(Path(src).resolve()), "classes": len(names),
                                                    **{s: len(v[1]) for s, v in splits.items()}}))
@@ -158,7 +165,8 @@ def prepare_data(src, dst, local_rank: int, timeout_s: float = 3600) -> Path:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", help="cifar-10-batches-py or cifar-100-python folder")
     p.add_argument("-a", "--arch", default="wrn-40-4", help="wrn-DEPTH-WIDTH")
     p.add_argument("--cache-dir", help="where the PNG ImageFolder copy goes (default DATA-imagefolder)")

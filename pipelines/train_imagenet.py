@@ -34,7 +34,8 @@ import _common
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", help="folder holding train/ and val/ in ImageFolder layout")
     p.add_argument("-a", "--arch", default="resnet50", help="a torchvision.models classification model name")
     p.add_argument("--size", type=int, default=224, help="training / validation crop edge in pixels")

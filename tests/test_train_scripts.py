@@ -82,7 +82,7 @@ def run_script(args, *, torchrun=0, timeout=240):
     env = dict(os.environ, OMP_NUM_THREADS="1" if torchrun else "2", PYTHONUNBUFFERED="1")
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun),
-               "--master_port", "0", *map(str, args)]
+               "--standalone", *map(str, args)]
     else:
         cmd = [sys.executable, *map(str, args)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -140,6 +140,11 @@ def test_imagenet_script_dali_jsd_checkpoint_and_resume(tmp_path, data):
     assert all(np.isfinite(r["train_loss"]) and r["val_images"] == 8 and 0 <= r["acc1"] <= r["acc5"] <= 100
                for r in rows)
     assert torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)["epoch"] == 2
+    # --evaluate scores the checkpoint on the validation folder only (no mixing set needed).
+    log = run_script([SCRIPTS / "train_imagenet.py", data["inet"], "--evaluate", "--resume", out / "checkpoint.pth",
+                      "--device", "cpu", "--arch", "resnet18", "--size", "32", "-b", "3", "-j", "1"])
+    result = json.loads([line for line in log.splitlines() if line.startswith('{"val_loss"')][-1])
+    assert result["val_images"] == 8 and result["acc1"] == pytest.approx(rows[-1]["acc1"])
 
 
 def test_imagenet_script_pytorch_loader_max_steps(tmp_path, data):
@@ -197,7 +202,8 @@ def test_cifar_training_loss_goes_down(tmp_path, data):
                 "--output", out])
     losses = [r["train_loss"] for r in metrics(out)]
     assert len(losses) == 5 and all(np.isfinite(losses))
-    assert losses[-1] < 0.7 * losses[0], losses
+    # Epoch means are noisy at 4 steps each: compare the last two epochs' mean to the first epoch.
+    assert np.mean(losses[-2:]) < 0.7 * losses[0], losses
 
 
 # ------------------------------------------------------------------------------------- bad use
@@ -223,3 +229,5 @@ def test_bad_arguments_stop_with_a_message(tmp_path, data):
                                                       tmp_path / "missing.pth", *base])
     assert "6n+4" in _main("train_cifar", [tmp_path, "--arch", "wrn-41-4", *base])
     assert "cifar-10-batches-py" in _main("train_cifar", [tmp_path, *base])
+    (tmp_path / "batches.meta").write_bytes(b"not a pickle")
+    assert "batches.meta: not a readable CIFAR pickle" in _main("train_cifar", [tmp_path, *base])
