@@ -5,12 +5,20 @@ by what they do (image-level op, patch size and pixel op), so the number of arra
 batch depends on the config (t, number of ops and patch sizes), never on the batch size: no
 per-sample Python loop. Images are (N, H, W, 3) uint8 HWC 0..255; chains stay uint8 between steps,
 as in the reference code, and only the final mix is float32.
+
+On CuPy, the steps that would be a chain of array calls (several passes over the batch) run as fused
+CUDA kernels (``kernels.py``): the affine warp, the lookup-table apply, each patch step (one launch
+for all its rectangles) and the final mix. The xp-generic functions below stay the NumPy backend and
+the reference the kernels are tested against (bit for bit on the CPU, see ``_kernel_harness.py``).
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from .kernels import pack_patch_entries
 from .ops import AFFINE, BLEND, IMAGE_OPS, LUT
 from .plan import IMAGE_CHAIN, PATCH_CHAIN, PIXEL_OPS, IPMixPlan
 
@@ -27,6 +35,18 @@ def array_module(array):
         return cupy
     raise TypeError(f"expected a numpy.ndarray or cupy.ndarray, got {type(array).__module__}."
                     f"{type(array).__name__}")
+
+
+#: Run CuPy batches through the fused kernels (False, or DALI_IPMIX_KERNELS=0: the xp-generic code).
+USE_KERNELS = os.environ.get("DALI_IPMIX_KERNELS", "1") != "0"
+
+
+def kernel_backend(xp):
+    """The fused kernels (:class:`kernels.CupyKernels`) when ``xp`` is CuPy and they are on, else None."""
+    if USE_KERNELS and getattr(xp, "__name__", None) == "cupy":
+        from .kernels import cupy_backend
+        return cupy_backend()
+    return None
 
 
 def execute_plan(plan: IPMixPlan, images, mixing):
@@ -55,6 +75,9 @@ def execute_plan(plan: IPMixPlan, images, mixing):
         if rows.size:
             _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp)
 
+    kern = kernel_backend(xp)
+    if kern is not None:   # one pass: (1 - m) x + sum_c m w_c y_c, clamped
+        return kern.final_mix(images, chains, plan.m, plan.weights)
     chains = chains.reshape(n, k, h, w, 3)
     weights = xp.asarray(plan.weights, dtype=xp.float32).reshape(n, k, 1, 1, 1)
     m = xp.asarray(plan.m, dtype=xp.float32).reshape(n, 1, 1, 1)
@@ -112,6 +135,9 @@ def apply_luts(images, luts):
     """``out[m, y, x, c] = luts[m, c, images[m, y, x, c]]``; (M, H, W, 3) uint8, luts (M, 3, 256) uint8."""
     xp = array_module(images)
     m = images.shape[0]
+    kern = kernel_backend(xp)
+    if kern is not None:
+        return kern.apply_luts(images, luts)
     base = (xp.arange(m, dtype=xp.int64)[:, None, None, None] * 3
             + xp.arange(3, dtype=xp.int64)) * 256
     return luts.reshape(-1)[base + images]
@@ -123,9 +149,13 @@ def warp_affine(images, matrices):
     ``images`` (M, H, W, 3) uint8; ``matrices`` (M, 2, 3) host float64 maps output pixel centres
     (u + 0.5, v + 0.5) to input points; a point outside [0, W) x [0, H) gives black; neighbours at
     the edge are clamped. On NumPy each image goes through PIL's C warp (the reference itself, and
-    several times faster on a CPU than any whole-batch NumPy formulation); on CuPy one batched warp.
+    several times faster on a CPU than any whole-batch NumPy formulation); on CuPy one kernel launch
+    (:func:`warp_affine_batched`'s arithmetic), or :func:`warp_affine_batched` with the kernels off.
     """
     xp = array_module(images)
+    kern = kernel_backend(xp)
+    if kern is not None:
+        return kern.warp_affine(images, matrices)
     if xp is np:
         from PIL import Image
         out = np.empty_like(images)
@@ -173,7 +203,7 @@ def _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp):
     field = lambda a: a.reshape(n_k, -1)[rows, j]  # noqa: E731
     size, op = field(plan.size), field(plan.pixel_op)
     from_image = field(plan.from_image)
-    sources = mixing
+    augmented = None
     source_of = sample_of[rows].copy()
     if from_image.any():
         # A(x): one fresh image-level op on the ORIGINAL image, stacked behind the mixing pictures.
@@ -181,11 +211,17 @@ def _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp):
         augmented = apply_image_ops(images[xp.asarray(sample_of[rows[fi]])], plan.op_names,
                                     field(plan.src_op)[fi], field(plan.src_level)[fi],
                                     field(plan.src_sign)[fi])
-        sources = xp.concatenate([mixing, augmented])
         source_of[fi] = mixing.shape[0] + np.arange(fi.size)
     top, left = field(plan.top), field(plan.left)
     rect_h, rect_w = field(plan.height), field(plan.width)
     wa, wb, p, keys = field(plan.wa), field(plan.wb), field(plan.p), field(plan.mask_key)
+
+    kern = kernel_backend(xp)
+    if kern is not None:   # one launch for every rectangle of the step, whatever its size and op
+        kern.patch_step(chains, mixing, augmented, pack_patch_entries(
+            rows, source_of, top, left, rect_h, rect_w, op, wa, wb, p, keys))
+        return
+    sources = mixing if augmented is None else xp.concatenate([mixing, augmented])
 
     for s in np.unique(size):
         for o in np.unique(op[size == s]):
