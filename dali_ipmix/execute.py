@@ -81,9 +81,12 @@ def execute_plan(plan: IPMixPlan, images, mixing):
     chains = chains.reshape(n, k, h, w, 3)
     weights = xp.asarray(plan.weights, dtype=xp.float32).reshape(n, k, 1, 1, 1)
     m = xp.asarray(plan.m, dtype=xp.float32).reshape(n, 1, 1, 1)
-    out = (1 - m) * images
-    for c in range(k):  # k passes over the batch, not a (N, k, H, W, 3) float temporary
-        out += (m * weights[:, c]) * chains[:, c]
+    out = images.astype(xp.float32)
+    out *= 1 - m
+    term = xp.empty_like(out)
+    for c in range(k):  # k in-place passes, not a (N, k, H, W, 3) float temporary
+        xp.multiply(chains[:, c], m * weights[:, c], out=term)
+        out += term
     return xp.clip(out, 0, 255, out=out)   # float32 weights sum to 1 only within rounding
 
 
@@ -138,6 +141,12 @@ def apply_luts(images, luts):
     kern = kernel_backend(xp)
     if kern is not None:
         return kern.apply_luts(images, luts)
+    if xp is np:   # per image and channel: a 256-entry take beats one int64-indexed gather on a CPU
+        out = np.empty_like(images)
+        for i in range(m):
+            for c in range(3):
+                np.take(luts[i, c], images[i, ..., c], out=out[i, ..., c])
+        return out
     base = (xp.arange(m, dtype=xp.int64)[:, None, None, None] * 3
             + xp.arange(3, dtype=xp.int64)) * 256
     return luts.reshape(-1)[base + images]
@@ -157,14 +166,25 @@ def warp_affine(images, matrices):
     if kern is not None:
         return kern.warp_affine(images, matrices)
     if xp is np:
-        from PIL import Image
-        out = np.empty_like(images)
-        for i, mat in enumerate(np.asarray(matrices, np.float64)):
-            out[i] = np.asarray(Image.fromarray(images[i]).transform(
-                (images.shape[2], images.shape[1]), Image.Transform.AFFINE, tuple(mat.ravel()),
-                resample=Image.Resampling.BILINEAR))
-        return out
+        return _warp_affine_cpu(images, np.asarray(matrices, np.float64))
     return warp_affine_batched(images, matrices)
+
+
+def _warp_affine_cpu(images, matrices):
+    """The NumPy backend's warp: pixel-exact maps (identity, integer shifts, flips: half of the
+    geometric ops) as array copies, the rest through PIL's C code, one image at a time."""
+    from PIL import Image
+    m, h, w, _ = images.shape
+    out = np.zeros_like(images)
+    for i, ((a, b, c), (d, e, f)) in enumerate(matrices):
+        if b == d == 0 and abs(a) == abs(e) == 1 and c == np.round(c) and f == np.round(f):
+            rows, cols = _exact_axis_map(e, int(f), h), _exact_axis_map(a, int(c), w)
+            if rows and cols:
+                out[i][rows[0], cols[0]] = images[i][rows[1], cols[1]]
+        else:
+            out[i] = np.asarray(Image.fromarray(images[i]).transform(
+                (w, h), Image.Transform.AFFINE, (a, b, c, d, e, f), resample=Image.Resampling.BILINEAR))
+    return out
 
 
 def warp_affine_batched(images, matrices):
@@ -193,6 +213,17 @@ def warp_affine_batched(images, matrices):
     val = top + (bottom - top) * dy
     val = xp.clip(xp.floor(val), 0, 255).astype(xp.uint8)   # PIL truncates: (UINT8) cast
     return xp.where(valid[..., None], val, xp.uint8(0))
+
+
+def _exact_axis_map(a, c, n):
+    """(output slice, input slice) along one axis for the map u -> a * (u + 0.5) + c with a = +-1 and
+    integer c (PIL samples at ``that - 0.5``, an integer); None when no output pixel lands inside."""
+    if a == 1:    # input u + c
+        u0, u1 = max(0, -c), min(n, n - c)
+        return (slice(u0, u1), slice(u0 + c, u1 + c)) if u0 < u1 else None
+    u0, u1 = max(0, c - n), min(n, c)   # input c - 1 - u, read backwards
+    stop = c - 1 - u1
+    return (slice(u0, u1), slice(c - 1 - u0, stop if stop >= 0 else None, -1)) if u0 < u1 else None
 
 
 # ------------------------------------------------------------------------------ patch level

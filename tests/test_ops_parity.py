@@ -86,3 +86,19 @@ def test_batched_warp_used_on_gpu_matches_pil(name):
     assert (diff <= 1).mean() >= 0.99, (diff <= 1).mean()
     if name in EXACT:
         assert diff.max() == 0
+
+
+def test_cpu_warp_shortcut_for_shifts_and_flips_is_pil_exact():
+    """Integer shifts and flips skip PIL on the CPU; every sign, shift in and out of range, matches PIL."""
+    from PIL import Image
+    from dali_ipmix.execute import warp_affine
+    img = np.random.default_rng(0).integers(0, 256, (1, 7, 9, 3), dtype=np.uint8)
+    for a in (1, -1):
+        for e in (1, -1):
+            for c in range(-12, 22, 3):
+                for f in (-8, -1, 0, 3, 7, 9):
+                    coeffs = (a, 0, c, 0, e, f)
+                    got = warp_affine(img, np.array([coeffs], float).reshape(1, 2, 3))[0]
+                    want = np.asarray(Image.fromarray(img[0]).transform(
+                        (9, 7), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR))
+                    np.testing.assert_array_equal(got, want, err_msg=str(coeffs))
