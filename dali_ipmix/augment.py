@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+
+import numpy as np
+
 from .config import IPMixConfig
 from .execute import array_module, execute_plan
 from .plan import IPMixPlan, draw_plan
+
+_POOLS = {}
 
 
 def check_batch(images, mixing):
@@ -33,7 +40,8 @@ def check_batch(images, mixing):
                          f"got {tuple(images.shape)} and {tuple(mixing.shape)}")
 
 
-def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool = False):
+def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool = False,
+                num_threads: int = 1):
     """One IPMix view of every sample of a batch.
 
     Args:
@@ -42,6 +50,9 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
         config: an :class:`IPMixConfig`.
         rng: a ``numpy.random.Generator`` or an int seed; all random decisions come from it (on the host).
         return_plan: also return the :class:`IPMixPlan` that was executed.
+        num_threads: NumPy only: run the batch in this many contiguous chunks on a thread pool (NumPy
+            and PIL release the GIL in their loops); 0 means one per CPU core. The plan is drawn
+            for the whole batch first, so the output does not depend on the thread count.
 
     Returns:
         (N, H, W, 3) float32 on the 0..255 scale (not normalised), on the inputs' device;
@@ -49,8 +60,29 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
     """
     if not isinstance(config, IPMixConfig):
         raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 0:
+        raise ValueError(f"num_threads={num_threads!r} is invalid: expected an integer >= 0")
     check_batch(images, mixing)
     n, h, w, _ = images.shape
     plan: IPMixPlan = draw_plan(n, h, w, config, rng)
-    out = execute_plan(plan, images, mixing)
+    threads = min(num_threads or os.cpu_count() or 1, n)
+    if threads > 1 and array_module(images) is np:
+        out = _execute_chunks(plan, images, mixing, threads)
+    else:
+        out = execute_plan(plan, images, mixing)
     return (out, plan) if return_plan else out
+
+
+def _execute_chunks(plan, images, mixing, threads):
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS[threads] = concurrent.futures.ThreadPoolExecutor(threads, "ipmix")
+    bounds = np.linspace(0, images.shape[0], threads + 1).astype(int)
+    out = np.empty(images.shape, np.float32)
+
+    def run(a, b):
+        out[a:b] = execute_plan(plan.rows(a, b), images[a:b], mixing[a:b])
+
+    for job in [pool.submit(run, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
+        job.result()
+    return out

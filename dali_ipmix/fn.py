@@ -52,7 +52,7 @@ def _stack(batch, name):
 
 
 @do_not_convert   # the returned closure must not be rewritten by DALI's AutoGraph (conditionals)
-def make_ipmix_function(config: IPMixConfig, seed: Optional[int]):
+def make_ipmix_function(config: IPMixConfig, seed: Optional[int], num_threads: int = 1):
     """The batch function behind :func:`ipmix`: ``f(images, mixing) -> outputs``.
 
     ``images`` and ``mixing`` are lists of N (H, W, 3) uint8 arrays (NumPy or CuPy). Returns a list of N
@@ -73,17 +73,17 @@ def make_ipmix_function(config: IPMixConfig, seed: Optional[int]):
         x = _stack(images, "images")
         z = _stack(mixing, "mixing")
         # Both views use the same rng in sequence: independent draws, one shared mixing picture.
-        view1 = ipmix_batch(x, z, config, rng)
+        view1 = ipmix_batch(x, z, config, rng, num_threads=num_threads)
         if not config.jsd:
             return list(view1)
-        view2 = ipmix_batch(x, z, config, rng)
+        view2 = ipmix_batch(x, z, config, rng, num_threads=num_threads)
         return list(x.astype(np.float32)), list(view1), list(view2)
 
     return ipmix_function
 
 
 def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optional[int] = None,
-          device: Optional[str] = None):
+          device: Optional[str] = None, num_threads: int = 1):
     """IPMix on a batch of DataNodes.
 
     Args:
@@ -93,6 +93,8 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
         seed: seed of the operator's random generator; ``None`` draws a fresh one.
         device: ``"cpu"`` (NumPy) or ``"gpu"`` (CuPy); defaults to ``"gpu"`` when either input is on
             the GPU (the other is then moved there), else ``"cpu"``.
+        num_threads: CPU only: threads the NumPy backend splits each batch over (0 = one per core);
+            the output does not depend on it.
 
     Returns:
         One DataNode (float32 HWC, 0..255), or with ``config.jsd`` a tuple ``(clean, view1, view2)``.
@@ -113,6 +115,6 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
         images, mixing = images.gpu(), mixing.gpu()
     num_outputs = 3 if config.jsd else 1
     out = dali_fn.python_function(
-        images, mixing, function=make_ipmix_function(config, seed), batch_processing=True,
+        images, mixing, function=make_ipmix_function(config, seed, num_threads), batch_processing=True,
         num_outputs=num_outputs, device=device, output_layouts=["HWC"] * num_outputs)
     return tuple(out) if config.jsd else out

@@ -212,7 +212,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         config: :class:`IPMixConfig` (default ``IPMixConfig.imagenet()`` / ``.cifar()`` by preset).
         device: ``"gpu"`` (mixed decoding, CuPy IPMix) or ``"cpu"``; default GPU when CUDA is present.
         device_id: GPU index (default ``torch.cuda.current_device()``); ignored on the CPU.
-        num_threads: DALI CPU threads (default min(8, cores)).
+        num_threads: DALI CPU threads (default min(8, cores)); on the CPU IPMix uses as many.
         seed: makes the run reproducible (shuffle order, crops, IPMix draws); ``None`` = random.
         shard_id, num_shards: this process's shard; default from ``torch.distributed`` when initialised
             (rank, world size), else 0 and 1. Each epoch the shards are disjoint and cover the data.
@@ -250,7 +250,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
             name=DATA_READER)
         images = _train_crop(jpegs, preset, size, device)
         mixing = _mixing_pictures(mix_files, preset, size, device, seeds["mixing"])
-        views = ipmix(images, mixing, config=config, seed=seeds["ipmix"], device=device)
+        views = ipmix(images, mixing, config=config, seed=seeds["ipmix"], device=device,
+                      num_threads=pipe.num_threads)
         views = views if config.jsd else (views,)
         labels = labels.gpu() if device == "gpu" else labels
         pipe.set_outputs(*[_normalize(v, dtype) for v in views], labels)

@@ -75,13 +75,17 @@ class IPMixPlan:
         steps = np.arange(self.t)[None, None, :] < self.n_ops[:, :, None]
         return steps & (self.kind == chain_kind)[:, :, None]
 
-    def sample(self, n: int) -> "IPMixPlan":
-        """The plan of sample ``n`` alone (a batch of one), e.g. for a per-image executor."""
+    def rows(self, start: int, stop: int) -> "IPMixPlan":
+        """The plan of samples ``start:stop`` (e.g. one chunk of a batch run on its own thread)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name, value in fields.items():
             if isinstance(value, np.ndarray):
-                fields[name] = value[n:n + 1]
+                fields[name] = value[start:stop]
         return IPMixPlan(**fields)
+
+    def sample(self, n: int) -> "IPMixPlan":
+        """The plan of sample ``n`` alone (a batch of one), e.g. for a per-image executor."""
+        return self.rows(n, n + 1)
 
     def summary(self) -> str:
         """A short human-readable description: chain kinds, op counts and op frequencies."""

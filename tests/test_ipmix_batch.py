@@ -88,3 +88,13 @@ def test_output_distribution_matches_reference_draws(preset, size):
     # The test has power: a visibly different augmentation (one op per chain at most) is rejected.
     weaker = mean_abs_change(ipmix_batch(x, z, cfg.replace(t=1), 1), x)
     assert stats.ks_2samp(weaker, ref).pvalue < 1e-3
+
+
+def test_thread_count_does_not_change_the_output():
+    x, z = pair(7, 40, 40)
+    cfg = IPMixConfig.imagenet(all_ops=True)
+    one = ipmix_batch(x, z, cfg, 3)
+    for threads in (2, 3, 0, 16):
+        np.testing.assert_array_equal(ipmix_batch(x, z, cfg, 3, num_threads=threads), one)
+    with pytest.raises(ValueError, match="num_threads=-1"):
+        ipmix_batch(x, z, cfg, 3, num_threads=-1)
