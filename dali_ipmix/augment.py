@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from .config import IPMixConfig
-from .execute import array_module, execute_plan
+from .execute import array_module, execute_plan, nvtx_range
 from .plan import IPMixPlan, draw_plan
 
 _POOLS = {}
@@ -64,7 +64,8 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
         raise ValueError(f"num_threads={num_threads!r} is invalid: expected an integer >= 0")
     check_batch(images, mixing)
     n, h, w, _ = images.shape
-    plan: IPMixPlan = draw_plan(n, h, w, config, rng)
+    with nvtx_range("draw_plan", array_module(images)):
+        plan: IPMixPlan = draw_plan(n, h, w, config, rng)
     threads = min(num_threads or os.cpu_count() or 1, n)
     if threads > 1 and array_module(images) is np:
         out = _execute_chunks(plan, images, mixing, threads)

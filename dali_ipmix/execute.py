@@ -14,6 +14,7 @@ the reference the kernels are tested against (bit for bit on the CPU, see ``_ker
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -49,6 +50,18 @@ def kernel_backend(xp):
     return None
 
 
+#: Mark the phases of a CuPy batch as NVTX ranges for Nsight Systems (DALI_IPMIX_NVTX=1).
+USE_NVTX = os.environ.get("DALI_IPMIX_NVTX", "0") == "1"
+
+
+def nvtx_range(name, xp):
+    """An NVTX range named ``ipmix.<name>`` around a phase of a CuPy batch when profiling is on."""
+    if USE_NVTX and getattr(xp, "__name__", None) == "cupy":
+        from cupyx.profiler import time_range
+        return time_range(f"ipmix.{name}")
+    return contextlib.nullcontext()
+
+
 def execute_plan(plan: IPMixPlan, images, mixing):
     """Runs ``plan`` on ``images`` and ``mixing`` ((N, H, W, 3) uint8, both NumPy or both CuPy).
 
@@ -68,16 +81,19 @@ def execute_plan(plan: IPMixPlan, images, mixing):
         rows = np.flatnonzero(image_steps[:, j])
         if rows.size:
             d_rows = xp.asarray(rows)
-            chains[d_rows] = apply_image_ops(
-                chains[d_rows], plan.op_names, flat(plan.op)[rows, j], flat(plan.level)[rows, j],
-                flat(plan.sign)[rows, j])
+            with nvtx_range(f"image_step{j}", xp):
+                chains[d_rows] = apply_image_ops(
+                    chains[d_rows], plan.op_names, flat(plan.op)[rows, j], flat(plan.level)[rows, j],
+                    flat(plan.sign)[rows, j])
         rows = np.flatnonzero(patch_steps[:, j])
         if rows.size:
-            _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp)
+            with nvtx_range(f"patch_step{j}", xp):
+                _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp)
 
     kern = kernel_backend(xp)
     if kern is not None:   # one pass: (1 - m) x + sum_c m w_c y_c, clamped
-        return kern.final_mix(images, chains, plan.m, plan.weights)
+        with nvtx_range("final_mix", xp):
+            return kern.final_mix(images, chains, plan.m, plan.weights)
     chains = chains.reshape(n, k, h, w, 3)
     weights = xp.asarray(plan.weights, dtype=xp.float32).reshape(n, k, 1, 1, 1)
     m = xp.asarray(plan.m, dtype=xp.float32).reshape(n, 1, 1, 1)

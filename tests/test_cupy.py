@@ -171,3 +171,11 @@ def test_whole_batch_kernels_match_generic_cupy(cfg):
     dx, dz = cupy.asarray(x), cupy.asarray(z)
     diff = np.abs(cupy.asnumpy(execute_plan(plan, dx, dz)) - cupy.asnumpy(kernels_off(execute_plan, plan, dx, dz)))
     assert diff.max() <= 1.0 and (diff > 0).mean() <= 1e-3
+
+
+def test_nvtx_ranges_do_not_change_the_output(monkeypatch):
+    import dali_ipmix.execute as execute
+    x = cupy.asarray(photos(32, 32, count=8))
+    plain = ipmix_batch(x, x, IPMixConfig.cifar(), 0)
+    monkeypatch.setattr(execute, "USE_NVTX", True)
+    cupy.testing.assert_array_equal(ipmix_batch(x, x, IPMixConfig.cifar(), 0), plain)
