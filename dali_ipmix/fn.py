@@ -27,21 +27,14 @@ from nvidia.dali.pipeline import do_not_convert
 
 from .augment import ipmix_batch
 from .config import IPMixConfig
+from .execute import array_module
 
 __all__ = ["ipmix", "make_ipmix_function"]
 
 
-def _array_module(arr):
-    # Decide by the array's type so that CPU pipelines never import CuPy.
-    if type(arr).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
-
-
 def _stack(batch, name):
     """A list of (H, W, 3) arrays -> one (N, H, W, 3) array, or a ValueError naming the shapes."""
-    xp = _array_module(batch[0])
+    xp = array_module(batch[0])
     try:
         return xp.stack(batch)
     except ValueError:
