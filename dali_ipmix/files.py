@@ -30,6 +30,7 @@ DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "PPM", "JPEG20
 VALIDATE_MODES = ("header", "full", "none")
 BAD_FILE_POLICIES = ("error", "skip")
 _MAX_NAMED = 20   # bad files named in one error message
+_PROGRESS_FROM = 20000   # a check of this many files shows a progress bar
 
 
 class BadImageError(ValueError):
@@ -144,7 +145,12 @@ def find_bad_images(paths: Sequence[str], validate: str = "header",
         reasons = [check_image(p, validate) for p in paths]
     else:   # threads: the work is file I/O and PIL decoding, which release the GIL
         with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(paths)))) as pool:
-            reasons = list(pool.map(lambda p: check_image(p, validate), paths, chunksize=64))
+            reasons = pool.map(lambda p: check_image(p, validate), paths, chunksize=64)
+            if len(paths) >= _PROGRESS_FROM:
+                from tqdm import tqdm
+                reasons = tqdm(reasons, total=len(paths), desc=f"checking images ({validate})",
+                               unit="file", mininterval=2.0)
+            reasons = list(reasons)
     return [(p, r) for p, r in zip(paths, reasons) if r is not None]
 
 
@@ -162,8 +168,11 @@ def check_images(paths: Sequence[str], validate: str = "header", on_bad_file: st
     return [p for p in paths if p not in bad_paths]
 
 
-def list_image_folder(root, validate: str = "header", on_bad_file: str = "error") -> LabelledFiles:
-    """An ImageFolder tree ``root/<class>/...`` as labelled files (labels = sorted class folder order)."""
+def list_image_folder(root, validate: str = "header", on_bad_file: str = "error",
+                      share: Tuple[int, int] = (0, 1)) -> LabelledFiles:
+    """An ImageFolder tree ``root/<class>/...`` as labelled files (labels = sorted class folder order).
+
+    ``share``: see :func:`_checked`."""
     _check_options(validate, on_bad_file)
     root = _require_dir(root, "file_root")
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
@@ -182,12 +191,14 @@ def list_image_folder(root, validate: str = "header", on_bad_file: str = "error"
                              f"({'/'.join(IMAGE_EXTENSIONS)}); remove it or add images")
         files += images
         labels += [label] * len(images)
-    return _checked(files, labels, tuple(classes), validate, on_bad_file, root)
+    return _checked(files, labels, tuple(classes), validate, on_bad_file, root, share)
 
 
 def read_file_list(file_list, file_root=None, validate: str = "header",
-                   on_bad_file: str = "error") -> LabelledFiles:
-    """A ``<path> <label>`` text file as labelled files; see the module docstring for the format."""
+                   on_bad_file: str = "error", share: Tuple[int, int] = (0, 1)) -> LabelledFiles:
+    """A ``<path> <label>`` text file as labelled files; see the module docstring for the format.
+
+    ``share``: see :func:`_checked`."""
     _check_options(validate, on_bad_file)
     file_list = os.path.abspath(os.fspath(file_list))
     if not os.path.isfile(file_list):
@@ -215,7 +226,7 @@ def read_file_list(file_list, file_root=None, validate: str = "header",
     if not files:
         raise ValueError(f"file_list {file_list!r} lists no files")
     classes = tuple(str(i) for i in range(max(labels) + 1))
-    return _checked(files, labels, classes, validate, on_bad_file, file_list)
+    return _checked(files, labels, classes, validate, on_bad_file, file_list, share)
 
 
 def list_mixing_images(root, validate: str = "header", on_bad_file: str = "error") -> List[str]:
@@ -232,7 +243,15 @@ def list_mixing_images(root, validate: str = "header", on_bad_file: str = "error
     return kept
 
 
-def _checked(files, labels, classes, validate, on_bad_file, source) -> LabelledFiles:
+def _checked(files, labels, classes, validate, on_bad_file, source, share=(0, 1)) -> LabelledFiles:
+    """Checks the files; ``share=(i, n)`` with ``on_bad_file="error"`` checks only every n-th file from
+    the i-th: the n processes of a distributed job check the data set together, each a disjoint
+    share, instead of each all of it (a bad file stops the process that owns it, naming the file).
+    Skipping bad files needs every process to check every file, so that all keep the same list."""
+    i, n = share
+    if on_bad_file == "error" and n > 1:
+        check_images(files[i::n], validate, on_bad_file)
+        return LabelledFiles(tuple(files), tuple(labels), classes)
     kept = set(check_images(files, validate, on_bad_file))
     pairs = [(f, l) for f, l in zip(files, labels) if f in kept]
     if not pairs:

@@ -115,12 +115,12 @@ def _cuda_available():
         return False
 
 
-def _data_files(file_root, file_list, validate, on_bad_file) -> LabelledFiles:
+def _data_files(file_root, file_list, validate, on_bad_file, share) -> LabelledFiles:
     if file_list is not None:
-        return read_file_list(file_list, file_root, validate, on_bad_file)
+        return read_file_list(file_list, file_root, validate, on_bad_file, share)
     if file_root is None:
         raise ValueError("give file_root (an ImageFolder tree) or file_list (a '<path> <label>' file)")
-    return list_image_folder(file_root, validate, on_bad_file)
+    return list_image_folder(file_root, validate, on_bad_file, share)
 
 
 def _seeds(seed, shard_id):
@@ -218,8 +218,11 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
             (rank, world size), else 0 and 1. Each epoch the shards are disjoint and cover the data.
         dtype: ``"float32"`` or ``"float16"`` for the image outputs.
         validate: file check before building: ``"header"`` (default), ``"full"`` (decode every file
-            with PIL), ``"none"``; see :func:`dali_ipmix.files.check_image`.
-        on_bad_file: ``"error"`` (default: raise naming every bad file) or ``"skip"`` (warn per file).
+            with PIL), ``"none"``; see :func:`dali_ipmix.files.check_image`. With several shards and
+            ``on_bad_file="error"`` each shard checks a disjoint 1/num_shards of the data files (all
+            shards together check all of them); mixing pictures are checked by every shard.
+        on_bad_file: ``"error"`` (default: raise naming every bad file) or ``"skip"`` (warn per file;
+            every shard then checks every file, so that all keep the same file list).
         prefetch_queue_depth, pipeline_kwargs: passed to ``nvidia.dali.Pipeline``.
 
     Returns:
@@ -233,7 +236,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     size, device = _check_common(preset, size, device, dtype, batch_size)
     config = getattr(IPMixConfig, preset)() if config is None else config
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
-    data = _data_files(file_root, file_list, validate, on_bad_file)
+    data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards))
     if len(data) < num_shards:
         raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
     mix_files = list_mixing_images(mixing_root, validate, on_bad_file)
@@ -276,7 +279,7 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, pres
     """
     size, device = _check_common(preset, size, device, dtype, batch_size)
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
-    data = _data_files(file_root, file_list, validate, on_bad_file)
+    data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards))
     if len(data) < num_shards:
         raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
     seed = 0 if seed is None else seed

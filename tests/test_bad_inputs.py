@@ -246,3 +246,22 @@ def test_mixing_set_of_one_image(tree, tmp_path):
     it = IPMixIterator(train(tree[0], str(tmp_path / "mix"), batch_size=4))
     for _ in range(2):
         assert sorted(collect_epoch(it)[0]) == list(range(9))
+
+
+def test_shards_share_the_file_check_and_together_find_a_bad_file(tree, dali_mixing):
+    """With on_bad_file="error" each shard checks a disjoint share; exactly one shard owns the bad file."""
+    from dali_ipmix.files import list_image_folder
+    path = spoil(tree[0], "zz_garbage.jpg", b"not a jpeg" * 50)
+    outcomes = []
+    for shard in range(3):
+        try:
+            list_image_folder(tree[0], share=(shard, 3))
+            outcomes.append(None)
+        except BadImageError as err:
+            assert path in str(err)
+            outcomes.append(shard)
+    assert sum(o is not None for o in outcomes) == 1
+    # Skipping needs the same list on every shard: every shard checks (and drops) every bad file.
+    with pytest.warns(UserWarning, match="zz_garbage"):
+        lists = [list_image_folder(tree[0], on_bad_file="skip", share=(s, 3)).files for s in range(3)]
+    assert lists[0] == lists[1] == lists[2] and path not in lists[0]
