@@ -12,6 +12,8 @@ from .execute import array_module, execute_plan, nvtx_range
 from .plan import IPMixPlan, draw_plan
 
 _POOLS = {}
+# A chunk smaller than this many pixels costs more in thread hand-off than it saves (CIFAR batches).
+MIN_PIXELS_PER_THREAD = 1 << 19
 
 
 def check_batch(images, mixing):
@@ -50,8 +52,9 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
         config: an :class:`IPMixConfig`.
         rng: a ``numpy.random.Generator`` or an int seed; all random decisions come from it (on the host).
         return_plan: also return the :class:`IPMixPlan` that was executed.
-        num_threads: NumPy only: run the batch in this many contiguous chunks on a thread pool (NumPy
-            and PIL release the GIL in their loops); 0 means one per CPU core. The plan is drawn
+        num_threads: NumPy only: run the batch in up to this many contiguous chunks on a thread pool
+            (NumPy and PIL release the GIL in their loops); 0 means one per CPU core. Small batches
+            (under ``MIN_PIXELS_PER_THREAD`` pixels a chunk) use fewer threads. The plan is drawn
             for the whole batch first, so the output does not depend on the thread count.
 
     Returns:
@@ -66,7 +69,7 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
     n, h, w, _ = images.shape
     with nvtx_range("draw_plan", array_module(images)):
         plan: IPMixPlan = draw_plan(n, h, w, config, rng)
-    threads = min(num_threads or os.cpu_count() or 1, n)
+    threads = min(num_threads or os.cpu_count() or 1, n * h * w // MIN_PIXELS_PER_THREAD)
     if threads > 1 and array_module(images) is np:
         out = _execute_chunks(plan, images, mixing, threads)
     else:

@@ -2,7 +2,8 @@
 """Throughput of the core augmentation, side by side in one run on the same images:
 ``ipmix_batch`` on NumPy (one process, batched) versus the per-image PIL reference (one process, a
 loop, as the paper's DataLoader does per worker), at 224 px (ImageNet preset) and 32 px (CIFAR preset).
-On a machine with CuPy and a GPU a CuPy row is added. Speeds are images/s of one IPMix view.
+On a machine with CuPy and a GPU a CuPy column is added. Speeds are images/s of one IPMix view;
+``numpy_mt`` is the NumPy backend with ``num_threads`` (``--threads``, default one per core).
 
     python pipelines/bench_core.py [--batch-size 64] [--batches 3] [--json out.json]
 """
@@ -55,6 +56,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--batches", type=int, default=3, help="timed batches per row (after a warm-up)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="threads of the extra NumPy column (default 0: one per core; the PIL "
+                         "reference and the first NumPy column use one thread)")
     ap.add_argument("--json", help="also write the table to this JSON file")
     args = ap.parse_args(argv)
     cupy = cupy_or_none()
@@ -65,9 +69,11 @@ def main(argv=None):
         x, z = sample_images(n, size, 0), sample_images(n, size, 1)
         rng = np.random.default_rng(0)
         t_np = timed(lambda: ipmix_batch(x, z, cfg, rng), args.batches)
+        t_mt = timed(lambda: ipmix_batch(x, z, cfg, rng, num_threads=args.threads), args.batches)
         t_pil = timed(lambda: [ipmix_reference(x[i], z[i], cfg, rng) for i in range(n)], args.batches)
         row = {"preset": preset, "size": size, "batch": n,
-               "numpy_img_s": n / t_np, "pil_img_s": n / t_pil, "numpy_over_pil": t_pil / t_np}
+               "numpy_img_s": n / t_np, "numpy_mt_img_s": n / t_mt, "pil_img_s": n / t_pil,
+               "numpy_over_pil": t_pil / t_np}
         if cupy is not None:
             dx, dz = cupy.asarray(x), cupy.asarray(z)
             def run_gpu():
@@ -78,7 +84,7 @@ def main(argv=None):
         rows.append(row)
         print(f"[bench] {preset} {size}px done", flush=True)
 
-    cols = ["preset", "size", "batch", "numpy_img_s", "pil_img_s", "numpy_over_pil"]
+    cols = ["preset", "size", "batch", "numpy_img_s", "numpy_mt_img_s", "pil_img_s", "numpy_over_pil"]
     cols += ["cupy_img_s", "cupy_over_pil"] if cupy is not None else []
     print(" | ".join(f"{c:>14s}" for c in cols))
     for row in rows:
