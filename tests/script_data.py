@@ -20,6 +20,16 @@ COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220], [220, 220, 40],
                     [200, 40, 200], [40, 200, 200], [128, 128, 128], [250, 150, 50]])
 
 
+def import_script(name):
+    """Imports ``pipelines/<name>.py`` as a module (the scripts are not a package)."""
+    import importlib
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
 def _image(rng, label, size):
     return np.clip(rng.normal(0, 25, (size, size, 3)) + COLOURS[label % len(COLOURS)], 0, 255).astype(np.uint8)
 

@@ -8,13 +8,12 @@ layout, the normalisation and the averaging.
 
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from script_data import SCRIPTS, make_cifar, make_imagefolder, run_script
+from script_data import SCRIPTS, import_script, make_cifar, make_imagefolder, run_script
 
 N = 20          # images per severity
 K = 4           # CIFAR classes
@@ -23,11 +22,7 @@ DESIGNED = "gaussian_noise"  # the corruption whose labels make the error 0, 25,
 
 @pytest.fixture(scope="module")
 def ev():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import eval_robustness
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    eval_robustness = import_script("eval_robustness")
     return eval_robustness
 
 
@@ -81,11 +76,7 @@ def test_cifar_normalisation_is_the_training_one(ev):
 # ------------------------------------------------------------------------------------ CIFAR-10-C
 def _reference_predict(ckpt_path, images):
     """(confidence, prediction) of the checkpoint's WRN-10-1, independently of the eval script."""
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import train_cifar
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    train_cifar = import_script("train_cifar")
     net = train_cifar.WideResNet(10, 1, K)
     net.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"])
     net.eval()

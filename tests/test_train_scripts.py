@@ -5,7 +5,6 @@ Every run is a subprocess, as a user would start it (``python pipelines/...`` or
 """
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from script_data import SCRIPTS, make_cifar, make_imagefolder, make_mixing, run_script
+from script_data import SCRIPTS, import_script, make_cifar, make_imagefolder, make_mixing, run_script
 
 
 def metrics(out_dir):
@@ -30,11 +29,7 @@ def data(tmp_path_factory):
 # -------------------------------------------------------------------------------- CIFAR pickles
 @pytest.mark.parametrize("kind", ["cifar-10", "cifar-100"])
 def test_cifar_pickles_become_a_lossless_imagefolder(tmp_path, kind):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import train_cifar
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    train_cifar = import_script("train_cifar")
     folder, arrays = make_cifar(tmp_path, kind, train=24, test=8, classes=3)
     dst = train_cifar.convert_to_imagefolder(folder, tmp_path / "png")
     for split, (images, labels) in arrays.items():
@@ -134,13 +129,8 @@ def test_cifar_training_loss_goes_down(tmp_path, data):
 
 # ------------------------------------------------------------------------------------- bad use
 def _main(script, argv):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        mod = __import__(script)
-        with pytest.raises(SystemExit) as err:
-            mod.main([str(a) for a in argv])
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    with pytest.raises(SystemExit) as err:
+        import_script(script).main([str(a) for a in argv])
     return str(err.value)
 
 
