@@ -63,16 +63,45 @@ def make_ipmix_function(config: IPMixConfig, seed: Optional[int], num_threads: i
                              f"{len(images)} vs {len(mixing)}")
         if not images:
             return ([], [], []) if config.jsd else []
-        x = _stack(images, "images")
-        z = _stack(mixing, "mixing")
-        # Both views use the same rng in sequence: independent draws, one shared mixing picture.
-        view1 = ipmix_batch(x, z, config, rng, num_threads=num_threads)
-        if not config.jsd:
-            return list(view1)
-        view2 = ipmix_batch(x, z, config, rng, num_threads=num_threads)
-        return list(x.astype(np.float32)), list(view1), list(view2)
+        try:
+            x = _stack(images, "images")
+            z = _stack(mixing, "mixing")
+            # Both views use the same rng in sequence: independent draws, one shared mixing picture.
+            view1 = ipmix_batch(x, z, config, rng, num_threads=num_threads)
+            if not config.jsd:
+                return list(view1)
+            view2 = ipmix_batch(x, z, config, rng, num_threads=num_threads)
+            return list(x.astype(np.float32)), list(view1), list(view2)
+        except BaseException:
+            _detach_dali_stream(images)
+            raise
 
     return ipmix_function
+
+
+def _detach_dali_stream(batch):
+    """Before an exception leaves a GPU batch function: forget DALI's stream in CuPy's Stream object.
+
+    DALI 2.4's ``python_function`` wraps its own CUDA stream in a ``cupy.cuda.Stream`` and clears the
+    pointer only when the function returns normally; after an exception, CuPy's ``Stream.__del__``
+    would destroy the stream DALI still uses. Only DALI's stream is touched (a caller's own CuPy
+    stream outside a pipeline is left alone).
+    """
+    if not batch or isinstance(batch[0], np.ndarray):
+        return
+    import cupy
+    stream = cupy.cuda.get_current_stream()
+    if stream.ptr and stream.ptr == _dali_stream_ptr():
+        stream.ptr = 0
+
+
+def _dali_stream_ptr():
+    """The CUDA stream DALI lent the running ``python_function``, or None outside one."""
+    try:
+        from nvidia.dali.ops._operators.python_function import PythonFunction
+        return PythonFunction.current_stream().ptr
+    except Exception:   # not inside a DALI GPU python_function (or another DALI layout)
+        return None
 
 
 def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optional[int] = None,

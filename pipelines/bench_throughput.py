@@ -385,7 +385,8 @@ def run_pil(row, ctx):
     total = (warmup + batches + 2 * per_round) * row["batch"]
     loader = DataLoader(ds, batch_size=row["batch"], num_workers=workers, drop_last=True,
                         sampler=RandomSampler(ds, replacement=True, num_samples=total),
-                        prefetch_factor=2 if workers else None)
+                        prefetch_factor=2 if workers else None,
+                        multiprocessing_context="forkserver" if workers else None)
     it = iter(loader)
     try:
         return timed_batches(lambda: next(it)[1].shape[0], warmup, batches)
@@ -395,8 +396,9 @@ def run_pil(row, ctx):
 
 RUNNERS = {"dali-gpu": run_plain_dali, "dali-cpu": run_plain_dali, "ipmix-gpu": run_ipmix,
            "ipmix-cpu": run_ipmix, "pil": run_pil}
-# Execution order: the PIL loader forks its workers before anything has started CUDA or DALI threads.
-RUN_ORDER = ("pil", "dali-cpu", "ipmix-cpu", "dali-gpu", "ipmix-gpu")
+# Execution order: GPU rows first (device time is scarce; a failure shows early). The PIL loader's
+# workers start with "forkserver", so no worker is forked from a process with CUDA or DALI threads.
+RUN_ORDER = ("dali-gpu", "ipmix-gpu", "dali-cpu", "ipmix-cpu", "pil")
 
 
 def run_row(row, ctx, env):
@@ -410,7 +412,7 @@ def run_row(row, ctx, env):
     try:
         samples, seconds = RUNNERS[row["kind"]](row, ctx)
     except Exception as err:   # one broken row must not stop the others
-        row.update(status="error", note=f"{type(err).__name__}: {err}".splitlines()[0][:300])
+        row.update(status="error", note=error_note(err))
         log(f"{row['name']}: FAILED")
         traceback.print_exc()
         return
@@ -420,6 +422,14 @@ def run_row(row, ctx, env):
     row.update(status="ok", samples=int(samples), seconds=round(seconds, 4),
                samples_per_s=samples / seconds, images_per_s=per_sample * samples / seconds)
     log(f"{row['name']}: {row['samples_per_s']:.1f} samples/s ({samples} samples in {seconds:.2f} s)")
+
+
+def error_note(err, limit=600):
+    """A one-line note that keeps the cause: DALI's "Critical error in pipeline:" is only the first
+    line of a message whose last lines name the operator and the Python error."""
+    lines = [line.strip() for line in f"{type(err).__name__}: {err}".splitlines() if line.strip()]
+    note = lines[0] if len(lines) <= 1 else lines[0] + " ... " + " | ".join(lines[-3:])
+    return note[:limit]
 
 
 def add_ratios(rows):
@@ -464,6 +474,15 @@ def format_table(rows):
             line += f"   {r['status']}: {r.get('note', '')}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def write_json(path, meta, rows):
+    """The table so far (and the run's settings) as JSON at ``path`` (nothing when ``path`` is None)."""
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "rows": rows, "targets": targets(rows)}, f, indent=2, default=str)
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -549,11 +568,14 @@ def main(argv=None):
                threads=max(1, args.workers), workers=args.workers, batches=args.batches,
                warmup=args.warmup, gpu_warmup=args.gpu_warmup, plain_decode=args.plain_decode)
     rows = plan_rows(args)
+    meta = dict(vars(args), data=data_root, mixing=mixing_root, data_info=data_info, gpu=env["gpu"],
+                cores=os.cpu_count(), versions=versions(), command=" ".join(sys.argv))
     for kind in RUN_ORDER:
         for row in rows:
             if row["kind"] == kind:
                 run_row(row, ctx, env)
-    add_ratios(rows)
+                add_ratios(rows)
+                write_json(args.json, meta, rows)   # after each row: a killed run keeps what it measured
 
     print()
     print(f"throughput at {args.size} px, ImageNet preset; samples/s = JPEGs/s (a JSD sample is clean + "
@@ -564,11 +586,6 @@ def main(argv=None):
     if env["gpu"] is None:
         print(f"GPU rows skipped: {env['why_no_gpu']}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        meta = dict(vars(args), data=data_root, mixing=mixing_root, data_info=data_info, gpu=env["gpu"],
-                    cores=os.cpu_count(), versions=versions(), command=" ".join(sys.argv))
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows, "targets": targets(rows)}, f, indent=2, default=str)
         log(f"wrote {args.json}")
     return 0 if all(r["status"] != "error" for r in rows) else 1
 

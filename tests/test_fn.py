@@ -147,3 +147,59 @@ def test_operator_device_checks_at_graph_definition():
         if importlib.util.find_spec("cupy") is None:
             with pytest.raises(ImportError, match="CuPy"):
                 ipmix(x, z)
+
+
+@pytest.mark.cupy
+def test_gpu_error_leaves_dali_stream_alive():
+    """An exception in the GPU batch function reaches the caller as a pipeline error naming the cause,
+    and DALI's stream survives it: the same process then runs a GPU pipeline normally."""
+    pytest.importorskip("cupy")
+    import gc
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    x, z = batch()
+    small = [a[:8] for a in z]   # mixing pictures of another size: ipmix raises inside the pipeline
+
+    def gpu_pipe(mix):
+        @pipeline_def(batch_size=4, num_threads=2, device_id=0)
+        def pipe():
+            xi = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True, device="gpu")
+            zi = dali_fn.external_source(source=lambda: mix, layout="HWC", batch=True, device="gpu")
+            return ipmix(xi, zi, config=CFG, seed=0)
+        p = pipe()
+        p.build()
+        return p
+
+    bad = gpu_pipe(small)
+    for _ in range(2):
+        with pytest.raises(Exception, match="same shape"):
+            bad.run()
+    del bad
+    gc.collect()
+    good = gpu_pipe(z)
+    for _ in range(3):
+        clean, _, _ = (o.as_cpu() for o in good.run())
+        np.testing.assert_array_equal(np.stack([np.array(t) for t in clean]), np.stack(x).astype(np.float32))
+
+
+def test_stream_detached_only_for_dali_stream(monkeypatch):
+    """The exception path clears the pointer of DALI's lent stream and of no other stream."""
+    import sys
+    import types
+    from dali_ipmix import fn as ipmix_fn
+
+    class Stream:
+        def __init__(self, ptr):
+            self.ptr = ptr
+    current = Stream(1234)
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(get_current_stream=lambda: current))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    device_batch = [object()]
+    monkeypatch.setattr(ipmix_fn, "_dali_stream_ptr", lambda: 999)
+    ipmix_fn._detach_dali_stream(device_batch)
+    assert current.ptr == 1234            # a caller's own stream: untouched
+    monkeypatch.setattr(ipmix_fn, "_dali_stream_ptr", lambda: 1234)
+    ipmix_fn._detach_dali_stream(device_batch)
+    assert current.ptr == 0               # DALI's stream: detached
+    ipmix_fn._detach_dali_stream([np.zeros(3)])   # CPU batches: nothing to do
