@@ -64,7 +64,7 @@ def test_ipmix_batch_returns_cupy_and_rejects_mixed_backends():
     x = cupy.asarray(photos(32, 32, count=4))
     out = ipmix_batch(x, x, IPMixConfig.cifar(), 0)
     assert isinstance(out, cupy.ndarray) and out.shape == x.shape
-    with pytest.raises(TypeError, match="both NumPy or both CuPy"):
+    with pytest.raises(TypeError, match="must both be NumPy or both CuPy"):
         ipmix_batch(x, cupy.asnumpy(x), IPMixConfig.cifar(), 0)
 
 
