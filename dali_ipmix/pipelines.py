@@ -38,18 +38,18 @@ from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
 from .config import IPMixConfig
+from .epochs import Feed
 from .files import LabelledFiles, list_image_folder, list_mixing_images, read_file_list
 from .fn import ipmix
 from .iterator import shard_defaults
 
 __all__ = ["training_pipeline", "validation_pipeline", "resolve_preset", "PipelineInfo", "PRESETS",
-           "IMAGENET_MEAN", "IMAGENET_STD", "DATA_READER", "MIXING_READER"]
+           "IMAGENET_MEAN", "IMAGENET_STD", "DATA_READER"]
 
 PRESETS = ("imagenet", "cifar")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # on the 0..1 scale
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DATA_READER = "data_reader"             # reader name for DALIGenericIterator(reader_name=...)
-MIXING_READER = "mixing_reader"
+DATA_READER = "data_reader"             # PipelineInfo.reader_name: the feed, not a DALI reader
 _DEFAULT_SIZE = {"imagenet": 224, "cifar": 32}
 _MIX_RESIZE = {"imagenet": 256 / 224, "cifar": 36 / 32}   # mixing resize (shorter side) / crop size
 _VAL_RESIZE = 256 / 224
@@ -73,7 +73,11 @@ class PipelineInfo:
     dtype: str
     preset: str
     config: Optional[IPMixConfig]   # None for validation pipelines
-    seed: int
+    seed: Optional[int]             # as given (None: order of seed 0, random augmentation)
+    batch_size: int = 1
+    shuffle_seed: Optional[int] = None   # None: listed order every epoch (validation)
+    augment_seed: int = 0           # the seed the random augmentation of this shard was derived from
+    start_epoch: int = 0            # the first epoch this pipeline reads
 
 
 def resolve_preset(preset: Optional[str], config: Optional[IPMixConfig]) -> str:
@@ -123,20 +127,27 @@ def _data_files(file_root, file_list, validate, on_bad_file, share) -> LabelledF
     return list_image_folder(file_root, validate, on_bad_file, share)
 
 
-def _seeds(seed, shard_id):
+def _seeds(seed, shard_id, start_epoch=0):
     """Independent 31-bit seeds for each random consumer, derived from the user's seed.
 
     The shuffle seed ignores the shard so that all shards agree on one global order per epoch (which is
-    what makes the shards disjoint); the others differ per shard so that shards augment differently.
+    what makes the shards disjoint). ``seed=None`` orders the samples as ``seed=0`` does (whatever
+    each rank passes, as DistributedSampler does) and draws the augmentation seed at random, so that
+    ranks still augment independently. The augmentation seeds differ per shard and per start epoch
+    (a resumed run does not replay epoch 0's crops and IPMix draws); the mixing-picture choice is
+    drawn per epoch (see :mod:`dali_ipmix.epochs`), so it depends on neither.
     """
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
+    augment = seed
+    if augment is None:
+        augment = int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
 
-    def derive(*key):
-        return int(np.random.SeedSequence([seed, *key]).generate_state(1)[0] & 0x7FFFFFFF)
+    def derive(root, *key):
+        return int(np.random.SeedSequence([root, *key]).generate_state(1)[0] & 0x7FFFFFFF)
 
-    return seed, dict(pipeline=derive(1, shard_id), shuffle=derive(2), mixing=derive(3, shard_id),
-                      ipmix=derive(4, shard_id))
+    return augment, dict(pipeline=derive(augment, 1, shard_id, start_epoch),
+                         shuffle=derive(0 if seed is None else seed, 2),
+                         mixing=derive(augment, 3, shard_id),
+                         ipmix=derive(augment, 4, shard_id, start_epoch))
 
 
 def _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_queue_depth, kwargs):
@@ -181,10 +192,22 @@ def _train_crop(jpegs, preset, size, device):
     return fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
 
 
-def _mixing_pictures(mix_files, preset, size, device, seed):
+def _read(paths):
+    """File contents of each path (uint8 1-D). Plain reads, no memory map: a file changed or removed
+    under a running job then gives an error naming it, never a SIGBUS, and on network file systems
+    (where data sets live) a map buys nothing."""
+    return fn.io.file.read(paths, dont_use_mmap=True)
+
+
+def _sources(feed, mixing: bool):
+    """The pipeline's inputs from ``feed``: encoded paths, labels int32 (1,) [, mixing paths]."""
+    return fn.external_source(source=feed, num_outputs=3 if mixing else 2, batch=True,
+                              dtype=[types.UINT8, types.INT32, types.UINT8][:3 if mixing else 2])
+
+
+def _mixing_pictures(mix_paths, preset, size, device):
     """The mixing picture of each sample: HWC uint8 size x size, prepared as the spec says."""
-    raw, _ = fn.readers.file(files=list(mix_files), random_shuffle=True, seed=seed, name=MIXING_READER)
-    mixing = fn.decoders.image(raw, device=_decoder_device(device), output_type=types.RGB)
+    mixing = fn.decoders.image(_read(mix_paths), device=_decoder_device(device), output_type=types.RGB)
     mixing = fn.resize(mixing, resize_shorter=max(size, round(size * _MIX_RESIZE[preset])))
     return fn.crop(mixing, crop=(size, size), crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
                    crop_pos_y=fn.random.uniform(range=[0.0, 1.0]))
@@ -197,7 +220,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
                       seed: Optional[int] = None, shard_id: Optional[int] = None,
                       num_shards: Optional[int] = None, dtype: str = "float32",
                       validate: str = "header", on_bad_file: str = "error",
-                      prefetch_queue_depth: int = 2, **pipeline_kwargs) -> Pipeline:
+                      prefetch_queue_depth: int = 2, start_epoch: int = 0,
+                      **pipeline_kwargs) -> Pipeline:
     """An IPMix training pipeline (not yet built; :class:`IPMixIterator` builds it).
 
     Args:
@@ -213,9 +237,12 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         device: ``"gpu"`` (mixed decoding, CuPy IPMix) or ``"cpu"``; default GPU when CUDA is present.
         device_id: GPU index (default ``torch.cuda.current_device()``); ignored on the CPU.
         num_threads: DALI CPU threads (default min(8, cores)); on the CPU IPMix uses as many.
-        seed: makes the run reproducible (shuffle order, crops, IPMix draws); ``None`` = random.
+        seed: makes the run reproducible (sample order, mixing pictures, crops, IPMix draws). ``None``:
+            the sample order of ``seed=0`` (so that ranks that each pass ``None`` still read disjoint
+            shards) with augmentation seeded at random per process.
         shard_id, num_shards: this process's shard; default from ``torch.distributed`` when initialised
-            (rank, world size), else 0 and 1. Each epoch the shards are disjoint and cover the data.
+            (rank, world size), else 0 and 1. Each epoch the shards are disjoint and cover the data
+            (see :mod:`dali_ipmix.epochs` for the split and the last-batch policies).
         dtype: ``"float32"`` or ``"float16"`` for the image outputs.
         validate: file check before building: ``"header"`` (default), ``"full"`` (decode every file
             with PIL), ``"none"``; see :func:`dali_ipmix.files.check_image`. With several shards and
@@ -224,6 +251,12 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         on_bad_file: ``"error"`` (default: raise naming every bad file) or ``"skip"`` (warn per file;
             every shard then checks every file, so that all keep the same file list).
         prefetch_queue_depth, pipeline_kwargs: passed to ``nvidia.dali.Pipeline``.
+        start_epoch: the epoch the first pass reads, for ``--resume``: epoch ``start_epoch`` of an
+            uninterrupted run with the same seed has the same samples on every shard, in the same
+            order, with the same mixing pictures; crops and IPMix draws are seeded afresh from
+            ``(seed, shard, start_epoch)`` (not a replay of epoch 0, not bit-identical either).
+
+    The pipeline is fed by :class:`IPMixIterator` (``pipe.ipmix_feed``), which plans each epoch.
 
     Returns:
         A ``Pipeline`` with outputs ``(clean, view1, view2, label)`` when ``config.jsd`` else
@@ -240,19 +273,16 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     if len(data) < num_shards:
         raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
     mix_files = list_mixing_images(mixing_root, validate, on_bad_file)
-    seed, seeds = _seeds(seed, shard_id)
+    start_epoch = _check_start_epoch(start_epoch)
+    augment_seed, seeds = _seeds(seed, shard_id, start_epoch)
+    feed = Feed(data.files, data.labels, mix_files, seeds["mixing"])
 
     pipe = _new_pipeline(batch_size, num_threads, device, device_id, seeds["pipeline"],
                          prefetch_queue_depth, pipeline_kwargs)
     with pipe:
-        # shuffle_after_epoch: a fresh global permutation each epoch, the same on every shard, so that
-        # shards stay disjoint; pad_last_batch keeps epochs exact (no sample leaks into the next one).
-        jpegs, labels = fn.readers.file(
-            files=list(data.files), labels=list(data.labels), shard_id=shard_id, num_shards=num_shards,
-            shuffle_after_epoch=True, shuffle_after_epoch_seed=seeds["shuffle"], pad_last_batch=True,
-            name=DATA_READER)
-        images = _train_crop(jpegs, preset, size, device)
-        mixing = _mixing_pictures(mix_files, preset, size, device, seeds["mixing"])
+        paths, labels, mix_paths = _sources(feed, mixing=True)
+        images = _train_crop(_read(paths), preset, size, device)
+        mixing = _mixing_pictures(mix_paths, preset, size, device)
         views = ipmix(images, mixing, config=config, seed=seeds["ipmix"], device=device,
                       num_threads=pipe.num_threads)
         views = views if config.jsd else (views,)
@@ -260,7 +290,9 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         pipe.set_outputs(*[_normalize(v, dtype) for v in views], labels)
     names = ("clean", "view1", "view2", "label") if config.jsd else ("images", "label")
     pipe.ipmix_info = _info(names, config.jsd, data, mix_files, shard_id, num_shards, device, size,
-                            dtype, preset, config, seed)
+                            dtype, preset, config, seed, batch_size, seeds["shuffle"], augment_seed,
+                            start_epoch)
+    pipe.ipmix_feed = feed
     return pipe
 
 
@@ -275,7 +307,9 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, pres
 
     ImageNet preset: resize the shorter side to ``round(size * 256 / 224)``, centre crop ``size``.
     CIFAR preset: resize to ``size x size`` (identity for inputs of that size). Same normalisation and
-    arguments as :func:`training_pipeline` (``seed`` only seeds DALI; nothing here is random).
+    arguments as :func:`training_pipeline` (``seed`` only seeds DALI; nothing here is random). Shard
+    ``s`` of ``n`` reads the files ``[s * N // n, (s + 1) * N // n)`` of the listed order, so with
+    ``last_batch_policy="partial"`` every file is scored exactly once over all shards.
     """
     size, device = _check_common(preset, size, device, dtype, batch_size)
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
@@ -283,13 +317,12 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, pres
     if len(data) < num_shards:
         raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
     seed = 0 if seed is None else seed
+    feed = Feed(data.files, data.labels)
     pipe = _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_queue_depth,
                          pipeline_kwargs)
     with pipe:
-        jpegs, labels = fn.readers.file(files=list(data.files), labels=list(data.labels),
-                                        shard_id=shard_id, num_shards=num_shards, pad_last_batch=True,
-                                        name=DATA_READER)
-        images = fn.decoders.image(jpegs, device=_decoder_device(device), output_type=types.RGB)
+        paths, labels = _sources(feed, mixing=False)
+        images = fn.decoders.image(_read(paths), device=_decoder_device(device), output_type=types.RGB)
         if preset == "imagenet":
             images = fn.resize(images, resize_shorter=max(size, round(size * _VAL_RESIZE)))
             images = _normalize(images, dtype, crop=(size, size))
@@ -297,14 +330,22 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, pres
             images = _normalize(fn.resize(images, resize_x=size, resize_y=size), dtype)
         pipe.set_outputs(images, labels.gpu() if device == "gpu" else labels)
     pipe.ipmix_info = _info(("images", "label"), False, data, (), shard_id, num_shards, device, size,
-                            dtype, preset, None, seed)
+                            dtype, preset, None, seed, batch_size, None, seed, 0)
+    pipe.ipmix_feed = feed
     return pipe
 
 
+def _check_start_epoch(start_epoch):
+    if isinstance(start_epoch, bool) or not isinstance(start_epoch, (int, np.integer)) or start_epoch < 0:
+        raise ValueError(f"start_epoch={start_epoch!r} is invalid: expected an integer >= 0")
+    return int(start_epoch)
+
+
 def _info(names, jsd, data, mix_files, shard_id, num_shards, device, size, dtype, preset, config,
-          seed):
+          seed, batch_size, shuffle_seed, augment_seed, start_epoch):
     return PipelineInfo(output_names=names, reader_name=DATA_READER, jsd=jsd, num_samples=len(data),
                         classes=data.classes, files=data.files, labels=data.labels,
                         mixing_files=tuple(mix_files), shard_id=shard_id,
                         num_shards=num_shards, device=device, size=size, dtype=dtype, preset=preset,
-                        config=config, seed=seed)
+                        config=config, seed=seed, batch_size=int(batch_size),
+                        shuffle_seed=shuffle_seed, augment_seed=augment_seed, start_epoch=start_epoch)

@@ -1,0 +1,166 @@
+"""Which samples each shard reads in which epoch, and the feed that hands them to a DALI pipeline.
+
+The pipelines of :mod:`dali_ipmix.pipelines` do not use DALI's file reader: the sample order is
+planned here, in Python, one epoch at a time, and fed to the pipeline as file paths (DALI reads the
+bytes with ``fn.io.file.read`` and plain file I/O). Owning the plan is what makes an epoch exact:
+
+- Epoch ``e`` of a shuffled data set is the permutation drawn from ``(shuffle_seed, e)``: the same on
+  every shard (so the shards are disjoint), independent of how earlier epochs went, so a run resumed
+  at epoch ``e`` reads exactly what an uninterrupted run reads in its epoch ``e``.
+- Shard ``s`` of ``n`` takes positions ``[s * N // n, (s + 1) * N // n)`` of the epoch's order
+  (sizes differ by at most one sample). Unshuffled (validation) data keep the listed order.
+- The last-batch policy shapes the batches (see :data:`POLICIES`); a batch is never empty.
+- The mixing picture of every sample is drawn from ``(mixing_seed, e)`` too, uniformly with
+  replacement, so it is also the same after a resume.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["POLICIES", "EpochPlan", "shard_bounds", "Feed"]
+
+#: ``partial``: every sample of the shard exactly once, the last batch may be short (and shards may
+#: differ by one batch). ``drop``: only full batches, the same number on every shard
+#: (``(N // num_shards) // batch_size``; the samples left over change every epoch).
+#: ``fill``: every shard runs ``ceil(ceil(N / num_shards) / batch_size)`` full batches, the shard's
+#: own samples repeated from its start to fill them (every sample at least once).
+POLICIES = ("partial", "drop", "fill")
+
+
+def shard_bounds(num_samples: int, shard_id: int, num_shards: int) -> Tuple[int, int]:
+    """``[start, stop)`` of shard ``shard_id`` in an epoch's order of ``num_samples`` samples."""
+    return shard_id * num_samples // num_shards, (shard_id + 1) * num_samples // num_shards
+
+
+class EpochPlan:
+    """The batches (arrays of sample indices into the file list) of one shard, epoch by epoch.
+
+    Args:
+        num_samples: samples in the whole data set (all shards).
+        batch_size: samples per batch.
+        shard_id, num_shards: this shard.
+        policy: one of :data:`POLICIES`.
+        shuffle_seed: ``None`` keeps the listed order every epoch; else a new permutation per epoch.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, shard_id: int, num_shards: int,
+                 policy: str = "partial", shuffle_seed: Optional[int] = None):
+        if policy not in POLICIES:
+            raise ValueError(f"last_batch_policy={policy!r} is invalid: choose one of {POLICIES}")
+        self.num_samples, self.batch_size = int(num_samples), int(batch_size)
+        self.shard_id, self.num_shards = int(shard_id), int(num_shards)
+        self.policy, self.shuffle_seed = policy, shuffle_seed
+        start, stop = shard_bounds(self.num_samples, self.shard_id, self.num_shards)
+        self.shard_size = stop - start
+        if policy == "partial":
+            self.length = math.ceil(self.shard_size / self.batch_size)
+        elif policy == "drop":
+            self.length = (self.num_samples // self.num_shards) // self.batch_size
+        else:
+            self.length = math.ceil(math.ceil(self.num_samples / self.num_shards) / self.batch_size)
+
+    def __len__(self) -> int:
+        """Batches per epoch (the same in every epoch)."""
+        return self.length
+
+    def order(self, epoch: int) -> np.ndarray:
+        """All ``num_samples`` indices in epoch ``epoch``'s order (shared by every shard), int64."""
+        if self.shuffle_seed is None:
+            return np.arange(self.num_samples, dtype=np.int64)
+        rng = np.random.default_rng([int(self.shuffle_seed), int(epoch)])
+        return rng.permutation(self.num_samples).astype(np.int64)
+
+    def shard_indices(self, epoch: int) -> np.ndarray:
+        """This shard's sample indices in epoch ``epoch``, after the last-batch policy, int64."""
+        start, stop = shard_bounds(self.num_samples, self.shard_id, self.num_shards)
+        mine = self.order(epoch)[start:stop]
+        if self.policy == "partial":
+            return mine
+        want = self.length * self.batch_size
+        if self.policy == "drop":
+            return mine[:want]
+        return np.resize(mine, want)   # repeats the shard's own samples from its start
+
+    def batches(self, epoch: int) -> List[np.ndarray]:
+        """Epoch ``epoch`` as ``len(self)`` non-empty index arrays."""
+        idx = self.shard_indices(epoch)
+        return [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+
+
+def _encode(path: str) -> np.ndarray:
+    return np.frombuffer(path.encode("utf-8"), dtype=np.uint8)
+
+
+class Feed:
+    """The ``source`` of a pipeline's ``fn.external_source``: one planned batch per call.
+
+    Each call returns ``(paths, labels)`` or, with mixing files, ``(paths, labels, mixing_paths)``:
+    lists of per-sample arrays (paths as UTF-8 bytes, uint8 1-D; labels int32 of shape (1,)). It
+    raises ``StopIteration`` when the loaded epoch has no batch left, which ends DALI's epoch.
+    :class:`dali_ipmix.IPMixIterator` loads the epochs; the batches handed out and not yet taken by
+    the iterator are kept (``in_flight``) so that a read or decode error can name their files.
+    """
+
+    def __init__(self, files: Sequence[str], labels: Sequence[int], mixing_files: Sequence[str] = (),
+                 mixing_seed: Optional[int] = None):
+        self.files = tuple(files)
+        self._paths = [_encode(f) for f in self.files]
+        self._labels = [np.array([lab], dtype=np.int32) for lab in labels]
+        self.mixing_files = tuple(mixing_files)
+        self._mix_paths = [_encode(f) for f in self.mixing_files]
+        self.mixing_seed = mixing_seed
+        self._queue: collections.deque = collections.deque()
+        self.in_flight: collections.deque = collections.deque()
+        self._lock = threading.Lock()   # DALI may call the source from its own thread
+
+    def load(self, batches: List[np.ndarray], epoch: int):
+        """Queues epoch ``epoch``'s batches (replacing whatever was left)."""
+        mixing = None
+        if self.mixing_files:
+            rng = np.random.default_rng([int(self.mixing_seed), int(epoch)])
+            mixing = rng.integers(0, len(self.mixing_files), size=sum(len(b) for b in batches))
+        with self._lock:
+            self._queue.clear()
+            pos = 0
+            for b in batches:
+                m = None if mixing is None else mixing[pos:pos + len(b)]
+                self._queue.append((b, m))
+                pos += len(b)
+
+    def clear(self):
+        """Drops the batches not yet handed out (the epoch then ends after those in flight)."""
+        with self._lock:
+            self._queue.clear()
+
+    def taken(self):
+        """The iterator took the oldest batch in flight."""
+        with self._lock:
+            if self.in_flight:
+                self.in_flight.popleft()
+
+    def files_in_flight(self) -> List[str]:
+        """Data and mixing files of the batches handed to DALI and not yet taken, in order."""
+        with self._lock:
+            batches = list(self.in_flight)
+        out = []
+        for b, m in batches:
+            out += [self.files[i] for i in b]
+            out += [] if m is None else [self.mixing_files[i] for i in m]
+        return list(dict.fromkeys(out))
+
+    def __call__(self):
+        with self._lock:
+            if not self._queue:
+                raise StopIteration
+            b, m = self._queue.popleft()
+            self.in_flight.append((b, m))
+        out = ([self._paths[i] for i in b], [self._labels[i] for i in b])
+        if m is not None:
+            out += ([self._mix_paths[i] for i in m],)
+        return out
