@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
+
 from .ops import DEFAULT_OPS, EXTRA_OPS, IMAGE_OPS
+
+#: Upper bounds of ``k`` and ``t``: generous next to the paper's 3 and 3, small enough that a typo
+#: (``t=10**9``) is an error and not an attempt to allocate tens of gigabytes.
+K_MAX = 32
+T_MAX = 32
 
 
 @dataclasses.dataclass(frozen=True)
 class IPMixConfig:
     """Parameters of IPMix (see ``shared/ipmix-spec.md``).
 
+    Every field is checked: a bad value raises ``ValueError`` / ``TypeError`` naming the field, the value
+    and the rule. Integers and real numbers may be NumPy scalars; the flags must be ``bool`` (or
+    ``numpy.bool_``), so that ``"False"`` or ``2`` is refused instead of read as true.
+
+    Images (and mixing pictures) must be at least 2 x 2 pixels: the smallest patch is 2 x 2.
+
     Attributes:
-        k: chains mixed per augmented image (>= 1).
-        t: at most this many operations per chain (>= 0; 0 makes every chain the clean image).
+        k: chains mixed per augmented image, 1..32.
+        t: at most this many operations per chain, 0..32 (0 makes every chain the clean image).
+            Cost and memory grow with ``k * t``; the paper uses 3 and 3.
         beta: severity of pixel-level mixing, the Beta distribution parameter (> 0).
         severity: severity of image-level operations, 1..10; each op draws ``level ~ U(0.1, severity)``.
         patch_sizes: candidate patch edge lengths in pixels (each >= 2). Sizes larger than the
@@ -44,12 +59,18 @@ class IPMixConfig:
     jsd: bool = True
 
     def __post_init__(self):
-        _check_int("k", self.k, 1, None)
-        _check_int("t", self.t, 0, None)
+        _check_int("k", self.k, 1, K_MAX)
+        _check_int("t", self.t, 0, T_MAX)
+        object.__setattr__(self, "k", int(self.k))
+        object.__setattr__(self, "t", int(self.t))
+        for flag in ("whole_image_patch", "source_from_image", "all_ops", "jsd"):
+            object.__setattr__(self, flag, _check_bool(flag, getattr(self, flag)))
         _check_number("beta", self.beta)
         if not self.beta > 0:
             raise ValueError(f"IPMixConfig.beta={self.beta!r} is invalid: beta must be > 0")
         _check_number("severity", self.severity)
+        object.__setattr__(self, "beta", float(self.beta))
+        object.__setattr__(self, "severity", float(self.severity))
         if not 1 <= self.severity <= 10:
             raise ValueError(
                 f"IPMixConfig.severity={self.severity!r} is invalid: allowed range is 1..10")
@@ -117,8 +138,17 @@ class IPMixConfig:
 
 
 def _check_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"IPMixConfig.{name}={value!r} is invalid: expected a finite number")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or \
+            not math.isfinite(value):
+        raise ValueError(f"IPMixConfig.{name}={value!r} is invalid: expected a finite real number "
+                         "(int, float or a NumPy scalar)")
+
+
+def _check_bool(name, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"IPMixConfig.{name}={value!r} is invalid: expected True or False (a bool), "
+                        f"got {type(value).__name__}")
+    return bool(value)
 
 
 def _check_int(name, value, lo, hi, what=None):

@@ -16,8 +16,10 @@ Conventions:
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import os
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple
@@ -31,6 +33,8 @@ VALIDATE_MODES = ("header", "full", "none")
 BAD_FILE_POLICIES = ("error", "skip")
 _MAX_NAMED = 20   # bad files named in one error message
 _PROGRESS_FROM = 20000   # a check of this many files shows a progress bar
+_MAX_PIXELS_FALLBACK = 89_478_485   # PIL's default, when a caller set MAX_IMAGE_PIXELS = None
+MAX_LABEL = 2**31 - 1   # DALI carries labels as int32
 
 
 class BadImageError(ValueError):
@@ -46,12 +50,44 @@ class BadImageError(ValueError):
             "\nRemove or fix them, or pass on_bad_file='skip' to leave them out with a warning.")
 
 
+class NumberedClasses(collections.abc.Sequence):
+    """The class names ``"0", "1", ..., str(n - 1)`` of a file list, without storing them: a list with
+    the label 2147483647 has that many classes, but only its used labels cost anything."""
+
+    def __init__(self, n: int):
+        self._n = int(n)
+
+    def __len__(self):
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(str(j) for j in range(*i.indices(self._n)))
+        j = i + self._n if i < 0 else i
+        if not 0 <= j < self._n:
+            raise IndexError(f"class index {i} out of range for {self._n} classes")
+        return str(j)
+
+    def __eq__(self, other):
+        if isinstance(other, NumberedClasses):
+            return self._n == other._n
+        return isinstance(other, (tuple, list)) and len(other) == self._n and \
+            all(a == b for a, b in zip(self, other))
+
+    def __hash__(self):
+        return hash((NumberedClasses, self._n))
+
+    def __repr__(self):
+        return f"NumberedClasses({self._n})"
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelledFiles:
-    """Absolute image paths with integer labels; ``classes[label]`` names a label (folder or number)."""
+    """Absolute image paths with integer labels; ``classes[label]`` names a label (folder or number;
+    a file list's classes are a :class:`NumberedClasses`)."""
     files: Tuple[str, ...]
     labels: Tuple[int, ...]
-    classes: Tuple[str, ...]
+    classes: Sequence[str]
 
     def __len__(self):
         return len(self.files)
@@ -80,14 +116,44 @@ def _is_image_name(name):
 
 
 def _walk_files(root) -> Tuple[List[str], List[str]]:
-    """(image paths, other paths) under ``root``, recursively, sorted, hidden entries ignored."""
-    images, others = [], []
+    """(image paths, other paths) under ``root``, recursively, sorted, hidden entries ignored.
+
+    Directory links are followed (data sets are often assembled from links) but no folder is entered
+    twice, nor a folder above ``root``: a link back into an enclosing folder (``a/self -> .``,
+    ``a/up -> ..``) would list every image many times, under the wrong class; it is skipped with a
+    warning naming it."""
+    images, others, loops = [], [], []
+    seen = set()   # (device, inode) of every folder entered, and of the folders above root
+    up = os.path.realpath(root)
+    while True:
+        st = os.stat(up)
+        seen.add((st.st_dev, st.st_ino))
+        if os.path.dirname(up) == up:
+            break
+        up = os.path.dirname(up)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        st = os.stat(dirpath)
+        seen.add((st.st_dev, st.st_ino))
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            try:
+                st = os.stat(os.path.join(dirpath, d))
+            except OSError:   # a dangling link
+                others.append(os.path.join(dirpath, d))
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                loops.append(os.path.join(dirpath, d))
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            keep.append(d)
+        dirnames[:] = keep
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
             (images if _is_image_name(name) else others).append(os.path.join(dirpath, name))
+    for link in loops:
+        warnings.warn(f"not following {link} -> {os.path.realpath(link)}: that folder is listed already "
+                      "(a link back into the tree would repeat its images)", stacklevel=3)
     return images, others
 
 
@@ -104,30 +170,49 @@ def _tail_has(path, marker, tail_bytes):
         return marker in f.read()
 
 
+def max_image_pixels() -> int:
+    """The largest image (width x height) a check accepts: PIL's ``Image.MAX_IMAGE_PIXELS`` (about
+    89.5 million by default; raise it there for genuine huge images), never unlimited here."""
+    from PIL import Image
+    return int(Image.MAX_IMAGE_PIXELS or _MAX_PIXELS_FALLBACK)
+
+
 def check_image(path: str, validate: str = "header") -> Optional[str]:
     """Why ``path`` cannot be decoded as an RGB image, or ``None`` when it looks fine.
 
-    ``header`` opens the header with PIL (catches non-images, unsupported formats, empty files) and, for
-    JPEG and PNG, looks for the end marker (catches truncated files; a file without it is decoded in
-    full to confirm, so trailing data after the marker is no false alarm). ``full`` decodes every file.
+    ``header`` opens the header with PIL (catches non-images, unsupported formats, empty files, and
+    headers claiming more than :func:`max_image_pixels` pixels: a decompression bomb, a few hundred
+    bytes that would decode to gigabytes) and, for JPEG and PNG, looks for the end marker (catches
+    truncated files; a file without it is decoded in full to confirm, so trailing data after the
+    marker is no false alarm). ``full`` decodes every file.
     """
     from PIL import Image, UnidentifiedImageError
 
     if validate == "none":
         return None if os.path.isfile(path) else "file does not exist"
+    limit = max_image_pixels()
     try:
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # PIL's bomb warning names no file; the size check below does, as an error.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             fmt = im.format
             if fmt not in DECODABLE_FORMATS:
                 return f"unsupported image format {fmt!r}"
             if min(im.size) < 1:
                 return f"image has no pixels (size {im.size})"
+            if im.size[0] * im.size[1] > limit:
+                return _too_large(f"{im.size[0]}x{im.size[1]} = {im.size[0] * im.size[1]:,} pixels", limit)
             truncated = (fmt in ("JPEG", "MPO") and not _tail_has(path, b"\xff\xd9", 4096)) or \
                         (fmt == "PNG" and not _tail_has(path, b"IEND", 64))
             if validate == "full" or truncated:
                 im.load()
+    except Image.DecompressionBombError as err:   # PIL refuses headers over 2x its limit in open()
+        pixels = re.findall(r"\d+", str(err))
+        return _too_large(f"{int(pixels[0]):,} pixels" if pixels else str(err), limit)
     except UnidentifiedImageError:
         return "not an image (PIL cannot identify it)"
     except FileNotFoundError:
@@ -135,6 +220,11 @@ def check_image(path: str, validate: str = "header") -> Optional[str]:
     except (OSError, SyntaxError, ValueError) as err:   # PIL reports broken data as OSError/SyntaxError
         return f"corrupt image ({err})"
     return None
+
+
+def _too_large(what, limit):
+    return (f"image too large: header claims {what}, over the limit of {limit:,} pixels (a "
+            "decompression bomb, or a genuine huge image: then raise PIL.Image.MAX_IMAGE_PIXELS)")
 
 
 def find_bad_images(paths: Sequence[str], validate: str = "header",
@@ -218,6 +308,9 @@ def read_file_list(file_list, file_root=None, validate: str = "header",
             except (ValueError, IndexError):
                 raise ValueError(f"{file_list}:{lineno}: expected '<path> <label>' with a label >= 0, "
                                  f"got {line!r}") from None
+            if label > MAX_LABEL:
+                raise ValueError(f"{file_list}:{lineno}: label {label} is invalid: labels must be "
+                                 f"<= {MAX_LABEL} (DALI carries them as int32)")
             path = os.path.join(base, path)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{file_list}:{lineno}: listed file {path!r} does not exist")
@@ -225,7 +318,8 @@ def read_file_list(file_list, file_root=None, validate: str = "header",
             labels.append(label)
     if not files:
         raise ValueError(f"file_list {file_list!r} lists no files")
-    classes = tuple(str(i) for i in range(max(labels) + 1))
+    # Labels may be sparse (e.g. 0 and 2147483647): the class names are made on demand, not listed.
+    classes = NumberedClasses(max(labels) + 1)
     return _checked(files, labels, classes, validate, on_bad_file, file_list, share)
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from nvidia.dali import fn, types
@@ -62,7 +62,7 @@ class PipelineInfo:
     reader_name: str
     jsd: bool
     num_samples: int                # samples in the whole data set (all shards)
-    classes: Tuple[str, ...]        # class name of each label
+    classes: Sequence[str]          # class name of each label (tuple, or NumberedClasses for lists)
     files: Tuple[str, ...]          # data files in reader order (before shuffling), absolute paths
     labels: Tuple[int, ...]
     mixing_files: Tuple[str, ...]   # mixing pictures (empty for validation pipelines)
