@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import os
 
 import numpy as np
 
 from .config import IPMixConfig
-from .execute import array_module, execute_plan, nvtx_range
+from .backends import get_backend
+from .execute import array_module, nvtx_range
 from .plan import IPMixPlan, draw_plan
 
 _POOLS = {}
@@ -43,7 +45,7 @@ def check_batch(images, mixing):
 
 
 def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool = False,
-                num_threads: int = 1):
+                num_threads: int = 1, backend=None):
     """One IPMix view of every sample of a batch.
 
     Args:
@@ -56,6 +58,8 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
             (NumPy and PIL release the GIL in their loops); 0 means one per CPU core. Small batches
             (under ``MIN_PIXELS_PER_THREAD`` pixels a chunk) use fewer threads. The plan is drawn
             for the whole batch first, so the output does not depend on the thread count.
+        backend: who executes the plan: None (NumPy inputs: the array executor; CuPy inputs: the
+            compiled core on CUDA), a name from ``backends.BACKENDS`` or a backend object.
 
     Returns:
         (N, H, W, 3) float32 on the 0..255 scale (not normalised), on the inputs' device;
@@ -66,26 +70,45 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 0:
         raise ValueError(f"num_threads={num_threads!r} is invalid: expected an integer >= 0")
     check_batch(images, mixing)
+    runner = get_backend(backend, images)
     n, h, w, _ = images.shape
     with nvtx_range("draw_plan", array_module(images)):
         plan: IPMixPlan = draw_plan(n, h, w, config, rng)
     threads = min(num_threads or os.cpu_count() or 1, n * h * w // MIN_PIXELS_PER_THREAD)
-    if threads > 1 and array_module(images) is np:
-        out = _execute_chunks(plan, images, mixing, threads)
+    if threads > 1 and array_module(images) is np and runner.name == "arrays":
+        out = _execute_chunks(plan, images, mixing, threads, runner)
     else:
-        out = execute_plan(plan, images, mixing)
+        out = runner.execute(plan, images, mixing)
     return (out, plan) if return_plan else out
 
 
-def _execute_chunks(plan, images, mixing, threads):
+def ipmix_views(images, mixing, config: IPMixConfig, rng, *, num_threads: int = 1, backend=None):
+    """What one batch of ``fn.ipmix`` returns: ``[view]``, or with ``config.jsd``
+    ``[clean, view1, view2]`` (clean = ``images`` as float32; two independent draws of ``rng``
+    sharing the mixing pictures). Arrays as :func:`ipmix_batch` takes and returns them."""
+    views = [ipmix_batch(images, mixing, config, rng, num_threads=num_threads, backend=backend)
+             for _ in range(2 if config.jsd else 1)]
+    return [images.astype(array_module(images).float32)] + views if config.jsd else views
+
+
+def shutdown_pools():
+    """Stops the worker threads of the NumPy backend (started on demand, one pool per size)."""
+    while _POOLS:
+        _, pool = _POOLS.popitem()
+        pool.shutdown(wait=True)
+
+
+def _execute_chunks(plan, images, mixing, threads, runner):
     pool = _POOLS.get(threads)
     if pool is None:
         pool = _POOLS[threads] = concurrent.futures.ThreadPoolExecutor(threads, "ipmix")
+        if len(_POOLS) == 1:
+            atexit.register(shutdown_pools)
     bounds = np.linspace(0, images.shape[0], threads + 1).astype(int)
     out = np.empty(images.shape, np.float32)
 
     def run(a, b):
-        out[a:b] = execute_plan(plan.rows(a, b), images[a:b], mixing[a:b])
+        out[a:b] = runner.execute(plan.rows(a, b), images[a:b], mixing[a:b])
 
     for job in [pool.submit(run, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
         job.result()

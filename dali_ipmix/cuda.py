@@ -47,17 +47,22 @@ class CudaDevice:
 
     def __init__(self):
         self._modules = {}
+        self._functions = {}
         self._staging = {}
 
     def _function(self, name):
-        device = cupy.cuda.Device().id
-        module = self._modules.get(device)
-        if module is None:
-            module = self._modules[device] = cupy.RawModule(code=kernel_source(), options=COMPILE_OPTIONS)
-        return module.get_function(name)
+        key = (cupy.cuda.runtime.getDevice(), name)
+        fn = self._functions.get(key)
+        if fn is None:
+            module = self._modules.get(key[0])
+            if module is None:
+                module = self._modules[key[0]] = cupy.RawModule(code=kernel_source(),
+                                                                options=COMPILE_OPTIONS)
+            fn = self._functions[key] = module.get_function(name)
+        return fn
 
     def upload(self, host):
-        return self._staging.setdefault(cupy.cuda.Device().id, _Staging()).upload(host)
+        return self._staging.setdefault(cupy.cuda.runtime.getDevice(), _Staging()).upload(host)
 
     def empty(self, shape, dtype):
         return cupy.empty(shape, dtype)

@@ -1,15 +1,14 @@
-"""Executes an IPMixPlan on a whole batch with NumPy or CuPy (the same code, ``xp`` either module).
+"""The array executor: an IPMixPlan on a whole batch with NumPy (or CuPy, the same code with ``xp``).
 
-The batch is processed step by step over all N*k chains at once. Within a step, samples are grouped
-by what they do (image-level op, patch size and pixel op), so the number of array operations per
-batch depends on the config (t, number of ops and patch sizes), never on the batch size: no
-per-sample Python loop. Images are (N, H, W, 3) uint8 HWC 0..255; chains stay uint8 between steps,
-as in the reference code, and only the final mix is float32.
+This is the reference every compiled backend is checked against, and the CPU backend. The batch is
+processed step by step over all N*k chains at once. Within a step, samples are grouped by what they
+do (image-level op, patch size and pixel op), so the number of array operations per batch depends on
+the config (t, number of ops and patch sizes), never on the batch size: no per-sample Python loop.
+Images are (N, H, W, 3) uint8 HWC 0..255; chains stay uint8 between steps, as in the reference code,
+and only the final mix is float32.
 
-On CuPy, the steps that would be a chain of array calls (several passes over the batch) run as fused
-CUDA kernels (``kernels.py``): the affine warp, the lookup-table apply, each patch step (one launch
-for all its rectangles) and the final mix. The xp-generic functions below stay the NumPy backend and
-the reference the kernels are tested against (bit for bit on the CPU, see ``_kernel_harness.py``).
+The GPU's fast path is not here: it is the compiled core (``csrc/``) replayed from a plan table
+(``table.py``); :func:`execute_plan` picks a backend (``backends.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import os
 
 import numpy as np
 
-from .kernels import pack_patch_entries
 from .ops import AFFINE, BLEND, IMAGE_OPS, LUT
 from .plan import IMAGE_CHAIN, PATCH_CHAIN, PIXEL_OPS, IPMixPlan
 
@@ -38,18 +36,6 @@ def array_module(array):
                     f"{type(array).__name__}")
 
 
-#: Run CuPy batches through the fused kernels (False, or DALI_IPMIX_KERNELS=0: the xp-generic code).
-USE_KERNELS = os.environ.get("DALI_IPMIX_KERNELS", "1") != "0"
-
-
-def kernel_backend(xp):
-    """The fused kernels (:class:`kernels.CupyKernels`) when ``xp`` is CuPy and they are on, else None."""
-    if USE_KERNELS and getattr(xp, "__name__", None) == "cupy":
-        from .kernels import cupy_backend
-        return cupy_backend()
-    return None
-
-
 #: Mark the phases of a CuPy batch as NVTX ranges for Nsight Systems (DALI_IPMIX_NVTX=1).
 USE_NVTX = os.environ.get("DALI_IPMIX_NVTX", "0") == "1"
 
@@ -62,11 +48,19 @@ def nvtx_range(name, xp):
     return contextlib.nullcontext()
 
 
-def execute_plan(plan: IPMixPlan, images, mixing):
+def execute_plan(plan: IPMixPlan, images, mixing, backend=None):
     """Runs ``plan`` on ``images`` and ``mixing`` ((N, H, W, 3) uint8, both NumPy or both CuPy).
 
+    ``backend``: None (the array executor for NumPy inputs, the compiled core for CuPy inputs), a
+    name from ``backends.BACKENDS`` or a backend object (``backends.Backend``).
     Returns (N, H, W, 3) float32 on the 0..255 scale, on the inputs' device.
     """
+    from .backends import get_backend
+    return get_backend(backend, images).execute(plan, images, mixing)
+
+
+def execute_arrays(plan: IPMixPlan, images, mixing):
+    """:func:`execute_plan` with the array executor (NumPy, or CuPy through the same calls)."""
     xp = array_module(images)
     n, h, w, _ = images.shape
     if n == 0:
@@ -90,10 +84,6 @@ def execute_plan(plan: IPMixPlan, images, mixing):
             with nvtx_range(f"patch_step{j}", xp):
                 _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp)
 
-    kern = kernel_backend(xp)
-    if kern is not None:   # one pass: (1 - m) x + sum_c m w_c y_c, clamped
-        with nvtx_range("final_mix", xp):
-            return kern.final_mix(images, chains, plan.m, plan.weights)
     chains = chains.reshape(n, k, h, w, 3)
     weights = xp.asarray(plan.weights, dtype=xp.float32).reshape(n, k, 1, 1, 1)
     m = xp.asarray(plan.m, dtype=xp.float32).reshape(n, 1, 1, 1)
@@ -154,9 +144,6 @@ def apply_luts(images, luts):
     """``out[m, y, x, c] = luts[m, c, images[m, y, x, c]]``; (M, H, W, 3) uint8, luts (M, 3, 256) uint8."""
     xp = array_module(images)
     m = images.shape[0]
-    kern = kernel_backend(xp)
-    if kern is not None:
-        return kern.apply_luts(images, luts)
     if xp is np:   # per image and channel: a 256-entry take beats one int64-indexed gather on a CPU
         out = np.empty_like(images)
         for i in range(m):
@@ -174,13 +161,10 @@ def warp_affine(images, matrices):
     ``images`` (M, H, W, 3) uint8; ``matrices`` (M, 2, 3) host float64 maps output pixel centres
     (u + 0.5, v + 0.5) to input points; a point outside [0, W) x [0, H) gives black; neighbours at
     the edge are clamped. On NumPy each image goes through PIL's C warp (the reference itself, and
-    several times faster on a CPU than any whole-batch NumPy formulation); on CuPy one kernel launch
-    (:func:`warp_affine_batched`'s arithmetic), or :func:`warp_affine_batched` with the kernels off.
+    several times faster on a CPU than any whole-batch NumPy formulation); on CuPy
+    :func:`warp_affine_batched` (the compiled core's arithmetic).
     """
     xp = array_module(images)
-    kern = kernel_backend(xp)
-    if kern is not None:
-        return kern.warp_affine(images, matrices)
     if xp is np:
         return _warp_affine_cpu(images, np.asarray(matrices, np.float64))
     return warp_affine_batched(images, matrices)
@@ -263,11 +247,6 @@ def _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp):
     rect_h, rect_w = field(plan.height), field(plan.width)
     wa, wb, p, keys = field(plan.wa), field(plan.wb), field(plan.p), field(plan.mask_key)
 
-    kern = kernel_backend(xp)
-    if kern is not None:   # one launch for every rectangle of the step, whatever its size and op
-        kern.patch_step(chains, mixing, augmented, pack_patch_entries(
-            rows, source_of, top, left, rect_h, rect_w, op, wa, wb, p, keys))
-        return
     sources = mixing if augmented is None else xp.concatenate([mixing, augmented])
 
     for s in np.unique(size):

@@ -25,7 +25,7 @@ import numpy as np
 from nvidia.dali import fn as dali_fn
 from nvidia.dali.pipeline import do_not_convert
 
-from .augment import ipmix_batch
+from .augment import ipmix_views
 from .config import IPMixConfig
 from .execute import array_module
 
@@ -33,8 +33,16 @@ __all__ = ["ipmix", "make_ipmix_function"]
 
 
 def _stack(batch, name):
-    """A list of (H, W, 3) arrays -> one (N, H, W, 3) array, or a ValueError naming the shapes."""
+    """A list of (H, W, 3) arrays -> one (N, H, W, 3) array, or a ValueError naming the shapes.
+
+    On the GPU a batch that DALI holds in one contiguous buffer (the usual case) becomes a view of that
+    buffer: no copy, and no pointer table uploaded from the host as ``cupy.stack`` would.
+    """
     xp = array_module(batch[0])
+    if xp is not np:
+        whole = _contiguous_view(batch, xp)
+        if whole is not None:
+            return whole
     try:
         return xp.stack(batch)
     except ValueError:
@@ -42,6 +50,17 @@ def _stack(batch, name):
         raise ValueError(f"ipmix: every {name} sample of a batch must have the same (H, W, 3) shape; "
                          f"got shapes {shapes[:8]}. Crop or resize to one size before fn.ipmix."
                          ) from None
+
+
+def _contiguous_view(batch, cupy):
+    """The samples as one (N, H, W, 3) CuPy view when they lie back to back in memory, else None."""
+    first = batch[0]
+    step = first.nbytes
+    for i, a in enumerate(batch):
+        if (a.shape != first.shape or a.dtype != first.dtype or not a.flags.c_contiguous
+                or a.data.ptr != first.data.ptr + i * step):
+            return None
+    return cupy.ndarray((len(batch),) + tuple(first.shape), first.dtype, memptr=first.data)
 
 
 @do_not_convert   # the returned closure must not be rewritten by DALI's AutoGraph (conditionals)
@@ -66,12 +85,8 @@ def make_ipmix_function(config: IPMixConfig, seed: Optional[int], num_threads: i
         try:
             x = _stack(images, "images")
             z = _stack(mixing, "mixing")
-            # Both views use the same rng in sequence: independent draws, one shared mixing picture.
-            view1 = ipmix_batch(x, z, config, rng, num_threads=num_threads)
-            if not config.jsd:
-                return list(view1)
-            view2 = ipmix_batch(x, z, config, rng, num_threads=num_threads)
-            return list(x.astype(np.float32)), list(view1), list(view2)
+            outputs = [list(a) for a in ipmix_views(x, z, config, rng, num_threads=num_threads)]
+            return tuple(outputs) if config.jsd else outputs[0]
         except BaseException:
             _detach_dali_stream(images)
             raise

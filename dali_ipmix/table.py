@@ -30,7 +30,7 @@ from typing import Protocol, Tuple
 import numpy as np
 
 from .ops import AFFINE, IMAGE_OPS
-from .plan import IMAGE_CHAIN, PATCH_CHAIN, IPMixPlan
+from .plan import IMAGE_CHAIN, IPMixPlan
 
 #: Image-level op codes of ``csrc/ipx_core.cuh`` (``IPX_OP_*``); LUT ops first, then blends, then affine.
 OP_CODES = {"invert": 0, "posterize": 1, "solarize": 2, "equalize": 3, "autocontrast": 4,
@@ -79,9 +79,8 @@ def op_parameters(op_names, op_index, level, sign, height, width):
 
 def pack_plan(plan: IPMixPlan) -> Tuple[np.ndarray, np.ndarray]:
     """``(steps, mixw)``: uint32 (N * k * t, 26) ``IpxStep`` rows and float32 (N, 1 + k) ``m, w``."""
-    n, k, t = plan.batch_size, plan.k, plan.t
     h, w = plan.image_shape
-    active = np.arange(t)[None, None, :] < plan.n_ops[:, :, None]
+    active = np.arange(plan.t)[None, None, :] < plan.n_ops[:, :, None]
     kind = np.broadcast_to(plan.kind[:, :, None], active.shape)
     act = np.where(active, np.where(kind == IMAGE_CHAIN, ACT_IMAGE, ACT_PATCH), ACT_NONE).ravel()
 

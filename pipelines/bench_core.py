@@ -2,10 +2,17 @@
 """Throughput of the core augmentation, side by side in one run on the same images:
 ``ipmix_batch`` on NumPy (one process, batched) versus the per-image PIL reference (one process, a
 loop, as the paper's DataLoader does per worker), at 224 px (ImageNet preset) and 32 px (CIFAR preset).
-On a machine with CuPy and a GPU a CuPy column is added. Speeds are images/s of one IPMix view;
-``numpy_mt`` is the NumPy backend with ``num_threads`` (``--threads``, default one per core).
+On a machine with CuPy and a GPU two columns are added: ``cuda`` (the compiled core replayed from
+the plan table, the GPU default) and ``cupy_arrays`` (the array executor's calls on CuPy). Speeds are
+images/s of one IPMix view; ``numpy_mt`` is the NumPy backend with ``num_threads`` (``--threads``,
+default one per core).
+
+``--host-profile`` instead measures the CUDA backend's host side without a GPU (a recording stand-in
+for the device, ``dali_ipmix.profile``): N=256, 224 px, ImageNet preset, JSD; it prints
+``host_ms_per_jsd_batch`` (plan drawing included), ``launches_per_view`` and ``host_syncs_per_batch``.
 
     python pipelines/bench_core.py [--batch-size 64] [--batches 3] [--json out.json]
+    python pipelines/bench_core.py --host-profile [--json host.json]
 """
 
 import argparse
@@ -60,7 +67,11 @@ def main(argv=None):
                     help="threads of the extra NumPy column (default 0: one per core; the PIL "
                          "reference and the first NumPy column use one thread)")
     ap.add_argument("--json", help="also write the table to this JSON file")
+    ap.add_argument("--host-profile", action="store_true",
+                    help="measure the CUDA backend's host side against a recording device (no GPU needed)")
     args = ap.parse_args(argv)
+    if args.host_profile:
+        return host_profile_main(args)
     cupy = cupy_or_none()
     rows = []
     for preset, size in (("imagenet", 224), ("cifar", 32)):
@@ -79,14 +90,19 @@ def main(argv=None):
             def run_gpu():
                 ipmix_batch(dx, dz, cfg, rng)
                 cupy.cuda.get_current_stream().synchronize()
+            def run_arrays():
+                ipmix_batch(dx, dz, cfg, rng, backend="arrays")
+                cupy.cuda.get_current_stream().synchronize()
             t_cp = timed(run_gpu, args.batches)
-            row.update(cupy_img_s=n / t_cp, cupy_over_pil=t_pil / t_cp)
+            t_ca = timed(run_arrays, args.batches)
+            row.update(cuda_img_s=n / t_cp, cuda_over_pil=t_pil / t_cp, cupy_arrays_img_s=n / t_ca,
+                       cuda_over_cupy_arrays=t_ca / t_cp)
         rows.append(row)
         print(f"[bench] {preset} {size}px done", flush=True)
 
     cols = ["preset", "size", "batch", "numpy_img_s", "numpy_mt_img_s", "pil_img_s", "numpy_over_pil"]
-    cols += ["cupy_img_s", "cupy_over_pil"] if cupy is not None else []
-    print(" | ".join(f"{c:>14s}" for c in cols))
+    cols += ["cuda_img_s", "cuda_over_pil", "cupy_arrays_img_s", "cuda_over_cupy_arrays"] if cupy is not None else []
+    print(" | ".join(f"{c:>14s}" for c in cols))  # noqa: E501
     for row in rows:
         print(" | ".join(f"{row[c]:>14.1f}" if isinstance(row[c], float) else f"{row[c]!s:>14s}" for c in cols))
     if cupy is None:
@@ -94,6 +110,21 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+
+
+def host_profile_main(args):
+    from dali_ipmix.profile import host_profile
+    result = host_profile(batch_size=256, size=224, config=IPMixConfig.imagenet(jsd=True),
+                          batches=max(args.batches, 20))
+    for key in ("host_ms_per_jsd_batch", "launches_per_view", "host_syncs_per_batch"):
+        print(f"{key:<24s} {result[key]}")
+    print(f"(N={result['batch_size']}, {result['size']} px, ImageNet preset, JSD; median of "
+          f"{max(args.batches, 20)} batches; table {result['table_bytes_per_view']} bytes per view in "
+          f"{result['uploads_per_view']} upload)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4's checks in one go, on the lent GPU machine (H100/H200, 16 cores): CuPy vs NumPy parity, the
+# The GPU checks in one go, on the lent GPU machine (H100/H200, 16 cores): CuPy vs NumPy parity, the
 # core benchmark, the loader throughput table (plain DALI GPU vs dali-ipmix GPU vs the 16-worker PIL
 # loader; 224 px, batch 256, JSD on) and the GPU memory check; a short summary table last.
 #
@@ -73,6 +73,7 @@ step() {
 # cache compiles each kernel module once, hence the room.
 step cupy 180 "$PY" -m pytest -m cupy -q -p no:cacheprovider -rs tests
 step bench_core 90 "$PY" pipelines/bench_core.py --json "$D/bench_core.json"
+step host_profile 30 "$PY" pipelines/bench_core.py --host-profile
 step throughput 220 "$PY" pipelines/bench_throughput.py --rows dali-gpu,ipmix-gpu,pil --jsd on \
   --batch-size 256 --cpu-batch-size 256 --size 224 --workers "$WORKERS" --batches "$BENCH_BATCHES" \
   --gpu-warmup 60 --plain-decode "$PLAIN_DECODE" --cache-dir "$CACHE" --json "$D/throughput.json"
@@ -97,11 +98,13 @@ def last_line(name, needle=""):
         return lines[-1] if lines else ""
     except OSError:
         return ""
-result = {"cupy": last_line("cupy", " in "), "memory": last_line("memory", "VERDICT")}
+result = {"cupy": last_line("cupy", " in "), "memory": last_line("memory", "VERDICT"),
+          "host_profile": last_line("host_profile", "host_ms_per_jsd_batch")}
 core = load("bench_core.json")
 if core:
     result["bench_core"] = "; ".join(
-        f"{r['preset']} numpy {r['numpy_img_s']:.0f}" + (f" cupy {r['cupy_img_s']:.0f}" if "cupy_img_s" in r else "")
+        f"{r['preset']} numpy {r['numpy_img_s']:.0f}"
+        + (f" cuda {r['cuda_img_s']:.0f} cupy-arrays {r['cupy_arrays_img_s']:.0f}" if "cuda_img_s" in r else "")
         + f" pil {r['pil_img_s']:.0f} img/s" for r in core)
 tp = load("throughput.json")
 if tp:

@@ -1,23 +1,26 @@
-"""CuPy backend against the NumPy backend on the same plan. Needs CuPy and a CUDA GPU; skipped otherwise."""
+"""The GPU backends (the compiled core on CUDA, the array executor on CuPy) against the NumPy executor and\nthe host-compiled core on the same plan. Needs CuPy and a CUDA GPU; skipped otherwise."""
 
 import numpy as np
 import pytest
 
-import dali_ipmix.execute as execute
-from dali_ipmix import IPMixConfig, _kernel_harness, ipmix_batch
-from dali_ipmix.execute import apply_image_ops, apply_luts, execute_plan, mask_noise, warp_affine_batched
-from dali_ipmix.kernels import cupy_backend
-from dali_ipmix.ops import IMAGE_OPS
-from dali_ipmix.plan import PIXEL_OPS, draw_plan
+import dataclasses
 
+from dali_ipmix import IPMixConfig, ipmix_batch
+from dali_ipmix.execute import apply_image_ops, execute_plan, mask_noise, warp_affine_batched
+from dali_ipmix.ops import IMAGE_OPS
+from dali_ipmix.plan import draw_plan
+from dali_ipmix.table import TableExecutor
+
+import kernel_harness
 from photos import extremes, photos
-from test_kernels_cpu import images, patch_plan, patch_steps
 
 cupy = pytest.importorskip("cupy")
 try:
     cupy.cuda.runtime.getDeviceCount()
 except Exception as err:  # noqa: BLE001 - any CUDA failure means "no usable GPU"
     pytest.skip(f"no usable CUDA device: {err}", allow_module_level=True)
+
+from dali_ipmix.cuda import CudaDevice  # noqa: E402 - needs CuPy, checked above
 
 pytestmark = pytest.mark.cupy
 NAMES = tuple(IMAGE_OPS)
@@ -68,109 +71,78 @@ def test_ipmix_batch_returns_cupy_and_rejects_mixed_backends():
         ipmix_batch(x, cupy.asnumpy(x), IPMixConfig.cifar(), 0)
 
 
-# ---------------------------------------------------------------- the fused kernels (kernels.py)
+# ---------------------------------------------------------------- the compiled core on CUDA
 
-def kernels_off(fn, *args):
-    """``fn(*args)`` on CuPy through the xp-generic code (the kernels disabled)."""
-    saved = execute.USE_KERNELS
-    execute.USE_KERNELS = False
-    try:
-        return fn(*args)
-    finally:
-        execute.USE_KERNELS = saved
+def host_core():
+    if kernel_harness.compiler() is None:
+        pytest.skip("no C++ compiler for the host loops")
+    return TableExecutor(kernel_harness.HostDevice())
 
 
-def affine_mats(count, h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    names = [n for n, op in IMAGE_OPS.items() if op.family == "affine"]
-    op = [IMAGE_OPS[names[i % len(names)]] for i in range(count)]
-    return np.concatenate([o.fn(o.params(rng.uniform(0.1, 10, 1), rng.choice([-1, 1], 1), h, w), h, w)
-                           for o in op])
+def on_device(plan, x, z):
+    return cupy.asnumpy(execute_plan(plan, cupy.asarray(x), cupy.asarray(z)))
 
 
-def test_kernels_are_used_by_default(monkeypatch):
+def test_cuda_backend_is_the_default_with_fixed_launches(monkeypatch):
     launches = []
-    cls = type(cupy_backend())
-    launch = cls._launch
-    monkeypatch.setattr(cls, "_launch", lambda self, name, total, *a: (launches.append(name),
-                                                                      launch(self, name, total, *a)))
+    launch = CudaDevice.launch
+    monkeypatch.setattr(CudaDevice, "launch", lambda self, name, blocks, args: (
+        launches.append(name), launch(self, name, blocks, args)))
     x = photos(64, 64, count=16)
-    execute_plan(draw_plan(16, 64, 64, IPMixConfig.imagenet(), 0), cupy.asarray(x), cupy.asarray(x[::-1].copy()))
-    assert {"ipx_warp", "ipx_lut", "ipx_patch", "ipx_mix"} <= set(launches), launches
+    for n, cfg in ((16, IPMixConfig.imagenet()), (3, IPMixConfig.imagenet(all_ops=True))):
+        launches.clear()
+        execute_plan(draw_plan(n, 64, 64, cfg, 0), cupy.asarray(x[:n]), cupy.asarray(x[:n][::-1].copy()))
+        assert launches == ["ipx_prepare", "ipx_step"] * cfg.t + ["ipx_mix"], launches
 
 
-def test_kernel_warp_matches_generic_and_numpy():
-    x = images(48, 64, count=24)
-    mats = affine_mats(24, 48, 64)
-    got = cupy.asnumpy(execute.warp_affine(cupy.asarray(x), mats))
-    generic = cupy.asnumpy(warp_affine_batched(cupy.asarray(x), mats))
-    for want in (generic, warp_affine_batched(x, mats)):
-        diff = np.abs(got.astype(int) - want)
-        assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3   # expected: bit-exact (no FMA contraction)
+@pytest.mark.parametrize("name", NAMES)
+def test_each_op_same_on_device_and_host(name):
+    """The same C source on the device and on the host: equal (device atomics and shared memory
+    build the histograms, the host loops count serially)."""
+    cfg = IPMixConfig.imagenet(all_ops=True, severity=10)
+    x = np.concatenate([photos(40, 52), extremes(40, 52)])
+    n = len(x)
+    plan = dataclasses.replace(draw_plan(n, 40, 52, cfg, 1), kind=np.zeros((n, 3), np.int64),
+                               n_ops=np.ones((n, 3), np.int64), op=np.full((n, 3, 3), cfg.op_names.index(name)),
+                               m=np.ones(n))
+    np.testing.assert_array_equal(on_device(plan, x, x[::-1].copy()), host_core()(plan, x, x[::-1].copy()))
 
 
-def test_kernel_luts_exact():
-    x = images(33, 47, count=16)
-    luts = np.random.default_rng(1).integers(0, 256, (16, 3, 256), dtype=np.uint8)
-    np.testing.assert_array_equal(cupy.asnumpy(apply_luts(cupy.asarray(x), cupy.asarray(luts))),
-                                  apply_luts(x, luts))
-
-
-@pytest.mark.parametrize("pixel_op", PIXEL_OPS)
-def test_kernel_patch_steps_match_generic_and_numpy(pixel_op):
-    cfg = IPMixConfig.imagenet()
-    x, z = images(48, 40, count=16), images(48, 40, count=16, seed=5)[::-1].copy()
-    plan = patch_plan(16, 48, 40, cfg, 6, pixel_op)
-    start = np.repeat(x, cfg.k, axis=0)
-    dx, dz = cupy.asarray(x), cupy.asarray(z)
-    got = cupy.asnumpy(patch_steps(plan, dx, dz, cupy.asarray(start)))
-    generic = cupy.asnumpy(kernels_off(patch_steps, plan, dx, dz, cupy.asarray(start)))
-    saved = execute.warp_affine
-    execute.warp_affine = warp_affine_batched     # A(x) sources warped as on CuPy
-    try:
-        numpy_out = patch_steps(plan, x, z, start.copy())
-    finally:
-        execute.warp_affine = saved
-    for want in (generic, numpy_out):
-        diff = np.abs(got.astype(int) - want)
-        assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, (diff.max(), (diff > 0).mean())
-
-
-def test_kernels_match_their_cpu_harness():
-    """The same C source on the device and on the host: equal, but for multiply's powf (1 grey level)."""
-    if _kernel_harness.compiler() is None:
-        pytest.skip("no C++ compiler for the kernel harness")
-    host, dev = _kernel_harness.HostKernels(), cupy_backend()
-    x, z = images(40, 52, count=16), images(40, 52, count=16, seed=2)
-    mats = affine_mats(16, 40, 52, seed=3)
-    np.testing.assert_array_equal(cupy.asnumpy(dev.warp_affine(cupy.asarray(x), mats)), host.warp_affine(x, mats))
-    luts = np.random.default_rng(4).integers(0, 256, (16, 3, 256), dtype=np.uint8)
-    np.testing.assert_array_equal(cupy.asnumpy(dev.apply_luts(cupy.asarray(x), cupy.asarray(luts))),
-                                  host.apply_luts(x, luts))
-    plan = draw_plan(16, 40, 52, IPMixConfig.imagenet(), 5)
-    chains = np.random.default_rng(6).integers(0, 256, (48, 40, 52, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(
-        cupy.asnumpy(dev.final_mix(cupy.asarray(x), cupy.asarray(chains), plan.m, plan.weights)),
-        host.final_mix(x, chains, plan.m, plan.weights))
-    plan = patch_plan(16, 40, 52, IPMixConfig.imagenet(), 7)
-    rows, j = np.arange(48), 0
-    fields = [f.reshape(48, -1)[rows, j] for f in (plan.top, plan.left, plan.height, plan.width,
-                                                  plan.pixel_op, plan.wa, plan.wb, plan.p, plan.mask_key)]
-    entries = execute.pack_patch_entries(rows, np.repeat(np.arange(16), 3), *fields)
-    a, b = chains.copy(), cupy.asarray(chains)
-    host.patch_step(a, z, None, entries)
-    dev.patch_step(b, cupy.asarray(z), None, entries)
-    diff = np.abs(cupy.asnumpy(b).astype(int) - a)
-    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3
-
-
-@pytest.mark.parametrize("cfg", [IPMixConfig.imagenet(), IPMixConfig.cifar(), IPMixConfig.imagenet(all_ops=True)])
-def test_whole_batch_kernels_match_generic_cupy(cfg):
+@pytest.mark.parametrize("cfg", [IPMixConfig.imagenet(), IPMixConfig.cifar(), IPMixConfig.imagenet(all_ops=True),
+                                 IPMixConfig.imagenet(k=5, t=4, severity=10, all_ops=True)])
+def test_whole_batch_matches_host_and_numpy(cfg):
     x, z = photos(64, 64, count=32), photos(64, 64, count=33)[1:]
     plan = draw_plan(32, 64, 64, cfg, 4)
+    got = on_device(plan, x, z)
+    for want in (host_core()(plan, x, z), execute_plan(plan, x, z)):
+        diff = np.abs(got - want)
+        assert diff.max() <= 1.0 and (diff > 0).mean() <= 1e-3, (diff.max(), (diff > 0).mean())
+
+
+def test_back_to_back_batches_keep_their_tables():
+    """Uploads are asynchronous from reused page-locked buffers: many batches queued without a sync
+    must each run with their own plan."""
+    cfg = IPMixConfig.imagenet(all_ops=True)
+    x, z = photos(32, 32, count=8), photos(32, 32, count=9)[1:]
     dx, dz = cupy.asarray(x), cupy.asarray(z)
-    diff = np.abs(cupy.asnumpy(execute_plan(plan, dx, dz)) - cupy.asnumpy(kernels_off(execute_plan, plan, dx, dz)))
-    assert diff.max() <= 1.0 and (diff > 0).mean() <= 1e-3
+    plans = [draw_plan(8, 32, 32, cfg, seed) for seed in range(40)]
+    outs = [execute_plan(p, dx, dz) for p in plans]      # queued, nothing read back in between
+    host = host_core()
+    for p, out in zip(plans, outs):
+        assert np.abs(cupy.asnumpy(out) - host(p, x, z)).max() <= 1.0
+
+
+def test_arrays_backend_on_cupy_matches_numpy():
+    x, z = photos(48, 48, count=16), photos(48, 48, count=17)[1:]
+    plan = draw_plan(16, 48, 48, IPMixConfig.imagenet(all_ops=True), 2)
+    got = cupy.asnumpy(execute_plan(plan, cupy.asarray(x), cupy.asarray(z), backend="arrays"))
+    assert np.abs(got - execute_plan(plan, x, z)).max() <= 1.0
+
+
+def test_cuda_backend_refuses_numpy_inputs():
+    x = photos(16, 16, count=2)
+    with pytest.raises(TypeError, match="backend 'cuda' runs on CuPy arrays"):
+        execute_plan(draw_plan(2, 16, 16, IPMixConfig.cifar(), 0), x, x, backend="cuda")
 
 
 def test_nvtx_ranges_do_not_change_the_output(monkeypatch):
