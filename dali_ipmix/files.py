@@ -177,7 +177,28 @@ def max_image_pixels() -> int:
     return int(Image.MAX_IMAGE_PIXELS or _MAX_PIXELS_FALLBACK)
 
 
+def _quiet_bomb_warnings():
+    """PIL warns about big headers without naming the file; the check reports them by name instead.
+    (A process-wide filter while it lasts: ``catch_warnings`` is not thread-safe, so it is entered
+    once around a whole threaded check, not in each worker.)"""
+    from PIL import Image
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    return ctx
+
+
 def check_image(path: str, validate: str = "header") -> Optional[str]:
+    """Why ``path`` cannot be decoded as an RGB image, or ``None`` when it looks fine; see
+    :func:`_check_image`."""
+    ctx = _quiet_bomb_warnings()
+    try:
+        return _check_image(path, validate)
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def _check_image(path: str, validate: str = "header") -> Optional[str]:
     """Why ``path`` cannot be decoded as an RGB image, or ``None`` when it looks fine.
 
     ``header`` opens the header with PIL (catches non-images, unsupported formats, empty files, and
@@ -194,11 +215,7 @@ def check_image(path: str, validate: str = "header") -> Optional[str]:
     try:
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
-        with warnings.catch_warnings():
-            # PIL's bomb warning names no file; the size check below does, as an error.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
-        with im:
+        with Image.open(path) as im:
             fmt = im.format
             if fmt not in DECODABLE_FORMATS:
                 return f"unsupported image format {fmt!r}"
@@ -231,11 +248,19 @@ def find_bad_images(paths: Sequence[str], validate: str = "header",
                     num_workers: int = 8) -> List[Tuple[str, str]]:
     """``(path, reason)`` for every path that fails :func:`check_image`, in order."""
     paths = list(paths)
+    ctx = _quiet_bomb_warnings()
+    try:
+        return _find_bad_images(paths, validate, num_workers)
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def _find_bad_images(paths, validate, num_workers):
     if validate == "none" or len(paths) < 2:
-        reasons = [check_image(p, validate) for p in paths]
+        reasons = [_check_image(p, validate) for p in paths]
     else:   # threads: the work is file I/O and PIL decoding, which release the GIL
         with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(paths)))) as pool:
-            reasons = pool.map(lambda p: check_image(p, validate), paths, chunksize=64)
+            reasons = pool.map(lambda p: _check_image(p, validate), paths, chunksize=64)
             if len(paths) >= _PROGRESS_FROM:
                 from tqdm import tqdm
                 reasons = tqdm(reasons, total=len(paths), desc=f"checking images ({validate})",

@@ -288,26 +288,33 @@ class _ReaderEpochs:
         self._it = DALIGenericIterator([pipeline], list(output_names), reader_name=reader_name,
                                        last_batch_policy=LAST_BATCH_POLICIES[policy], auto_reset=False)
         self.batch_size = self._it.batch_size
-        meta = pipeline.reader_meta(reader_name)
-        n, shards, shard = meta["epoch_size"], meta["number_of_shards"], meta["shard_id"]
-        self.total_samples = n
-        self.num_samples = (shard + 1) * n // shards - shard * n // shards
-        self._len = len(self._it)
-        if policy == "partial":
+        self.policy = policy
+        self.meta = pipeline.reader_meta(reader_name)
+        self.total_samples = self.meta["epoch_size"]
+        self._dali_len = len(self._it)
+        self._epochs_started = 0
+        self._set_epoch_size(0)
+
+    def _set_epoch_size(self, k):
+        """DALI moves each reader on to the next shard every epoch unless ``stick_to_shard``."""
+        n, shards, shard = self.total_samples, self.meta["number_of_shards"], self.meta["shard_id"]
+        if not self.meta["stick_to_shard"]:
+            shard = (shard + k) % shards
+        if self.policy == "partial":
+            self.num_samples = (shard + 1) * n // shards - shard * n // shards
             self._len = math.ceil(self.num_samples / self.batch_size)
-        elif policy == "drop":
-            self.num_samples = self._len * self.batch_size
         else:
+            self._len = self._dali_len
             self.num_samples = self._len * self.batch_size
-        self._fresh = True
 
     def __len__(self):
         return self._len
 
     def start(self, epoch):
-        if not self._fresh:
+        if self._epochs_started:
             self._it.reset()
-        self._fresh = False
+        self._set_epoch_size(self._epochs_started)
+        self._epochs_started += 1
 
     def next(self):
         while True:
@@ -316,5 +323,8 @@ class _ReaderEpochs:
                 return out
 
     def finish(self):
-        for _ in self._it:   # DALI cannot skip: run what is left of the epoch
+        try:   # DALI cannot skip: run what is left of the epoch (not iter(): that would reset)
+            while True:
+                next(self._it)
+        except StopIteration:
             pass

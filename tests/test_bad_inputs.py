@@ -265,3 +265,138 @@ def test_shards_share_the_file_check_and_together_find_a_bad_file(tree, dali_mix
     with pytest.warns(UserWarning, match="zz_garbage"):
         lists = [list_image_folder(tree[0], on_bad_file="skip", share=(s, 3)).files for s in range(3)]
     assert lists[0] == lists[1] == lists[2] and path not in lists[0]
+
+
+# ------------------------------------------------------------------ files changed under a running job
+_MUTATE = r"""
+import os, sys
+sys.path.insert(0, {tests!r})
+from dali_data import make_tree, make_mixing
+from dali_ipmix.iterator import IPMixIterator
+from dali_ipmix.pipelines import training_pipeline
+index = make_tree({root!r} + "/data", per_class=(8, 8, 8), hw=(120, 160))
+make_mixing({root!r} + "/mix")
+it = IPMixIterator(training_pipeline({root!r} + "/data", mixing_root={root!r} + "/mix", batch_size=4,
+                                     preset="cifar", size=16, seed=0, device="cpu", num_threads=2))
+blobs = {{}}
+for path, _ in index.values():          # prefetched batches are in DALI's hands now
+    blobs[path] = open(path, "rb").read()
+    open(path, "wb").close()            # truncated in place, as a writer does before writing
+try:
+    for batch in it:
+        pass
+    print("NO ERROR")
+except RuntimeError as err:
+    print("ERROR", err)
+for path, data in blobs.items():        # rewritten with the same bytes: read consistently again
+    with open(path, "wb") as f:
+        f.write(data)
+it = IPMixIterator(training_pipeline({root!r} + "/data", mixing_root={root!r} + "/mix", batch_size=4,
+                                     preset="cifar", size=16, seed=0, device="cpu", num_threads=2))
+for path in list(blobs)[:3]:
+    with open(path, "wb") as f:
+        f.write(blobs[path])
+print("SAMPLES", sum(y.numel() for _, y in it))
+os.remove(list(blobs)[0])
+try:
+    for _ in range(3):
+        for batch in it:
+            pass
+    print("NO ERROR")
+except RuntimeError as err:
+    print("GONE", err)
+"""
+
+
+def test_files_rewritten_or_removed_while_training_give_an_error_naming_them(tmp_path):
+    """DALI's memory-mapped reads died with SIGBUS when a file shrank under them; plain reads do not."""
+    import subprocess
+    import sys
+    code = _MUTATE.format(tests=os.path.dirname(__file__), root=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])   # -7: SIGBUS
+    out = proc.stdout
+    assert "ERROR" in out and "empty file (0 bytes)" in out and "img_0" in out, out
+    assert "SAMPLES 24" in out, out
+    assert "GONE" in out and "file does not exist" in out and "img_000.jpg" in out, out
+
+
+# ---------------------------------------------------------------------------- decompression bombs
+def _claiming(data: bytes, fmt: str, width: int, height: int) -> bytes:
+    """A valid small JPEG / PNG whose header claims ``width x height``."""
+    import struct
+    import zlib
+    b = bytearray(data)
+    if fmt == "jpg":
+        i = b.index(b"\xff\xc0")
+        b[i + 5:i + 9] = struct.pack(">HH", height, width)
+    else:
+        i = b.index(b"IHDR")
+        b[i + 4:i + 12] = struct.pack(">II", width, height)
+        b[i + 17:i + 21] = struct.pack(">I", zlib.crc32(bytes(b[i:i + 17])))
+    return bytes(b)
+
+
+def _png_bytes():
+    from io import BytesIO
+    buf = BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,side", [("jpg", 12000), ("png", 60000), ("jpg", 60000)])
+def test_decompression_bomb_header_is_a_bad_file_naming_it(tree, dali_mixing, fmt, side):
+    data = solid_jpeg_bytes() if fmt == "jpg" else _png_bytes()
+    path = spoil(tree[0], f"bomb.{fmt}", _claiming(data, fmt, side, side))
+    assert len(open(path, "rb").read()) < 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # PIL's own warning names no file: none may escape
+        reason = check_image(path)
+    assert reason is not None and "too large" in reason
+    with pytest.raises(BadImageError) as err:
+        train(tree[0], dali_mixing)
+    assert path in str(err.value) and "too large" in str(err.value)
+    with pytest.warns(UserWarning, match="bomb"):
+        pipe = train(tree[0], dali_mixing, on_bad_file="skip")
+    assert path not in pipe.ipmix_info.files and pipe.ipmix_info.num_samples == 9
+
+
+# ---------------------------------------------------------------------------------- huge labels
+def test_sparse_huge_labels_in_a_file_list_answer_at_once(tree, dali_mixing, tmp_path):
+    import time
+    paths = [tree[1][i][0] for i in range(3)]
+    (tmp_path / "list.txt").write_text(f"{paths[0]} 0\n{paths[1]} 2147483647\n{paths[2]} 5\n")
+    start = time.perf_counter()
+    pipe = train(None, dali_mixing, file_list=str(tmp_path / "list.txt"), batch_size=3)
+    assert time.perf_counter() - start < 1.0
+    info = pipe.ipmix_info
+    assert len(info.classes) == 2147483648 and info.classes[2147483647] == "2147483647"
+    assert info.labels == (0, 2147483647, 5)
+    (_, y), = [b for b in IPMixIterator(validation_pipeline(
+        None, file_list=str(tmp_path / "list.txt"), batch_size=3, preset="cifar", size=16, device="cpu"))]
+    assert y.tolist() == [0, 2147483647, 5]
+    (tmp_path / "list.txt").write_text(f"{paths[0]} 0\n{paths[1]} 2147483648\n")
+    with pytest.raises(ValueError, match=r"list.txt:2: label 2147483648 is invalid"):
+        train(None, dali_mixing, file_list=str(tmp_path / "list.txt"))
+
+
+# -------------------------------------------------------------------------------- symlink loops
+@pytest.mark.parametrize("link,target", [("class_1/up", ".."), ("class_1/self", "."),
+                                         ("class_1/deep/loop", "../..")])
+def test_directory_links_back_into_the_tree_are_not_followed(tree, dali_mixing, link, target):
+    path = os.path.join(tree[0], link)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.symlink(target, path)
+    with pytest.warns(UserWarning, match=os.path.basename(link)):
+        pipe = train(tree[0], dali_mixing)
+    info = pipe.ipmix_info
+    assert info.num_samples == 9 and len(set(info.files)) == 9
+    assert [lab for f, lab in zip(info.files, info.labels) if "class_1" in f] == [1, 1, 1]
+
+
+def test_directory_link_to_a_folder_outside_is_followed(tree, dali_mixing, tmp_path):
+    outside = make_tree(tmp_path / "elsewhere", per_class=(2,), start=50)
+    os.symlink(os.path.join(str(tmp_path / "elsewhere"), "class_0"), os.path.join(tree[0], "class_2", "more"))
+    info = train(tree[0], dali_mixing).ipmix_info
+    assert info.num_samples == 11
+    assert [os.path.basename(f) for f in info.files if "/more/" in f] == ["img_050.jpg", "img_051.jpg"]

@@ -55,3 +55,34 @@ def test_empty_patch_sizes_need_whole_image():
 def test_unknown_op_lists_allowed_names():
     with pytest.raises(ValueError, match="allowed names are .*rotate"):
         IPMixConfig.cifar(ops=("rotat",))
+
+
+@pytest.mark.parametrize("field", ["whole_image_patch", "source_from_image", "all_ops", "jsd"])
+@pytest.mark.parametrize("value", ["False", "no", 2, 0, 1.0, None])
+def test_flags_must_be_bool_and_the_error_names_field_value_and_rule(field, value):
+    with pytest.raises(TypeError) as err:
+        IPMixConfig.imagenet(**{field: value})
+    assert f"{field}={value!r}" in str(err.value) and "expected True or False" in str(err.value)
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_types():
+    import numpy as np
+    cfg = IPMixConfig.imagenet(k=np.int64(2), t=np.int32(1), beta=np.float32(4.0), severity=np.float64(2),
+                               jsd=np.bool_(False), all_ops=np.True_)
+    assert (cfg.k, cfg.t, cfg.beta, cfg.severity, cfg.jsd, cfg.all_ops) == (2, 1, 4.0, 2.0, False, True)
+    assert all(type(v) in (int, float, bool) for v in (cfg.k, cfg.t, cfg.beta, cfg.severity, cfg.jsd))
+    assert cfg == IPMixConfig.imagenet(k=2, t=1, beta=4.0, severity=2.0, jsd=False, all_ops=True)
+    with pytest.raises(ValueError, match="beta=True"):
+        IPMixConfig.imagenet(beta=True)
+
+
+@pytest.mark.parametrize("field,value,rule", [("k", 33, "must be <= 32"), ("t", 10**9, "must be <= 32"),
+                                              ("k", 10**9, "must be <= 32")])
+def test_k_and_t_have_stated_upper_bounds(field, value, rule):
+    from dali_ipmix.config import K_MAX, T_MAX
+    assert (K_MAX, T_MAX) == (32, 32)
+    with pytest.raises(ValueError) as err:
+        IPMixConfig.imagenet(**{field: value})
+    assert f"{field}={value}" in str(err.value) and rule in str(err.value)
+    IPMixConfig.imagenet(**{field: 32})   # the bound itself is allowed
+    assert "1..32" in IPMixConfig.__doc__ and "0..32" in IPMixConfig.__doc__ and "2 x 2" in IPMixConfig.__doc__

@@ -142,3 +142,143 @@ def test_demo_runs_end_to_end(tmp_path):
         run_demo(str(tmp_path / "other"), device="cpu", progress=False, log=lines.append)
     assert collections.Counter(os.listdir(tmp_path / "demo" / "demo_data")) == collections.Counter(
         [".dali_ipmix_demo", "train", "val", "fractals"])
+
+
+# --------------------------------------------------------------------- uneven shards, empty batches
+def _shard_epoch(it):
+    """Batch sizes and sample indices of one epoch of a JSD iterator."""
+    sizes, indices = [], []
+    for (clean, _, _), y in it:
+        sizes.append(y.numel())
+        indices += [decode_index(c) for c in clean]
+    return sizes, indices
+
+
+@pytest.mark.parametrize("num_shards,batch_size", [(2, 1), (2, 4), (4, 5), (8, 3), (5, 16)])
+def test_uneven_shards_never_yield_an_empty_batch_and_len_is_exact(dali_tree, dali_mixing, dali_cpu,
+                                                                   num_shards, batch_size):
+    shards = [train_iter(dali_tree, dali_mixing, dali_cpu, batch_size=batch_size, shard_id=s,
+                         num_shards=num_shards) for s in range(num_shards)]
+    for _ in range(2):
+        seen = []
+        for s, it in enumerate(shards):
+            sizes, indices = _shard_epoch(it)
+            assert 0 not in sizes and len(sizes) == len(it)
+            assert len(indices) == it.num_samples == (s + 1) * N // num_shards - s * N // num_shards
+            seen += indices
+        assert sorted(seen) == list(range(N))   # every sample exactly once over the shards
+
+
+def test_validation_shards_are_exact_with_no_empty_batch(dali_tree, dali_cpu):
+    got = []
+    for s in range(2):
+        it = IPMixIterator(validation_pipeline(dali_tree[0], batch_size=1, preset="cifar", size=16,
+                                               shard_id=s, num_shards=2, **dali_cpu))
+        batches = [decode_index(x) for images, _ in it for x in images]
+        assert len(batches) == len(it) == it.num_samples and it.total_samples == N
+        got += batches
+    assert got == list(range(N))
+
+
+def test_drop_policy_gives_every_shard_the_same_number_of_full_batches(dali_tree, dali_mixing, dali_cpu):
+    shards = [train_iter(dali_tree, dali_mixing, dali_cpu, "drop", batch_size=3, shard_id=s,
+                         num_shards=4) for s in range(4)]
+    seen = []
+    for it in shards:
+        sizes, indices = _shard_epoch(it)
+        assert sizes == [3] and len(it) == 1   # 21 // 4 = 5 samples per shard: one full batch
+        seen += indices
+    assert len(set(seen)) == 12
+
+
+# ----------------------------------------------------------------------------- seeds and resume
+def test_seedless_shards_are_disjoint_and_augment_independently(dali_tree, dali_mixing, dali_cpu):
+    shards = [train_iter(dali_tree, dali_mixing, dali_cpu, seed=None, shard_id=s, num_shards=2)
+              for s in (0, 1)]
+    for _ in range(2):
+        a, b = (collect_epoch(it)[0] for it in shards)
+        assert not set(a) & set(b) and sorted(a + b) == list(range(N))
+    assert shards[0].info.augment_seed != shards[1].info.augment_seed
+    # the order is that of seed=0, whatever process draws it
+    assert collect_epoch(train_iter(dali_tree, dali_mixing, dali_cpu, seed=None))[0] == \
+        collect_epoch(train_iter(dali_tree, dali_mixing, dali_cpu, seed=0))[0]
+
+
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_start_epoch_reads_the_epoch_of_an_uninterrupted_run(dali_tree, dali_mixing, dali_cpu, num_shards):
+    for s in range(num_shards):
+        full = train_iter(dali_tree, dali_mixing, dali_cpu, shard_id=s, num_shards=num_shards)
+        epochs = [collect_epoch(full)[0] for _ in range(4)]
+        resumed = train_iter(dali_tree, dali_mixing, dali_cpu, shard_id=s, num_shards=num_shards,
+                             start_epoch=2)
+        assert resumed.epoch == 2
+        assert [collect_epoch(resumed)[0] for _ in range(2)] == epochs[2:]
+        assert epochs[0] != epochs[2]
+
+
+def test_start_epoch_rejects_bad_values(dali_tree, dali_mixing, dali_cpu):
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="start_epoch"):
+            train_iter(dali_tree, dali_mixing, dali_cpu, start_epoch=bad)
+
+
+# --------------------------------------------------------------------------- break, then loop again
+def test_a_new_loop_after_break_is_a_fresh_full_epoch(dali_tree, dali_mixing, dali_cpu):
+    it = train_iter(dali_tree, dali_mixing, dali_cpu)
+    full = train_iter(dali_tree, dali_mixing, dali_cpu)
+    expected = [collect_epoch(full)[0] for _ in range(3)]
+    first = []
+    for (clean, _, _), _ in it:
+        first += [decode_index(c) for c in clean]
+        break
+    assert first == expected[0][:4]
+    assert collect_epoch(it)[0] == expected[1]   # all 21 samples of the next epoch, not the rest
+    assert it.epoch == 1
+    # reset() in the middle of an epoch also abandons it
+    next(iter(it))
+    it.reset()
+    assert collect_epoch(it)[0] == collect_epoch(full)[0]
+
+
+def test_auto_reset_false_needs_reset_between_epochs(dali_tree, dali_mixing, dali_cpu):
+    pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="cifar",
+                             size=16, seed=7, **dali_cpu)
+    it = IPMixIterator(pipe, auto_reset=False)
+    assert sorted(collect_epoch(it)[0]) == list(range(N))
+    assert collect_epoch(it)[0] == []
+    it.reset()
+    assert sorted(collect_epoch(it)[0]) == list(range(N))
+
+
+def test_sampler_and_dataset_attributes_explain_why_they_are_missing(dali_tree, dali_cpu):
+    it = IPMixIterator(validation_pipeline(dali_tree[0], batch_size=4, preset="cifar", size=16, **dali_cpu))
+    with pytest.raises(AttributeError, match="no 'sampler'.*exactly once"):
+        it.sampler
+
+
+def test_own_reader_pipeline_skips_dalis_empty_batch_and_drains_after_break(dali_tree, dali_cpu):
+    """A pipeline with its own DALI reader: DALI pads the shorter shard with an empty batch."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    files = [dali_tree[1][i][0] for i in range(N)]
+
+    @pipeline_def(batch_size=2, num_threads=2, device_id=None)
+    def pipe(shard):
+        jpegs, labels = fn.readers.file(files=files, labels=list(range(N)), shard_id=shard, num_shards=2,
+                                        pad_last_batch=True, name="r")
+        images = fn.resize(fn.decoders.image(jpegs, output_type=types.RGB), resize_x=8, resize_y=8)
+        return fn.crop_mirror_normalize(images, output_layout="CHW"), labels
+
+    got = []
+    for shard in (0, 1):
+        it = IPMixIterator(pipe(shard), output_names=("images", "label"), reader_name="r")
+        for _ in range(2):
+            sizes = [y.numel() for _, y in it]
+            assert 0 not in sizes and len(sizes) == len(it)
+        labels = []
+        for _, y in it:
+            labels += y.tolist()
+            break
+        labels = [y.tolist() for _, y in it]   # a fresh epoch after the break
+        got += [lab for b in labels for lab in b]
+    assert sorted(got) == list(range(N))
