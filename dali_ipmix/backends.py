@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .execute import array_module, execute_arrays
+from .execute import array_module, execute_arrays, nvtx_range
 from .plan import IPMixPlan
 
 
@@ -58,7 +58,8 @@ class CudaBackend:
             raise TypeError("backend 'cuda' runs on CuPy arrays, got NumPy inputs; use backend='arrays' "
                             "(or None) for NumPy, or move the batch to the GPU with cupy.asarray")
         from .cuda import cuda_executor
-        return cuda_executor()(plan, images, mixing)
+        with nvtx_range("execute_table", array_module(images)):
+            return cuda_executor()(plan, images, mixing)
 
 
 BACKENDS = {"arrays": ArrayBackend(), "cuda": CudaBackend()}

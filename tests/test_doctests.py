@@ -1,0 +1,14 @@
+"""The replay examples in the docstrings run as written."""
+
+import doctest
+
+import pytest
+
+import dali_ipmix.backends
+import dali_ipmix.table
+
+
+@pytest.mark.parametrize("module", [dali_ipmix.backends, dali_ipmix.table])
+def test_docstring_examples(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
