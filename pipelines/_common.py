@@ -49,14 +49,17 @@ def add_common_args(parser: argparse.ArgumentParser, **defaults) -> argparse.Arg
     a("--momentum", type=float, default=0.9)
     a("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-4)
     a("-j", "--workers", type=int, default=4, help="DALI threads or DataLoader workers per process")
-    a("--seed", type=int, default=0)
+    a("--seed", type=int, default=None,
+      help="reproducible run (order, augmentation, initial weights); without it the sample order is "
+           "seed 0's on every rank (disjoint shards) and the augmentation is random per rank")
     a("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     a("--amp", action=argparse.BooleanOptionalAction, default=True, help="float16 autocast (CUDA only)")
     a("--channels-last", action=argparse.BooleanOptionalAction, default=True,
       help="NHWC memory format for the model and inputs (CUDA only)")
     a("--output", default="runs/train", help="checkpoints and metrics.jsonl go here (rank 0)")
     a("--resume", default="", help="checkpoint to resume from ('auto' = OUTPUT/checkpoint.pth if present)")
-    a("--evaluate", action="store_true", help="only evaluate on the validation folder")
+    a("-e", "--evaluate", action="store_true",
+      help="only evaluate (the --resume checkpoint) on the validation folder; needs no mixing set")
     a("--max-steps", type=int, default=0, help="stop after this many training steps in all (smoke runs)")
     a("-p", "--print-freq", type=int, default=50)
     a("--dump-labels", default="", help="debug: each rank writes the labels it trained on to DIR/rank{R}.json")
@@ -133,18 +136,20 @@ def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, star
                   shard_id=d.rank, num_shards=d.world,
                   # Under AMP the first conv runs in float16 anyway: halve the batch's memory traffic.
                   dtype="float16" if gpu and args.amp else "float32",
-                  # The same seed on every rank: the pipeline derives per-shard augmentation seeds from
-                  # it but needs one shared shuffle order, which is what keeps the shards disjoint.
-                  # Offset by the start epoch so that a resumed run does not replay epoch 0's draws.
-                  seed=args.seed + start_epoch, validate=args.validate_files)
+                  # The same seed (or None) on every rank: the pipeline derives one shared sample order
+                  # from it (seed 0's for None), which keeps the shards disjoint, and per-shard
+                  # augmentation seeds.
+                  seed=args.seed, validate=args.validate_files)
     val = validation_pipeline(file_root=str(val_dir), **common)
     # partial: each validation image is scored exactly once; drop: every rank runs the same number of
     # full training steps, which DDP needs.
     val = IPMixIterator(val, last_batch_policy="partial")
     if args.evaluate:
         return None, val
+    # start_epoch: a resumed run reads the samples an uninterrupted one reads in that epoch.
     train = training_pipeline(file_root=str(train_dir), mixing_root=args.mixing_root,
-                              config=getattr(IPMixConfig, preset)(jsd=args.jsd), **common)
+                              config=getattr(IPMixConfig, preset)(jsd=args.jsd), start_epoch=start_epoch,
+                              **common)
     return IPMixIterator(train, last_batch_policy="drop"), val
 
 
@@ -161,7 +166,7 @@ def _torch_loaders(args, d: Dist, train_dir, val_dir, preset, size):
         val_tf = T.Compose(norm)
     train_ds, val_ds = datasets.ImageFolder(train_dir, train_tf), datasets.ImageFolder(val_dir, val_tf)
     sampler = torch.utils.data.DistributedSampler(
-        train_ds, d.world, d.rank, shuffle=True, seed=args.seed, drop_last=True) if d.world > 1 else None
+        train_ds, d.world, d.rank, shuffle=True, seed=args.seed or 0, drop_last=True) if d.world > 1 else None
     # Validation: a strided, unpadded shard so every image counts exactly once over all ranks.
     val_ds = torch.utils.data.Subset(val_ds, range(d.rank, len(val_ds), d.world))
     kw = dict(batch_size=args.batch_size, num_workers=args.workers, pin_memory=d.device.type == "cuda",
@@ -248,7 +253,8 @@ def evaluate(args, d: Dist, model, loader, amp: bool) -> dict:
 def run(args, build_model, train_dir, val_dir, preset: str, size: int):
     """Trains ``build_model(num_classes)`` on ``train_dir`` and validates on ``val_dir`` every epoch."""
     d = setup_distributed(args.device)
-    torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP also broadcasts them)
+    if args.seed is not None:  # DDP broadcasts rank 0's initial weights anyway
+        torch.manual_seed(args.seed)
     names = class_names(train_dir)
     if class_names(val_dir) != names:
         raise SystemExit(f"{val_dir} and {train_dir} have different class folders")

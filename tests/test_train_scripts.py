@@ -49,20 +49,26 @@ def test_imagenet_script_dali_jsd_checkpoint_and_resume(tmp_path, data):
     common = [SCRIPTS / "train_imagenet.py", data["inet"], "--loader", "dali-ipmix", "--mixing-root", data["mix"],
               "--jsd", "--device", "cpu", "--arch", "resnet18", "--size", "32", "-b", "8", "-j", "1",
               "--output", out, "-p", "1"]
-    log = run_script([*common, "--epochs", "1"])  # 16 images / 8 = 2 steps
+    log = run_script([*common, "--epochs", "1", "--seed", "3", "--dump-labels", tmp_path / "d1"])  # 2 steps
     assert "resumed" not in log
     ckpt = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)
     assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
     assert (out / "model_best.pth").is_file()
-    log = run_script([*common, "--epochs", "2", "--resume", out / "checkpoint.pth"])
+    log = run_script([*common, "--epochs", "2", "--seed", "3", "--resume", out / "checkpoint.pth",
+                      "--dump-labels", tmp_path / "d2"])
     assert "resumed from" in log and "epoch 1, step 2" in log
+    # The resumed epoch 1 reads what an uninterrupted run reads in its epoch 1, not epoch 0 again.
+    run_script([*common, "--epochs", "2", "--seed", "3", "--output", tmp_path / "full",
+                "--dump-labels", tmp_path / "d3"])
+    dumped = [json.loads((tmp_path / d / "rank0.json").read_text())["epochs"] for d in ("d1", "d2", "d3")]
+    assert dumped[1] == [dumped[2][1]] and dumped[0] == [dumped[2][0]] and dumped[2][0] != dumped[2][1]
     rows = metrics(out)
     assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["step"] == 4
     assert all(np.isfinite(r["train_loss"]) and r["val_images"] == 8 and 0 <= r["acc1"] <= r["acc5"] <= 100
                for r in rows)
     assert torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)["epoch"] == 2
-    # --evaluate scores the checkpoint on the validation folder only (no mixing set needed).
-    log = run_script([SCRIPTS / "train_imagenet.py", data["inet"], "--evaluate", "--resume", out / "checkpoint.pth",
+    # -e scores the checkpoint on the validation folder only (no mixing set needed).
+    log = run_script([SCRIPTS / "train_imagenet.py", data["inet"], "-e", "--resume", out / "checkpoint.pth",
                       "--device", "cpu", "--arch", "resnet18", "--size", "32", "-b", "3", "-j", "1"])
     result = json.loads([line for line in log.splitlines() if line.startswith('{"val_loss"')][-1])
     assert result["val_images"] == 8 and result["acc1"] == pytest.approx(rows[-1]["acc1"])
@@ -94,22 +100,27 @@ def test_cifar_script_defaults_jsd_checkpoint_and_resume(tmp_path, data):
 
 
 # ------------------------------------------------------------------------------------- torchrun
-def test_torchrun_two_cpu_ranks_train_on_disjoint_shards(tmp_path, data):
-    # One image per class, so a label names a sample: 8 samples, 2 ranks x 2 steps x batch 2.
-    root = make_imagefolder(tmp_path / "inet", classes=8, train_per_class=1, val_per_class=1)
+def test_torchrun_two_cpu_ranks_seedless_disjoint_shards_and_exact_validation(tmp_path, data):
+    """No --seed (as pytorch/examples' default): each rank seeds its augmentation at random, yet the
+    ranks share one sample order. 9 samples (one per class, so a label names a sample) over 2 ranks:
+    shards of 4 and 5, 2 full steps of 2 each ('drop'); validation scores each of 9 images once."""
+    root = make_imagefolder(tmp_path / "inet", classes=9, train_per_class=1, val_per_class=1)
     dump, out = tmp_path / "dump", tmp_path / "run"
     log = run_script([SCRIPTS / "train_imagenet.py", root, "--mixing-root", data["mix"], "--device", "cpu",
                       "--arch", "resnet18", "--size", "32", "-b", "2", "-j", "1", "--epochs", "2",
                       "--output", out, "--dump-labels", dump], torchrun=2)
-    assert "2 process(es)" in log
+    assert "2 process(es)" in log and "2 steps/epoch" in log
     seen = [json.loads((dump / f"rank{r}.json").read_text())["epochs"] for r in (0, 1)]
+    orders = []
     for epoch in range(2):
         r0 = [lab for step in seen[0][epoch] for lab in step]
         r1 = [lab for step in seen[1][epoch] for lab in step]
         assert len(r0) == len(r1) == 4
-        assert not set(r0) & set(r1) and sorted(r0 + r1) == list(range(8))
+        assert not set(r0) & set(r1) and set(r0 + r1) < set(range(9))
+        orders.append(r0 + r1)
+    assert orders[0] != orders[1]
     rows = metrics(out)  # rank 0 only writes, and validation covers the whole val folder once
-    assert len(rows) == 2 and all(r["val_images"] == 8 for r in rows)
+    assert len(rows) == 2 and all(r["val_images"] == 9 and np.isfinite(r["val_loss"]) for r in rows)
     assert list(out.iterdir()) and not list(out.glob("*rank1*"))
 
 
