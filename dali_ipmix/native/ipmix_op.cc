@@ -1,0 +1,210 @@
+// IpmixNative: schema, argument and input checks, the per-sample draw, and the CPU operator.
+//
+// CPU: one task per (sample, view) on DALI's thread pool; each draws its plan, packs its table rows
+// and runs ipx_host.h's ipx_run_sample with a per-thread scratch buffer. No Python, no GIL.
+#include "ipmix_op.h"
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ipx_host.h"
+
+namespace dali_ipmix {
+
+using ::dali::CPUBackend;
+using ::dali::OpSpec;
+using ::dali::Workspace;
+
+namespace {
+
+const char *const kInputNames[2] = {"images", "mixing"};
+
+template <typename... Args>
+std::string Msg(const Args &...args) {
+  std::ostringstream ss;
+  (ss << ... << args);
+  return ss.str();
+}
+
+[[noreturn]] void Fail(const std::string &what) {
+  throw std::invalid_argument("ipmix_native: " + what);
+}
+
+std::string ShapeText(const ::dali::TensorShape<> &s) {
+  std::ostringstream ss;
+  ss << "(";
+  for (int d = 0; d < s.sample_dim(); ++d) ss << (d ? ", " : "") << s[d];
+  ss << ")";
+  return ss.str();
+}
+
+}  // namespace
+
+IpxConfig ReadConfig(const OpSpec &spec) {
+  IpxConfig cfg;
+  cfg.k = spec.GetArgument<int>("k");
+  cfg.t = spec.GetArgument<int>("t");
+  cfg.beta = spec.GetArgument<double>("beta");
+  cfg.severity = spec.GetArgument<double>("severity");
+  cfg.whole_image_patch = spec.GetArgument<bool>("whole_image_patch");
+  cfg.source_from_image = spec.GetArgument<bool>("source_from_image");
+  cfg.patch_sizes = spec.GetRepeatedArgument<int>("patch_sizes");
+  cfg.op_codes = spec.GetRepeatedArgument<int>("op_codes");
+
+  if (cfg.k < 1) Fail(Msg("argument `k`=", cfg.k, " is invalid: must be >= 1"));
+  if (cfg.t < 0) Fail(Msg("argument `t`=", cfg.t, " is invalid: must be >= 0"));
+  if (!(cfg.beta > 0)) Fail(Msg("argument `beta`=", cfg.beta, " is invalid: must be > 0"));
+  if (!(cfg.severity >= 1 && cfg.severity <= 10))
+    Fail(Msg("argument `severity`=", cfg.severity, " is invalid: allowed range is 1..10"));
+  for (int s : cfg.patch_sizes)
+    if (s < 2) Fail(Msg("argument `patch_sizes` has entry ", s, ": every patch size must be >= 2"));
+  if (cfg.patch_sizes.empty() && !cfg.whole_image_patch)
+    Fail("argument `patch_sizes` is empty and `whole_image_patch` is False: no patch size to draw");
+  if (cfg.op_codes.empty()) Fail("argument `op_codes` is empty: give at least one image-level op");
+  for (int c : cfg.op_codes)
+    if (c < 0 || c >= IPX_NUM_OPS)
+      Fail(Msg("argument `op_codes` has entry ", c, ": op codes are 0..", IPX_NUM_OPS - 1,
+               " (dali_ipmix.table.OP_CODES)"));
+  return cfg;
+}
+
+std::vector<std::pair<int, int>> CheckInputs(const Workspace &ws, const IpxConfig &cfg,
+                                             bool uniform) {
+  int n = ws.GetInputBatchSize(0);
+  if (ws.GetInputBatchSize(1) != n)
+    Fail(Msg("inputs `images` and `mixing` have different batch sizes: ", n, " vs ",
+             ws.GetInputBatchSize(1)));
+  for (int i = 0; i < 2; ++i) {
+    auto type = ws.GetInputDataType(i);
+    if (type != DALI_UINT8)
+      Fail(Msg("input `", kInputNames[i], "` (every sample) has type ",
+               ::dali::TypeTable::GetTypeInfo(type).name(),
+               "; expected uint8 (HWC RGB on 0..255)"));
+    auto layout = ws.GetInputLayout(i);
+    if (!layout.empty() && layout != "HWC")
+      Fail(Msg("input `", kInputNames[i], "` (every sample) has layout \"", layout.c_str(),
+               "\"; expected \"HWC\" (interleaved RGB)"));
+  }
+  const auto &xs = ws.GetInputShape(0), &zs = ws.GetInputShape(1);
+  std::vector<std::pair<int, int>> sizes(n);
+  for (int s = 0; s < n; ++s) {
+    for (int i = 0; i < 2; ++i) {
+      auto shape = (i ? zs : xs)[s];
+      if (shape.sample_dim() != 3)
+        Fail(Msg("input `", kInputNames[i], "` sample ", s, " has shape ", ShapeText(shape),
+                 "; expected 3 dimensions (H, W, 3)"));
+      if (shape[2] != 3)
+        Fail(Msg("input `", kInputNames[i], "` sample ", s, " has ", shape[2],
+                 " channels (shape ", ShapeText(shape), "); expected 3 (RGB)"));
+      if (shape[0] < 2 || shape[1] < 2)
+        Fail(Msg("input `", kInputNames[i], "` sample ", s, " is ", shape[0], " x ", shape[1],
+                 " pixels; images must be at least 2 x 2"));
+    }
+    if (xs[s] != zs[s])
+      Fail(Msg("sample ", s, ": input `mixing` has shape ", ShapeText(zs[s]),
+               " but `images` has shape ", ShapeText(xs[s]),
+               "; each mixing picture must have its image's size (crop or resize it first)"));
+    sizes[s] = {static_cast<int>(xs[s][0]), static_cast<int>(xs[s][1])};
+    if (uniform && sizes[s] != sizes[0])
+      Fail(Msg("input `images` sample ", s, " has shape ", ShapeText(xs[s]), " but sample 0 has ",
+               ShapeText(xs[0]), "; the GPU operator needs one size across the batch"));
+    if (ipx_patch_sizes_for(cfg, sizes[s].first, sizes[s].second).empty())
+      Fail(Msg("input `images` sample ", s, " is ", sizes[s].first, " x ", sizes[s].second,
+               ": no entry of `patch_sizes` fits and `whole_image_patch` is False"));
+  }
+  return sizes;
+}
+
+void DrawSample(const IpxConfig &cfg, int64_t seed, uint64_t batch, int sample, int view, int h,
+                int w, bool want_record, SamplePlan *out) {
+  IpxRng rng = ipx_rng(static_cast<uint64_t>(seed), batch, static_cast<uint64_t>(sample),
+                       static_cast<uint64_t>(view));
+  IpxDraw draw;
+  ipx_draw_sample(cfg, ipx_patch_sizes_for(cfg, h, w), h, w, &rng, &draw);
+  out->rows.resize(static_cast<size_t>(cfg.k) * cfg.steps());
+  out->mixw.resize(1 + cfg.k);
+  ipx_pack_sample(cfg, draw, h, w, out->rows.data(), out->mixw.data());
+  if (want_record) {
+    out->record.resize(ipx_plan_doubles(cfg));
+    ipx_write_plan(draw, out->record.data());
+  }
+}
+
+template <>
+void IpmixOp<CPUBackend>::RunImpl(Workspace &ws) {
+  const auto &x = ws.Input<CPUBackend>(0);
+  const auto &z = ws.Input<CPUBackend>(1);
+  auto &pool = ws.GetThreadPool();
+  const uint64_t batch = batch_++;
+  const int n = x.num_samples(), k = cfg_.k, tt = cfg_.steps();
+  for (int s = 0; s < n; ++s) {
+    const int h = sizes_[s].first, w = sizes_[s].second;
+    const int64_t hw3 = static_cast<int64_t>(h) * w * 3;
+    for (int v = 0; v < NumViews(); ++v) {
+      pool.AddWork([&, s, v, h, w](int) {
+        SamplePlan plan;
+        DrawSample(cfg_, seed_, batch, s, v, h, w, return_plan_, &plan);
+        thread_local std::vector<unsigned char> scratch;
+        scratch.resize(ipx_sample_scratch_bytes(k, h, w));
+        ipx_run_sample(plan.rows.data(), plan.mixw.data(), k, tt, x.tensor<uint8_t>(s),
+                       z.tensor<uint8_t>(s), h, w, scratch.data(),
+                       ws.Output<CPUBackend>(ViewOutput(v)).mutable_tensor<float>(s));
+        if (return_plan_) {
+          auto &rec = ws.Output<CPUBackend>(PlanOutput(v));
+          std::copy(plan.record.begin(), plan.record.end(), rec.mutable_tensor<double>(s));
+          uint32_t *table = ws.Output<CPUBackend>(TableOutput(v)).mutable_tensor<uint32_t>(s);
+          memcpy(table, plan.rows.data(), plan.rows.size() * sizeof(IpxStep));
+          memcpy(table + plan.rows.size() * (sizeof(IpxStep) / 4), plan.mixw.data(),
+                 plan.mixw.size() * sizeof(float));
+        }
+      }, hw3 * k * tt);
+    }
+    if (jsd_) {
+      pool.AddWork([&, s, hw3](int) {
+        const uint8_t *src = x.tensor<uint8_t>(s);
+        float *dst = ws.Output<CPUBackend>(0).mutable_tensor<float>(s);
+        for (int64_t i = 0; i < hw3; ++i) dst[i] = src[i];
+      }, hw3);
+    }
+  }
+  pool.RunAll();
+  for (int o = 0; o < NumImageOutputs(); ++o) ws.Output<CPUBackend>(o).SetLayout("HWC");
+}
+
+}  // namespace dali_ipmix
+
+DALI_REGISTER_OPERATOR(IpmixNative, ::dali_ipmix::IpmixOp<::dali::CPUBackend>, ::dali::CPU);
+
+DALI_SCHEMA(IpmixNative)
+    .DocStr(R"(IPMix (NeurIPS 2023) augmentation of HWC uint8 RGB images with per-sample mixing pictures.
+
+Outputs HWC float32 on 0..255: one view, or with ``jsd`` (clean, view1, view2). With ``return_plan``
+each view adds two debug outputs: its plan record (float64) and its plan-table rows (uint32); see
+dali_ipmix.native. Prefer ``dali_ipmix.fn.ipmix(..., backend="native")``, which fills the arguments
+from an IPMixConfig.)")
+    .NumInput(2)
+    .InputDox(0, "images", "TensorList of uint8, layout HWC", "images to augment, RGB, H, W >= 2")
+    .InputDox(1, "mixing", "TensorList of uint8, layout HWC",
+              "one mixing picture per sample, the size of its image")
+    .OutputFn([](const ::dali::OpSpec &spec) {
+      int views = spec.GetArgument<bool>("jsd") ? 2 : 1;
+      return (views == 2 ? 3 : 1) + (spec.GetArgument<bool>("return_plan") ? 2 * views : 0);
+    })
+    .AddOptionalArg("k", "chains mixed per augmented image (>= 1)", 3)
+    .AddOptionalArg("t", "at most this many operations per chain (>= 0)", 3)
+    .AddOptionalArg("beta", "pixel-level mixing severity, the Beta parameter (> 0)", 4.0)
+    .AddOptionalArg("severity", "image-level op severity, 1..10 (level ~ U(0.1, severity))", 1.0)
+    .AddOptionalArg("patch_sizes", "candidate patch edges in pixels (>= 2)",
+                                      std::vector<int>{4, 8, 16, 32, 64})
+    .AddOptionalArg("whole_image_patch", "also offer the image's shorter side as a patch size", true)
+    .AddOptionalArg("source_from_image",
+                    "a patch may come (prob. 1/2) from an augmented copy of the image", true)
+    .AddOptionalArg(
+        "op_codes", "image-level ops drawn from, as codes of dali_ipmix.table.OP_CODES",
+        std::vector<int>{3, 1, 9, 2, 10, 11, 12, 13, 14, 0})
+    .AddOptionalArg("jsd", "output (clean, view1, view2) instead of one view", false)
+    .AddOptionalArg("return_plan", "add each view's plan record and table rows as outputs", false)
+    .AddRandomSeedArg();

@@ -1,0 +1,151 @@
+// IpmixNative on the GPU: the kernels of csrc/ipx_kernels.cu over the whole batch, on DALI's stream.
+//
+// Per view: the batch's plan table (N * k * steps IpxStep rows, then N mix rows of 1 + k floats) is
+// drawn on the host into pinned memory and uploaded with one async copy; then, as
+// dali_ipmix.table.TableExecutor launches them, per step j one ipx_prepare (min(N * k, 65535) blocks)
+// and one ipx_step, then ipx_mix. The kernels need one image size across the batch and contiguous
+// batches: inputs that are not one contiguous run of samples are gathered first, and the mix is
+// written to a scratch buffer when the output is not one either. Compile with --fmad=false.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "dali/core/cuda_error.h"
+#include "dali/kernels/dynamic_scratchpad.h"
+#include "ipmix_op.h"
+#include "ipx_kernels.cu"
+
+namespace dali_ipmix {
+
+using ::dali::GPUBackend;
+using ::dali::Workspace;
+
+namespace {
+
+constexpr int kThreads = 256;       // threads per block of every launch (table.THREADS)
+constexpr int64_t kMaxBlocks = 65535;   // grid cap; the kernels loop over the rest (table.MAX_BLOCKS)
+
+int Blocks(int64_t total) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((total + kThreads - 1) / kThreads,
+                                                                  kMaxBlocks)));
+}
+
+__global__ void ipx_to_float(const unsigned char *in, float *out, int64_t total) {
+  IPX_LOOP(total) out[i] = in[i];
+}
+
+// `bytes_per_sample`-byte samples of `list` as one contiguous device array: the list's own memory
+// when its samples already lie back to back, else a gathered copy in `scratch`.
+template <typename List>
+const unsigned char *Contiguous(const List &list, int64_t bytes_per_sample,
+                                ::dali::kernels::Scratchpad &scratch, cudaStream_t stream) {
+  int n = list.num_samples();
+  auto base = static_cast<const unsigned char *>(list.raw_tensor(0));
+  bool packed = true;
+  for (int s = 1; s < n && packed; ++s)
+    packed = static_cast<const unsigned char *>(list.raw_tensor(s)) == base + s * bytes_per_sample;
+  if (packed) return base;
+  auto *dst = scratch.AllocateGPU<unsigned char>(n * bytes_per_sample);
+  for (int s = 0; s < n; ++s)
+    CUDA_CALL(cudaMemcpyAsync(dst + s * bytes_per_sample, list.raw_tensor(s), bytes_per_sample,
+                              cudaMemcpyDeviceToDevice, stream));
+  return dst;
+}
+
+}  // namespace
+
+template <>
+void IpmixOp<GPUBackend>::RunImpl(Workspace &ws) {
+  const auto &xin = ws.Input<GPUBackend>(0);
+  const auto &zin = ws.Input<GPUBackend>(1);
+  const uint64_t batch = batch_++;
+  const int n = xin.num_samples();
+  for (int o = 0; o < NumImageOutputs(); ++o) ws.Output<GPUBackend>(o).SetLayout("HWC");
+  if (n == 0) return;
+  cudaStream_t stream = ws.stream();
+  ::dali::kernels::DynamicScratchpad scratch(stream);
+  const int k = cfg_.k, tt = cfg_.steps();
+  const int h = sizes_[0].first, w = sizes_[0].second;
+  const int64_t hw3 = static_cast<int64_t>(h) * w * 3, chains = static_cast<int64_t>(n) * k;
+  const unsigned char *x = Contiguous(xin, hw3, scratch, stream);
+  const unsigned char *z = Contiguous(zin, hw3, scratch, stream);
+
+  if (jsd_) {
+    auto &clean = ws.Output<GPUBackend>(0);
+    for (int s = 0; s < n; ++s)
+      ipx_to_float<<<Blocks(hw3), kThreads, 0, stream>>>(x + s * hw3, clean.mutable_tensor<float>(s),
+                                                         hw3);
+    CUDA_CALL(cudaGetLastError());
+  }
+
+  const int64_t row_words = sizeof(IpxStep) / 4, rows_per_sample = static_cast<int64_t>(k) * tt;
+  const int64_t table_words = n * rows_per_sample * row_words + static_cast<int64_t>(n) * (1 + k);
+  unsigned char *buf[2] = {scratch.AllocateGPU<unsigned char>(chains * hw3),
+                           tt > 1 ? scratch.AllocateGPU<unsigned char>(chains * hw3) : nullptr};
+  unsigned char *luts = scratch.AllocateGPU<unsigned char>(chains * 1536);
+
+  for (int v = 0; v < NumViews(); ++v) {
+    // The table, drawn per sample on the host, pinned, one upload.
+    uint32_t *host = scratch.AllocatePinned<uint32_t>(table_words);
+    auto *host_rows = reinterpret_cast<IpxStep *>(host);
+    auto *host_mixw = reinterpret_cast<float *>(host + n * rows_per_sample * row_words);
+    std::vector<SamplePlan> plans(return_plan_ ? n : 1);
+    for (int s = 0; s < n; ++s) {
+      SamplePlan &plan = plans[return_plan_ ? s : 0];
+      DrawSample(cfg_, seed_, batch, s, v, h, w, return_plan_, &plan);
+      std::copy(plan.rows.begin(), plan.rows.end(), host_rows + s * rows_per_sample);
+      std::copy(plan.mixw.begin(), plan.mixw.end(), host_mixw + s * (1 + k));
+    }
+    uint32_t *table = scratch.AllocateGPU<uint32_t>(table_words);
+    CUDA_CALL(cudaMemcpyAsync(table, host, table_words * 4, cudaMemcpyHostToDevice, stream));
+    const auto *steps = reinterpret_cast<const IpxStep *>(table);
+    const auto *mixw = reinterpret_cast<const float *>(table + n * rows_per_sample * row_words);
+
+    const unsigned char *src = x;
+    int src_is_x = 1;
+    for (int j = 0; j < tt; ++j) {
+      unsigned char *dst = buf[tt > 1 ? j % 2 : 0];
+      ipx_prepare<<<static_cast<int>(std::min<int64_t>(chains, kMaxBlocks)), kThreads, 0, stream>>>(
+          steps, j, tt, k, src, src_is_x, x, h, w, luts, chains);
+      const int64_t total = chains * h * w;
+      ipx_step<<<Blocks(total), kThreads, 0, stream>>>(steps, j, tt, k, src, src_is_x, x, z, luts,
+                                                       dst, h, w, total);
+      src = dst;
+      src_is_x = 0;
+    }
+    auto &out = ws.Output<GPUBackend>(ViewOutput(v));
+    float *result = out.mutable_tensor<float>(0);
+    bool packed = true;
+    for (int s = 1; s < n && packed; ++s) packed = out.mutable_tensor<float>(s) == result + s * hw3;
+    if (!packed) result = scratch.AllocateGPU<float>(n * hw3);
+    ipx_mix<<<Blocks(n * hw3), kThreads, 0, stream>>>(x, src, mixw, result, k, hw3, n * hw3);
+    CUDA_CALL(cudaGetLastError());
+    if (!packed)
+      for (int s = 0; s < n; ++s)
+        CUDA_CALL(cudaMemcpyAsync(out.mutable_tensor<float>(s), result + s * hw3, hw3 * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, stream));
+
+    if (return_plan_) {   // debug outputs: straight from the pinned table and the drawn records
+      auto &rec = ws.Output<GPUBackend>(PlanOutput(v));
+      auto &tab = ws.Output<GPUBackend>(TableOutput(v));
+      double *records = scratch.AllocatePinned<double>(n * ipx_plan_doubles(cfg_));
+      for (int s = 0; s < n; ++s) {
+        std::copy(plans[s].record.begin(), plans[s].record.end(),
+                  records + s * ipx_plan_doubles(cfg_));
+        CUDA_CALL(cudaMemcpyAsync(rec.mutable_tensor<double>(s), records + s * ipx_plan_doubles(cfg_),
+                                  ipx_plan_doubles(cfg_) * sizeof(double), cudaMemcpyHostToDevice,
+                                  stream));
+        uint32_t *t = tab.mutable_tensor<uint32_t>(s);
+        CUDA_CALL(cudaMemcpyAsync(t, host + s * rows_per_sample * row_words,
+                                  rows_per_sample * row_words * 4, cudaMemcpyHostToDevice, stream));
+        CUDA_CALL(cudaMemcpyAsync(t + rows_per_sample * row_words, host_mixw + s * (1 + k),
+                                  (1 + k) * sizeof(float), cudaMemcpyHostToDevice, stream));
+      }
+    }
+  }
+}
+
+}  // namespace dali_ipmix
+
+DALI_REGISTER_OPERATOR(IpmixNative, ::dali_ipmix::IpmixOp<::dali::GPUBackend>, ::dali::GPU);

@@ -1,0 +1,106 @@
+"""``csrc/ipx_plan.h`` (the native operator's plan drawer and magnitude laws) built with g++, via ctypes.
+
+Test code only: lets the tests compare the C++ magnitude laws with ``dali_ipmix.table.op_parameters``
+and the C++ drawer with ``draw_plan``'s distributions without DALI. Needs ``g++`` (or ``CXX``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import functools
+import shutil
+import subprocess
+import tempfile
+import os
+
+import numpy as np
+
+from dali_ipmix.cuda_source import CSRC
+from kernel_harness import compiler
+
+SOURCE = r"""
+#include "ipx_plan.h"
+extern "C" {
+void op_parameters_c(int code, double level, int sign, int h, int w, float* p, int* cut) {
+    ipx_op_parameters(code, level, sign, h, w, p, cut);
+}
+// Draws and packs one sample: plan record (ipx_plan_doubles), rows (k * steps IpxStep), mixw (1 + k).
+int draw_sample_c(int k, int t, double beta, double severity, const int* sizes, int n_sizes,
+                  int whole, const int* codes, int n_codes, int from_image, int h, int w,
+                  unsigned long long seed, unsigned long long sample, double* plan, IpxStep* rows,
+                  float* mixw) {
+    IpxConfig cfg;
+    cfg.k = k; cfg.t = t; cfg.beta = beta; cfg.severity = severity;
+    cfg.patch_sizes.assign(sizes, sizes + n_sizes);
+    cfg.whole_image_patch = whole != 0;
+    cfg.op_codes.assign(codes, codes + n_codes);
+    cfg.source_from_image = from_image != 0;
+    std::vector<int> usable = ipx_patch_sizes_for(cfg, h, w);
+    if (usable.empty()) return 0;
+    IpxRng r = ipx_rng(seed, 0, sample, 0);
+    IpxDraw d;
+    ipx_draw_sample(cfg, usable, h, w, &r, &d);
+    ipx_write_plan(d, plan);
+    ipx_pack_sample(cfg, d, h, w, rows, mixw);
+    return 1;
+}
+long long plan_doubles_c(int k, int t) {
+    IpxConfig cfg; cfg.k = k; cfg.t = t; return ipx_plan_doubles(cfg);
+}
+}
+"""
+CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-Wall", "-Wextra")
+
+
+@functools.lru_cache(maxsize=None)
+def library():
+    cxx = compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler (set CXX or install g++)")
+    folder = tempfile.mkdtemp(prefix="ipmix-plan-")
+    atexit.register(shutil.rmtree, folder, True)
+    src, lib = os.path.join(folder, "plan.cpp"), os.path.join(folder, "plan.so")
+    with open(src, "w") as f:
+        f.write(SOURCE)
+    done = subprocess.run([cxx, *CXX_FLAGS, "-I", CSRC, src, "-o", lib], capture_output=True, text=True)
+    if done.returncode or done.stderr.strip():
+        raise RuntimeError(f"{cxx} failed or warned:\n{done.stderr}")
+    dll = ctypes.CDLL(lib)
+    dll.plan_doubles_c.restype = ctypes.c_longlong
+    return dll
+
+
+def _ptr(a):
+    return ctypes.c_void_p(a.ctypes.data)
+
+
+def op_parameters(code, level, sign, height, width):
+    """``(p, cut)``: float32 (6,) and int of one image op, from the C++ magnitude laws."""
+    p, cut = np.zeros(6, np.float32), ctypes.c_int(0)
+    library().op_parameters_c(int(code), ctypes.c_double(level), int(sign), int(height), int(width),
+                              _ptr(p), ctypes.byref(cut))
+    return p, cut.value
+
+
+def draw_samples(config, n, height, width, seed):
+    """n samples drawn by the C++ drawer: (plan records (n, D) float64, rows (n, k*T, 26) uint32,
+    mixw (n, 1 + k) float32), T = max(t, 1)."""
+    from dali_ipmix.table import OP_CODES
+    dll = library()
+    k, t = config.k, config.t
+    steps = max(t, 1)
+    plans = np.zeros((n, dll.plan_doubles_c(k, t)), np.float64)
+    rows = np.zeros((n, k * steps, 26), np.uint32)
+    mixw = np.zeros((n, 1 + k), np.float32)
+    sizes = np.asarray(config.patch_sizes, np.int32)
+    codes = np.asarray([OP_CODES[o] for o in config.op_names], np.int32)
+    for i in range(n):
+        ok = dll.draw_sample_c(k, t, ctypes.c_double(config.beta), ctypes.c_double(config.severity),
+                               _ptr(sizes), sizes.size, int(config.whole_image_patch), _ptr(codes),
+                               codes.size, int(config.source_from_image), height, width,
+                               ctypes.c_ulonglong(seed), ctypes.c_ulonglong(i), _ptr(plans[i]),
+                               _ptr(rows[i]), _ptr(mixw[i]))
+        if not ok:
+            raise ValueError("no patch size fits")
+    return plans, rows, mixw

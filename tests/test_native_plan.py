@@ -1,0 +1,119 @@
+"""The native operator's C++ plan drawer (``csrc/ipx_plan.h``) through a g++ shim, without DALI:
+magnitude laws equal ``table.op_parameters`` bit for bit, packed rows equal ``table.pack_plan`` of the
+same draws, and the draws follow ``draw_plan``'s distributions."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from dali_ipmix import IPMixConfig
+from dali_ipmix.native import plan_from_records
+from dali_ipmix.plan import IMAGE_CHAIN, PATCH_CHAIN, PIXEL_OPS
+from dali_ipmix.table import OP_CODES, op_parameters, pack_plan
+from kernel_harness import compiler
+
+pytestmark = pytest.mark.skipif(compiler() is None, reason="needs g++")
+
+ALL_OPS = tuple(OP_CODES)
+
+
+@pytest.mark.parametrize("h, w", [(224, 224), (32, 32), (37, 53), (2, 2), (480, 301)])
+def test_magnitude_laws_match_op_parameters_bit_for_bit(h, w):
+    import plan_shim
+    rng = np.random.default_rng(h * 1000 + w)
+    # Every integer rotation angle (the law floors to whole degrees), plus random levels up to 10.
+    levels = np.concatenate([np.arange(0, 31) / 3.0 + 1e-9, rng.uniform(0.1, 10, 300),
+                             [0.1, 1.0, 5.0, 9.999999]])
+    for name in ALL_OPS:
+        for sign in (-1, 1):
+            codes, params, cuts = op_parameters(ALL_OPS, np.full(levels.size, ALL_OPS.index(name)),
+                                                levels, np.full(levels.size, sign), h, w)
+            for i, level in enumerate(levels):
+                p, cut = plan_shim.op_parameters(codes[i], level, sign, h, w)
+                assert p.view(np.uint32).tolist() == params[i].view(np.uint32).tolist(), \
+                    (name, level, sign, p, params[i])
+                assert cut == cuts[i], (name, level, cut, cuts[i])
+
+
+@pytest.mark.parametrize("config, h, w", [
+    (IPMixConfig.imagenet(all_ops=True), 224, 224),
+    (IPMixConfig.cifar(), 32, 32),
+    (IPMixConfig.imagenet(t=0), 20, 24),
+    (IPMixConfig.imagenet(k=1, t=5, ops=("rotate", "autocontrast")), 17, 40),
+])
+def test_packed_rows_equal_pack_plan_of_the_returned_draws(config, h, w):
+    import plan_shim
+    records, rows, mixw = plan_shim.draw_samples(config, 40, h, w, seed=7)
+    plan = plan_from_records(records, config, h, w)
+    steps, mix = pack_plan(plan)
+    np.testing.assert_array_equal(rows.reshape(steps.shape), steps)
+    np.testing.assert_array_equal(mixw.view(np.uint32), mix.view(np.uint32))
+
+
+N = 3000
+
+
+@pytest.fixture(scope="module")
+def plan():
+    import plan_shim
+    config = IPMixConfig.imagenet(all_ops=True)
+    records, _, _ = plan_shim.draw_samples(config, N, 224, 224, seed=2024)
+    return plan_from_records(records, config, 224, 224)
+
+
+def assert_uniform(values, categories):
+    counts = np.array([(values == c).sum() for c in categories])
+    assert counts.sum() == values.size, "values outside the allowed categories"
+    assert stats.chisquare(counts).pvalue > 1e-4, counts
+
+
+def check_plan_distribution(plan, sizes=(4, 8, 16, 32, 64, 224), severity=1.0, beta=4.0):
+    """The checks of tests/test_plan.py, for a plan of an ImageNet-like config with all 15 ops."""
+    assert_uniform(plan.kind.ravel(), [IMAGE_CHAIN, PATCH_CHAIN])
+    assert_uniform(plan.n_ops.ravel(), range(plan.t + 1))
+    assert_uniform(plan.op[plan.active(IMAGE_CHAIN)], range(len(plan.op_names)))
+    assert_uniform(plan.src_op[plan.active(PATCH_CHAIN) & plan.from_image], range(len(plan.op_names)))
+    assert_uniform(plan.pixel_op[plan.active(PATCH_CHAIN)], range(len(PIXEL_OPS)))
+    assert_uniform(plan.size[plan.active(PATCH_CHAIN)], sizes)
+    assert_uniform(plan.sign.ravel(), (-1, 1))
+    assert stats.kstest(plan.level.ravel(), stats.uniform(0.1, severity - 0.1).cdf).pvalue > 1e-4
+    np.testing.assert_allclose(plan.weights.sum(1), 1)
+    k = plan.k
+    assert stats.kstest(plan.weights[:, 0], stats.beta(1, k - 1).cdf).pvalue > 1e-4
+    assert stats.kstest(plan.m, "uniform").pvalue > 1e-4
+    assert stats.kstest(plan.p.ravel(), "uniform").pvalue > 1e-4
+    assert abs(plan.from_image.mean() - 0.5) < 0.03
+    wa, wb = plan.wa.ravel(), plan.wb.ravel()
+    first = wa < 1
+    assert abs(first.mean() - 0.5) < 0.03
+    assert stats.kstest(wa[first], stats.beta(beta, 1).cdf).pvalue > 1e-4
+    assert stats.kstest(wb[first], stats.beta(1, beta).cdf).pvalue > 1e-4
+    assert stats.kstest(wa[~first] - 1, stats.beta(1, beta).cdf).pvalue > 1e-4
+    assert stats.kstest(-wb[~first], stats.beta(1, beta).cdf).pvalue > 1e-4
+    keys = plan.mask_key.ravel().astype(np.float64)
+    assert stats.kstest(keys / 2 ** 32, "uniform").pvalue > 1e-4
+    s, h, w = plan.size, plan.height, plan.width
+    H, W = plan.image_shape
+    assert (plan.left >= 0).all() and (plan.left + s <= W).all()
+    assert (plan.top >= 0).all() and (plan.top + s <= H).all()
+    assert (h >= 2).all() and (h <= s).all() and (w >= 2).all() and (w <= s).all()
+    big = s == 64
+    square = (h[big] == 64) & (w[big] == 64)
+    assert abs(square.mean() - (0.5 + 0.5 / 63 ** 2)) < 0.04
+    assert_uniform(w[big & (h != 64)], range(2, 65))
+    assert_uniform(plan.left[big], range(0, W - 64 + 1))
+
+
+def test_cpp_draws_follow_the_plan_distributions(plan):
+    check_plan_distribution(plan)
+
+
+def test_draws_depend_on_the_key_only():
+    import plan_shim
+    config = IPMixConfig.cifar()
+    a, _, _ = plan_shim.draw_samples(config, 5, 32, 32, seed=3)
+    b, _, _ = plan_shim.draw_samples(config, 5, 32, 32, seed=3)
+    c, _, _ = plan_shim.draw_samples(config, 5, 32, 32, seed=4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a[0], a[1])
