@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .execute import array_module, execute_arrays, nvtx_range
+from .execute import array_module, execute_arrays, nvtx_range, warp_affine_batched
 from .plan import IPMixPlan
 
 
@@ -40,12 +40,22 @@ class Backend(Protocol):
 
 
 class ArrayBackend:
-    """The array executor (``execute.execute_arrays``) on NumPy or CuPy inputs."""
+    """The array executor (``execute.execute_arrays``) on NumPy or CuPy inputs.
+
+    ``warp``: ``"pil"`` (default: PIL's C warp on NumPy, the reference semantics) or ``"batched"``
+    (the compiled core's bilinear arithmetic, as on CuPy): affine results may differ by one grey level.
+    """
 
     name = "arrays"
 
+    def __init__(self, warp: str = "pil"):
+        if warp not in ("pil", "batched"):
+            raise ValueError(f"warp={warp!r} is invalid: use 'pil' or 'batched'")
+        self.warp = warp
+
     def execute(self, plan, images, mixing):
-        return execute_arrays(plan, images, mixing)
+        return execute_arrays(plan, images, mixing,
+                              warp=warp_affine_batched if self.warp == "batched" else None)
 
 
 class CudaBackend:

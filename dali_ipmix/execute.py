@@ -59,8 +59,13 @@ def execute_plan(plan: IPMixPlan, images, mixing, backend=None):
     return get_backend(backend, images).execute(plan, images, mixing)
 
 
-def execute_arrays(plan: IPMixPlan, images, mixing):
-    """:func:`execute_plan` with the array executor (NumPy, or CuPy through the same calls)."""
+def execute_arrays(plan: IPMixPlan, images, mixing, warp=None):
+    """:func:`execute_plan` with the array executor (NumPy, or CuPy through the same calls).
+
+    ``warp``: the affine warp, ``f(images (M, H, W, 3) uint8, matrices (M, 2, 3)) -> images``;
+    default :func:`warp_affine` (PIL's on NumPy); :func:`warp_affine_batched` is the compiled core's
+    arithmetic.
+    """
     xp = array_module(images)
     n, h, w, _ = images.shape
     if n == 0:
@@ -78,11 +83,11 @@ def execute_arrays(plan: IPMixPlan, images, mixing):
             with nvtx_range(f"image_step{j}", xp):
                 chains[d_rows] = apply_image_ops(
                     chains[d_rows], plan.op_names, flat(plan.op)[rows, j], flat(plan.level)[rows, j],
-                    flat(plan.sign)[rows, j])
+                    flat(plan.sign)[rows, j], warp)
         rows = np.flatnonzero(patch_steps[:, j])
         if rows.size:
             with nvtx_range(f"patch_step{j}", xp):
-                _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp)
+                _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp, warp)
 
     chains = chains.reshape(n, k, h, w, 3)
     weights = xp.asarray(plan.weights, dtype=xp.float32).reshape(n, k, 1, 1, 1)
@@ -98,10 +103,11 @@ def execute_arrays(plan: IPMixPlan, images, mixing):
 
 # ------------------------------------------------------------------------------ image level
 
-def apply_image_ops(images, op_names, op_ids, levels, signs):
+def apply_image_ops(images, op_names, op_ids, levels, signs, warp=None):
     """Applies one image-level op per sample: ``op_names[op_ids[i]]`` to ``images[i]``.
 
-    ``images`` (M, H, W, 3) uint8; ``op_ids``, ``levels``, ``signs`` host arrays of shape (M,).
+    ``images`` (M, H, W, 3) uint8; ``op_ids``, ``levels``, ``signs`` host arrays of shape (M,);
+    ``warp`` as in :func:`execute_arrays`.
     Returns a new (M, H, W, 3) uint8 array. One group of array operations per op family.
     """
     xp = array_module(images)
@@ -131,7 +137,7 @@ def apply_image_ops(images, op_names, op_ids, levels, signs):
             sub = op_ids[aff_rows] == i
             mats[sub] = ops[i].fn(params[aff_rows[sub]], h, w)
         d_rows = xp.asarray(aff_rows)
-        out[d_rows] = warp_affine(images[d_rows], mats)
+        out[d_rows] = (warp or warp_affine)(images[d_rows], mats)
 
     for i in np.unique(op_ids[family == BLEND]):
         rows = np.flatnonzero(op_ids == i)
@@ -228,7 +234,7 @@ def _exact_axis_map(a, c, n):
 
 # ------------------------------------------------------------------------------ patch level
 
-def _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp):
+def _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp, warp):
     """Patch-mixes step ``j`` of the chains ``rows`` (host indices into N*k) in place."""
     n_k = chains.shape[0]
     field = lambda a: a.reshape(n_k, -1)[rows, j]  # noqa: E731
@@ -241,7 +247,7 @@ def _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp):
         fi = np.flatnonzero(from_image)
         augmented = apply_image_ops(images[xp.asarray(sample_of[rows[fi]])], plan.op_names,
                                     field(plan.src_op)[fi], field(plan.src_level)[fi],
-                                    field(plan.src_sign)[fi])
+                                    field(plan.src_sign)[fi], warp)
         source_of[fi] = mixing.shape[0] + np.arange(fi.size)
     top, left = field(plan.top), field(plan.left)
     rect_h, rect_w = field(plan.height), field(plan.width)

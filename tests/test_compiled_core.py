@@ -23,6 +23,7 @@ import pytest
 
 import dali_ipmix.execute as execute
 from dali_ipmix import IPMixConfig
+from dali_ipmix.backends import ArrayBackend
 from dali_ipmix.cuda_source import COMPILE_OPTIONS, kernel_source
 from dali_ipmix.ops import IMAGE_OPS
 from dali_ipmix.plan import PATCH_CHAIN, PIXEL_OPS, draw_plan
@@ -55,14 +56,8 @@ def images(height, width, count=12, seed=0):
     return np.concatenate([out, extra])[:count]
 
 
-def batched_warp(fn, *args):
-    """``fn(*args)`` with the array executor warping as the compiled core does (not through PIL)."""
-    saved = execute.warp_affine
-    execute.warp_affine = execute.warp_affine_batched
-    try:
-        return fn(*args)
-    finally:
-        execute.warp_affine = saved
+# The array executor warping as the compiled core does (not through PIL).
+BATCHED = ArrayBackend(warp="batched")
 
 
 def forced(plan, **fields):
@@ -193,7 +188,7 @@ def test_each_image_op(core, name):
     plan = draw_plan(12, 24, 40, cfg, 1)
     plan = forced(plan, kind=0, n_ops=1, op=cfg.op_names.index(name), m=1.0)
     got = core(plan, x, x[::-1].copy())
-    ref = batched_warp(execute.execute_arrays, plan, x, x[::-1].copy())
+    ref = BATCHED.execute(plan, x, x[::-1].copy())
     np.testing.assert_array_equal(got, ref)
     pil = execute.execute_arrays(plan, x, x[::-1].copy())
     assert np.abs(got - pil).max() <= 1.0
@@ -207,7 +202,7 @@ def test_each_patch_op(core, pixel_op, from_image):
     plan = draw_plan(12, 32, 32, cfg, 2)
     plan = forced(plan, kind=PATCH_CHAIN, pixel_op=PIXEL_OPS.index(pixel_op), from_image=from_image)
     got = core(plan, x, z)
-    ref = batched_warp(execute.execute_arrays, plan, x, z)
+    ref = BATCHED.execute(plan, x, z)
     if pixel_op == "multiply":
         assert np.abs(got - ref).max() <= 1.0
     else:
@@ -227,7 +222,7 @@ def test_whole_plans_match_the_array_executor(core, cfg, shape):
     plan = draw_plan(16, h, w, cfg, 7)
     got = core(plan, x, z)
     assert got.dtype == np.float32 and got.shape == x.shape
-    ref = batched_warp(execute.execute_arrays, plan, x, z)
+    ref = BATCHED.execute(plan, x, z)
     assert np.abs(got - ref).max() <= 1.0           # multiply's powf only
     assert (got != ref).mean() < 1e-2
     assert np.abs(got - execute.execute_arrays(plan, x, z)).max() <= 1.0
@@ -238,7 +233,7 @@ def test_non_contiguous_inputs(core):
     plan = draw_plan(8, 16, 16, IPMixConfig.cifar(), 0)
     left = x[:, :, :16]                                   # a strided view
     np.testing.assert_array_equal(core(plan, left, left[::-1]),
-                                  batched_warp(execute.execute_arrays, plan, np.ascontiguousarray(left),
+                                  BATCHED.execute(plan, np.ascontiguousarray(left),
                                                np.ascontiguousarray(left[::-1])))
 
 
