@@ -449,7 +449,7 @@ def targets(rows):
     if not r or r["status"] != "ok":
         return []
     out = []
-    for col, base, goal in (("x_dali_gpu", "dali-gpu", 0.6), ("x_pil", "pil-jsd", 20.0)):
+    for col, base, goal in (("x_dali_gpu", "dali-gpu", 0.8), ("x_pil", "pil-jsd", 30.0)):
         if r.get(col) is not None:
             verdict = "met" if r[col] >= goal else "NOT met"
             out.append(f"target ipmix-gpu-jsd >= {goal:g} x {base}: {r[col]:.2f} x ({verdict})")
