@@ -111,11 +111,11 @@ def apply_image_ops(images, op_names, op_ids, levels, signs, warp=None):
     Returns a new (M, H, W, 3) uint8 array. One group of array operations per op family.
     """
     xp = array_module(images)
-    m, h, w, _ = images.shape
+    count, h, w, _ = images.shape
     ops = [IMAGE_OPS[name] for name in op_names]
     op_ids = np.asarray(op_ids)
-    family = np.array([ops[i].family for i in op_ids]) if m else np.zeros(0, str)
-    params = np.zeros(m)
+    family = np.array([ops[i].family for i in op_ids]) if count else np.zeros(0, str)
+    params = np.zeros(count)
     for i in np.unique(op_ids):
         sel = op_ids == i
         params[sel] = ops[i].params(np.asarray(levels)[sel], np.asarray(signs)[sel], h, w)
@@ -149,14 +149,14 @@ def apply_image_ops(images, op_names, op_ids, levels, signs, warp=None):
 def apply_luts(images, luts):
     """``out[m, y, x, c] = luts[m, c, images[m, y, x, c]]``; (M, H, W, 3) uint8, luts (M, 3, 256) uint8."""
     xp = array_module(images)
-    m = images.shape[0]
+    count = images.shape[0]
     if xp is np:   # per image and channel: a 256-entry take beats one int64-indexed gather on a CPU
         out = np.empty_like(images)
-        for i in range(m):
+        for i in range(count):
             for c in range(3):
                 np.take(luts[i, c], images[i, ..., c], out=out[i, ..., c])
         return out
-    base = (xp.arange(m, dtype=xp.int64)[:, None, None, None] * 3
+    base = (xp.arange(count, dtype=xp.int64)[:, None, None, None] * 3
             + xp.arange(3, dtype=xp.int64)) * 256
     return luts.reshape(-1)[base + images]
 
@@ -180,7 +180,7 @@ def _warp_affine_cpu(images, matrices):
     """The NumPy backend's warp: pixel-exact maps (identity, integer shifts, flips: half of the
     geometric ops) as array copies, the rest through PIL's C code, one image at a time."""
     from PIL import Image
-    m, h, w, _ = images.shape
+    _, h, w, _ = images.shape
     out = np.zeros_like(images)
     for i, ((a, b, c), (d, e, f)) in enumerate(matrices):
         if b == d == 0 and abs(a) == abs(e) == 1 and c == np.round(c) and f == np.round(f):
@@ -196,7 +196,7 @@ def _warp_affine_cpu(images, matrices):
 def warp_affine_batched(images, matrices):
     """:func:`warp_affine` as one gather-based pass over the batch, written for NumPy and CuPy alike."""
     xp = array_module(images)
-    m, h, w, _ = images.shape
+    count, h, w, _ = images.shape
     mat = xp.asarray(matrices, dtype=xp.float32)
     u = xp.arange(w, dtype=xp.float32) + 0.5
     v = xp.arange(h, dtype=xp.float32) + 0.5
@@ -209,7 +209,7 @@ def warp_affine_batched(images, matrices):
     dx, dy = (xs - x0)[..., None], (ys - y0)[..., None]
     x0, y0 = x0.astype(xp.int64), y0.astype(xp.int64)
     xa, xb = xp.clip(x0, 0, w - 1), xp.clip(x0 + 1, 0, w - 1)
-    base = xp.arange(m, dtype=xp.int64).reshape(m, 1, 1) * (h * w)
+    base = xp.arange(count, dtype=xp.int64).reshape(count, 1, 1) * (h * w)
     row_a, row_b = base + xp.clip(y0, 0, h - 1) * w, base + xp.clip(y0 + 1, 0, h - 1) * w
     pix = images.reshape(-1, 3)
     at = lambda rows, cols: pix[rows + cols].astype(xp.float32)  # noqa: E731

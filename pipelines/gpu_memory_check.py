@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Does device memory stay flat over many batches of the dali-ipmix GPU pipeline? (issue 4's memory check)
+"""Does device memory stay flat over many batches of the dali-ipmix GPU pipeline?
 
 Runs ``training_pipeline(device="gpu")`` (ImageNet preset, JSD on by default) through ``IPMixIterator``
 for ``--batches`` batches (default 1000) and, every ``--interval`` batches, prints memory in MiB:
