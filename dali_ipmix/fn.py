@@ -9,7 +9,11 @@ Outputs are HWC float32 on the 0..255 scale (not normalised), layout ``"HWC"``; 
 (``fn.crop_mirror_normalize`` accepts float input). In JSD mode (``config.jsd``) the outputs are
 ``(clean, view1, view2)``: the input as float32 and two independent IPMix views sharing the mixing picture.
 
-It is ``fn.python_function(batch_processing=True)`` around :func:`dali_ipmix.ipmix_batch`: on the CPU
+Two backends (``backend=``). ``"native"`` (the default when the plugin is built, see
+:mod:`dali_ipmix.native`) is the C++/CUDA DALI operator ``fn.ipmix_native``: per-sample work on DALI's
+thread pool on the CPU, the compiled core's kernels on DALI's stream on the GPU, no Python per batch;
+every sample and view draws its plan from (seed, batch, sample, view). ``"python"`` is
+``fn.python_function(batch_processing=True)`` around :func:`dali_ipmix.ipmix_batch`: on the CPU
 the function gets lists of NumPy arrays, on the GPU lists of CuPy arrays, and DALI runs it with its
 CUDA stream made CuPy's current stream, so the CuPy kernels are ordered with DALI's own work. The
 random state is a ``numpy.random.Generator`` seeded once per operator instance, so a pipeline with a
@@ -120,23 +124,38 @@ def _dali_stream_ptr():
 
 
 def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optional[int] = None,
-          device: Optional[str] = None, num_threads: int = 1):
+          device: Optional[str] = None, num_threads: int = 1, backend: Optional[str] = None,
+          return_plan: bool = False):
     """IPMix on a batch of DataNodes.
 
     Args:
         images: DataNode, HWC uint8 RGB (0..255), one size across the batch.
         mixing: DataNode, same shape per sample as ``images``: the mixing picture of each sample.
         config: :class:`IPMixConfig`; defaults to ``IPMixConfig.imagenet()``.
-        seed: seed of the operator's random generator; ``None`` draws a fresh one.
-        device: ``"cpu"`` (NumPy) or ``"gpu"`` (CuPy); defaults to ``"gpu"`` when either input is on
+        seed: seed of the operator's random generator; ``None`` draws a fresh one (python) or
+            takes DALI's per-operator seed, derived from the pipeline's seed (native).
+        device: ``"cpu"`` or ``"gpu"``; defaults to ``"gpu"`` when either input is on
             the GPU (the other is then moved there), else ``"cpu"``.
-        num_threads: CPU only: threads the NumPy backend splits each batch over (0 = one per core);
-            the output does not depend on it.
+        num_threads: python backend on the CPU only: threads the NumPy backend splits each batch
+            over (0 = one per core); the native operator uses the pipeline's thread pool instead.
+        backend: ``"native"`` (the DALI plugin; an error naming the build command when it is not
+            built), ``"python"`` (python_function: NumPy on the CPU, CuPy on the GPU), or ``None``:
+            native when built, else python (:func:`dali_ipmix.native.default_backend`).
+        return_plan: native only: also return, per view, its plan record and plan-table rows
+            (see :mod:`dali_ipmix.native`; ``native.plan_from_records`` makes an ``IPMixPlan``).
 
     Returns:
-        One DataNode (float32 HWC, 0..255), or with ``config.jsd`` a tuple ``(clean, view1, view2)``.
+        One DataNode (float32 HWC, 0..255), or with ``config.jsd`` a tuple ``(clean, view1, view2)``;
+        with ``return_plan`` a tuple with ``plan, table`` per view appended.
     """
+    from . import native
     config = IPMixConfig.imagenet() if config is None else config
+    backend = native.default_backend() if backend is None else backend
+    if backend not in ("native", "python"):
+        raise ValueError(f"backend={backend!r} is invalid: use 'native', 'python' or None")
+    if return_plan and backend != "native":
+        raise ValueError("return_plan=True needs backend='native' (the python backend keeps its plan "
+                         "inside ipmix_batch(..., return_plan=True))")
     on_gpu = [getattr(node, "device", "cpu") == "gpu" for node in (images, mixing)]
     if device is None:
         device = "gpu" if any(on_gpu) else "cpu"
@@ -145,6 +164,14 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
     if device == "cpu" and any(on_gpu):
         raise ValueError("ipmix: device='cpu' but an input is on the GPU; DALI cannot move data "
                          "back to the CPU inside a pipeline, use device='gpu'")
+    if backend == "native":
+        native.load()
+        if device == "gpu":
+            images, mixing = images.gpu(), mixing.gpu()
+        extra = {} if seed is None else {"seed": int(seed)}
+        out = getattr(dali_fn, native.OPERATOR)(images, mixing, device=device, return_plan=return_plan,
+                                                **native.operator_args(config), **extra)
+        return tuple(out) if isinstance(out, (list, tuple)) else out
     if device == "gpu":
         if importlib.util.find_spec("cupy") is None:
             raise ImportError("fn.ipmix on the GPU runs IPMix with CuPy, which is not installed: "

@@ -25,7 +25,7 @@ from .config import IPMixConfig
 from .plan import IPMixPlan
 from .table import OP_CODES, STEP_FIELDS as TABLE_FIELDS
 
-__all__ = ["OPERATOR", "library_path", "available", "load", "operator_args", "plan_from_records",
+__all__ = ["OPERATOR", "library_path", "available", "default_backend", "load", "operator_args", "plan_from_records",
            "split_table", "STEP_FIELDS", "NotBuiltError"]
 
 OPERATOR = "ipmix_native"                 # the fn.* name of the IpmixNative schema
@@ -58,6 +58,15 @@ def library_path() -> Optional[str]:
 def available() -> bool:
     """Whether the native operator is built (it is loaded on first use)."""
     return library_path() is not None
+
+
+def default_backend() -> str:
+    """``fn.ipmix``'s backend when none is given: ``$DALI_IPMIX_BACKEND`` if set, else ``"native"``
+    when the plugin is built, else ``"python"``."""
+    chosen = os.environ.get("DALI_IPMIX_BACKEND")
+    if chosen:
+        return chosen
+    return "native" if available() else "python"
 
 
 def load() -> str:

@@ -30,7 +30,7 @@ std::string Msg(const Args &...args) {
 }
 
 [[noreturn]] void Fail(const std::string &what) {
-  throw std::invalid_argument("ipmix_native: " + what);
+  throw std::runtime_error("ipmix_native: " + what);   // as DALI_ENFORCE: RuntimeError in Python
 }
 
 std::string ShapeText(const ::dali::TensorShape<> &s) {
@@ -47,8 +47,8 @@ IpxConfig ReadConfig(const OpSpec &spec) {
   IpxConfig cfg;
   cfg.k = spec.GetArgument<int>("k");
   cfg.t = spec.GetArgument<int>("t");
-  cfg.beta = spec.GetArgument<double>("beta");
-  cfg.severity = spec.GetArgument<double>("severity");
+  cfg.beta = spec.GetArgument<float>("beta");
+  cfg.severity = spec.GetArgument<float>("severity");
   cfg.whole_image_patch = spec.GetArgument<bool>("whole_image_patch");
   cfg.source_from_image = spec.GetArgument<bool>("source_from_image");
   cfg.patch_sizes = spec.GetRepeatedArgument<int>("patch_sizes");
@@ -106,7 +106,7 @@ std::vector<std::pair<int, int>> CheckInputs(const Workspace &ws, const IpxConfi
     if (xs[s] != zs[s])
       Fail(Msg("sample ", s, ": input `mixing` has shape ", ShapeText(zs[s]),
                " but `images` has shape ", ShapeText(xs[s]),
-               "; each mixing picture must have its image's size (crop or resize it first)"));
+               "; images and mixing must have the same shape per sample (crop or resize first)"));
     sizes[s] = {static_cast<int>(xs[s][0]), static_cast<int>(xs[s][1])};
     if (uniform && sizes[s] != sizes[0])
       Fail(Msg("input `images` sample ", s, " has shape ", ShapeText(xs[s]), " but sample 0 has ",
@@ -195,8 +195,8 @@ from an IPMixConfig.)")
     })
     .AddOptionalArg("k", "chains mixed per augmented image (>= 1)", 3)
     .AddOptionalArg("t", "at most this many operations per chain (>= 0)", 3)
-    .AddOptionalArg("beta", "pixel-level mixing severity, the Beta parameter (> 0)", 4.0)
-    .AddOptionalArg("severity", "image-level op severity, 1..10 (level ~ U(0.1, severity))", 1.0)
+    .AddOptionalArg("beta", "pixel-level mixing severity, the Beta parameter (> 0; float32)", 4.0f)
+    .AddOptionalArg("severity", "image-level op severity, 1..10 (level ~ U(0.1, severity); float32)", 1.0f)
     .AddOptionalArg("patch_sizes", "candidate patch edges in pixels (>= 2)",
                                       std::vector<int>{4, 8, 16, 32, 64})
     .AddOptionalArg("whole_image_patch", "also offer the image's shorter side as a patch size", true)

@@ -1,0 +1,193 @@
+"""The native DALI operator (``fn.ipmix(..., backend="native")``) on the CPU: outputs, parity with the
+NumPy executor on the plan it reports, its draws' distributions, reproducibility, and input errors.
+
+Skipped when the plugin is not built (``scripts/setup.sh`` builds it; CI runs that first)."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from nvidia.dali import fn as dali_fn
+from nvidia.dali import pipeline_def
+
+from dali_ipmix import IPMixConfig, native
+from dali_ipmix.execute import execute_plan
+from dali_ipmix.fn import ipmix
+from dali_ipmix.table import pack_plan
+
+pytestmark = pytest.mark.skipif(not native.available(),
+                                reason="native plugin not built (run ./scripts/setup.sh)")
+
+
+def run(images, mixing, config, seed=0, n_iter=1, num_threads=2, layout="HWC", **kw):
+    """fn.ipmix(backend="native") in a CPU pipeline fed by external_source; per iteration a list of
+    outputs, each a list of per-sample NumPy arrays."""
+    @pipeline_def(batch_size=len(images), num_threads=num_threads, device_id=None)
+    def pipe():
+        x = dali_fn.external_source(source=lambda: images, layout=layout, batch=True)
+        z = dali_fn.external_source(source=lambda: mixing, layout=layout, batch=True)
+        out = ipmix(x, z, config=config, seed=seed, backend="native", **kw)
+        return out if isinstance(out, tuple) else (out,)
+    p = pipe()
+    p.build()
+    return [[[np.array(t) for t in o] for o in p.run()] for _ in range(n_iter)]
+
+
+def photos(n, h, w, seed=0):
+    """n (h, w, 3) uint8 images with structure (gradients + noise), so every op changes something."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for i in range(n):
+        base = np.stack([(xx * (3 + i) + yy) % 256, (yy * 2 + i * 40) % 256, (xx + yy * 5) % 256], -1)
+        noise = rng.integers(-30, 30, (h, w, 3))
+        out.append(np.clip(base + noise, 0, 255).astype(np.uint8))
+    return out
+
+
+CONFIGS = {
+    "imagenet-all-ops": (IPMixConfig.imagenet(all_ops=True), 40, 48),
+    "cifar": (IPMixConfig.cifar(), 32, 32),
+    "t0": (IPMixConfig.imagenet(t=0), 20, 24),
+    "k1-t5-two-ops": (IPMixConfig.imagenet(k=1, t=5, ops=("rotate", "autocontrast"), jsd=False), 17, 30),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_views_equal_numpy_executor_on_the_returned_plan(name):
+    config, h, w = CONFIGS[name]
+    x, z = photos(6, h, w), photos(6, h, w, seed=1)
+    (outs,) = run(x, z, config, seed=11, return_plan=True)
+    views = 2 if config.jsd else 1
+    images, extra = outs[:len(outs) - 2 * views], outs[len(outs) - 2 * views:]
+    if config.jsd:
+        np.testing.assert_array_equal(np.stack(images[0]), np.stack(x).astype(np.float32))
+        images = images[1:]
+    for v in range(views):
+        plan = native.plan_from_records(np.stack(extra[2 * v]), config, h, w)
+        steps, mixw = native.split_table(np.stack(extra[2 * v + 1]), config)
+        ref_steps, ref_mixw = pack_plan(plan)   # the operator ran exactly pack_plan's rows
+        np.testing.assert_array_equal(steps, ref_steps)
+        np.testing.assert_array_equal(mixw.view(np.uint32), ref_mixw.view(np.uint32))
+        ref = execute_plan(plan, np.stack(x), np.stack(z))
+        got = np.stack(images[v])
+        assert got.dtype == np.float32 and got.shape == (6, h, w, 3)
+        assert np.abs(got - ref).max() <= 1.0, (v, np.abs(got - ref).max())
+
+
+def test_samples_of_different_sizes_in_one_batch():
+    config = IPMixConfig.imagenet()
+    sizes = [(9, 31), (40, 12), (2, 2), (64, 64)]
+    x = [photos(1, h, w, seed=i)[0] for i, (h, w) in enumerate(sizes)]
+    z = [photos(1, h, w, seed=9 + i)[0] for i, (h, w) in enumerate(sizes)]
+    (outs,) = run(x, z, config, seed=5, return_plan=True)
+    for i, (h, w) in enumerate(sizes):
+        for v in range(2):
+            plan = native.plan_from_records(outs[3 + 2 * v][i][None], config, h, w)
+            assert plan.size.max() <= min(h, w)
+            ref = execute_plan(plan, x[i][None], z[i][None])[0]
+            assert np.abs(outs[1 + v][i] - ref).max() <= 1.0
+
+
+def test_same_seed_same_result_whatever_the_thread_count_and_batches_differ():
+    config = IPMixConfig.cifar()
+    x, z = photos(5, 32, 32), photos(5, 32, 32, seed=3)
+    a = run(x, z, config, seed=7, n_iter=2, num_threads=1)
+    b = run(x, z, config, seed=7, n_iter=2, num_threads=3)
+    c = run(x, z, config, seed=8, n_iter=1)
+    for it in range(2):
+        for o in range(3):
+            np.testing.assert_array_equal(np.stack(a[it][o]), np.stack(b[it][o]))
+    assert not np.array_equal(np.stack(a[0][1]), np.stack(a[1][1]))      # batch counter in the key
+    assert not np.array_equal(np.stack(a[0][1]), np.stack(a[0][2]))      # views independent
+    assert not np.array_equal(np.stack(a[0][1]), np.stack(c[0][1]))      # seed in the key
+
+
+def test_draws_follow_the_plan_distributions():
+    """The checks of tests/test_plan.py on plans the operator reports (both views of 1500 samples)."""
+    from test_native_plan import check_plan_distribution
+    config = IPMixConfig.imagenet(all_ops=True)
+    h = w = 96
+    x = photos(1, h, w) * 750
+    (outs,) = run(x, x, config, seed=2024, return_plan=True, num_threads=2)
+    records = np.concatenate([np.stack(outs[3]), np.stack(outs[5])])
+    (outs,) = run(x, x, config, seed=2025, return_plan=True, num_threads=2)
+    records = np.concatenate([records, np.stack(outs[3]), np.stack(outs[5])])
+    plan = native.plan_from_records(records, config, h, w)
+    check_plan_distribution(plan, sizes=(4, 8, 16, 32, 64, 96))
+
+
+def test_fn_defaults_to_native_when_built(monkeypatch):
+    monkeypatch.delenv("DALI_IPMIX_BACKEND", raising=False)
+    assert native.default_backend() == "native"
+    monkeypatch.setenv("DALI_IPMIX_BACKEND", "python")
+    assert native.default_backend() == "python"
+
+
+def test_not_built_gives_the_build_command(monkeypatch):
+    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setattr(native, "library_path", lambda: None)
+    with pytest.raises(native.NotBuiltError, match="scripts/setup.sh"):
+        native.load()
+
+
+def test_gpu_operator_is_registered_when_nvcc_was_found():
+    if not (shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc")):
+        pytest.skip("no CUDA compiler: the GPU operator is not built")
+    from nvidia.dali import backend
+    native.load()
+    assert "IpmixNative" in backend.RegisteredCPUOps()
+    assert "IpmixNative" in backend.RegisteredGPUOps()
+
+
+# ---------------------------------------------------------------------------------- bad inputs
+
+def ok_batch(n=3, h=8, w=8):
+    return photos(n, h, w), photos(n, h, w, seed=1)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("dtype", r"input `images` \(every sample\) has type float.*expected uint8"),
+    ("channels", r"input `mixing` sample 1 has 4 channels"),
+    ("shapes", r"sample 2: input `mixing` has shape \(8, 9, 3\) but `images` has shape \(8, 8, 3\)"),
+    ("tiny", r"input `images` sample 0 is 1 x 8 pixels; images must be at least 2 x 2"),
+    ("ndim", r"input `images` sample 0 has shape \(8, 24\); expected 3 dimensions"),
+])
+def test_bad_inputs_name_the_input_and_the_sample(case, match):
+    x, z = ok_batch()
+    layout = "HWC"
+    if case == "dtype":
+        x = [a.astype(np.float32) for a in x]
+    elif case == "channels":
+        z[1] = np.zeros((8, 8, 4), np.uint8)
+    elif case == "shapes":
+        z[2] = np.zeros((8, 9, 3), np.uint8)
+    elif case == "tiny":
+        x[0], z[0] = x[0][:1], z[0][:1]
+    elif case == "ndim":
+        x, z = [a.reshape(8, 24) for a in x], [a.reshape(8, 24) for a in z]
+        layout = None   # no layout: the shape check speaks
+    with pytest.raises(RuntimeError, match=match):
+        run(x, z, IPMixConfig.cifar(), layout=layout)
+
+
+def test_bad_layout_is_named():
+    x, z = ok_batch()
+    with pytest.raises(RuntimeError, match=r"input `images` \(every sample\) has layout \"CHW\""):
+        run(x, z, IPMixConfig.cifar(), layout="CHW")
+
+
+def test_bad_arguments_are_named():
+    x, z = ok_batch()
+
+    @pipeline_def(batch_size=3, num_threads=1, device_id=None)
+    def pipe():
+        a = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True)
+        b = dali_fn.external_source(source=lambda: z, layout="HWC", batch=True)
+        native.load()
+        return dali_fn.ipmix_native(a, b, k=0)
+    with pytest.raises(RuntimeError, match="argument `k`=0 is invalid: must be >= 1"):
+        p = pipe()
+        p.build()
+        p.run()
