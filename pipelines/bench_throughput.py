@@ -11,6 +11,9 @@ Rows (``--rows``, comma-separated; default all):
                 (``--plain-decode fused``: decoders.image_random_crop + resize instead, the way
                 dali-ipmix's own pipeline decodes, for a like-for-like and faster baseline)
     ipmix-cpu   dali_ipmix.training_pipeline(device="cpu") (NumPy IPMix)
+    ipmix-native-gpu, ipmix-native-cpu
+                the same pipelines with the native DALI operator (fn.ipmix(backend="native"): the C++
+                plugin, built by scripts/setup.sh); the ipmix-gpu/-cpu rows keep backend="python"
     pil         torch DataLoader with --workers processes, per image: PIL decode, torchvision
                 RandomResizedCrop + flip, mixing picture Resize + RandomCrop, dali_ipmix.reference.
                 ipmix_reference per view, to tensor + normalise
@@ -43,6 +46,7 @@ are made once into ``--cache-dir`` and reused.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import json
@@ -55,7 +59,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-ROW_KINDS = ("dali-gpu", "ipmix-gpu", "dali-cpu", "ipmix-cpu", "pil")
+ROW_KINDS = ("dali-gpu", "ipmix-native-gpu", "ipmix-gpu", "dali-cpu", "ipmix-native-cpu", "ipmix-cpu",
+             "pil")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # ImageNet's, on the 0..1 scale
 # Colour photos that scikit-image ships in its wheel (no download: the GPU machine is offline).
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
@@ -220,6 +225,10 @@ def skip_reason(row, env):
         return env["why_no_gpu"]
     if row["kind"] == "ipmix-gpu" and env["cupy"] is None:
         return env.get("why_no_cupy", "no CuPy")
+    if row["kind"].startswith("ipmix-native"):
+        from dali_ipmix import native
+        if not native.available():
+            return "native DALI plugin not built (run ./scripts/setup.sh)"
     return ""
 
 
@@ -293,19 +302,38 @@ def run_plain_dali(row, ctx):
         del it, pipe
 
 
+@contextlib.contextmanager
+def _backend(name):
+    """fn.ipmix's default backend (``DALI_IPMIX_BACKEND``) set to ``name`` while a pipeline is defined."""
+    old = os.environ.get("DALI_IPMIX_BACKEND")
+    os.environ["DALI_IPMIX_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["DALI_IPMIX_BACKEND"]
+        else:
+            os.environ["DALI_IPMIX_BACKEND"] = old
+
+
 def run_ipmix(row, ctx):
     from dali_ipmix import IPMixConfig
     from dali_ipmix.iterator import IPMixIterator
     from dali_ipmix.pipelines import training_pipeline
-    pipe = training_pipeline(ctx["data_root"], mixing_root=ctx["mixing_root"], batch_size=row["batch"],
-                             preset="imagenet", size=ctx["size"],
-                             config=IPMixConfig.imagenet(jsd=row["jsd"]), device=row["device"],
-                             num_threads=ctx["threads"], seed=0)
+    with _backend("native" if row["kind"].startswith("ipmix-native") else "python"):
+        pipe = _ipmix_pipeline(row, ctx, IPMixConfig, training_pipeline)
     it = IPMixIterator(pipe, last_batch_policy="fill")
     try:
         return _measure_iterator(row, ctx, _endless(it, lambda out: out[1].shape[0]))
     finally:
         del it, pipe
+
+
+def _ipmix_pipeline(row, ctx, IPMixConfig, training_pipeline):
+    return training_pipeline(ctx["data_root"], mixing_root=ctx["mixing_root"], batch_size=row["batch"],
+                             preset="imagenet", size=ctx["size"],
+                             config=IPMixConfig.imagenet(jsd=row["jsd"]), device=row["device"],
+                             num_threads=ctx["threads"], seed=0)
 
 
 def _measure_iterator(row, ctx, next_batch):
@@ -395,10 +423,12 @@ def run_pil(row, ctx):
 
 
 RUNNERS = {"dali-gpu": run_plain_dali, "dali-cpu": run_plain_dali, "ipmix-gpu": run_ipmix,
-           "ipmix-cpu": run_ipmix, "pil": run_pil}
+           "ipmix-cpu": run_ipmix, "ipmix-native-gpu": run_ipmix, "ipmix-native-cpu": run_ipmix,
+           "pil": run_pil}
 # Execution order: GPU rows first (device time is scarce; a failure shows early). The PIL loader's
 # workers start with "forkserver", so no worker is forked from a process with CUDA or DALI threads.
-RUN_ORDER = ("dali-gpu", "ipmix-gpu", "dali-cpu", "ipmix-cpu", "pil")
+RUN_ORDER = ("dali-gpu", "ipmix-native-gpu", "ipmix-gpu", "dali-cpu", "ipmix-native-cpu", "ipmix-cpu",
+             "pil")
 
 
 def run_row(row, ctx, env):
@@ -442,23 +472,28 @@ def add_ratios(rows):
             r[col] = own / rate[base] if own and rate.get(base) else None
 
 
+#: Targets of the JSD rows: (row, ratio column, baseline row, goal).
+TARGETS = (("ipmix-gpu-jsd", "x_dali_gpu", "dali-gpu", 0.8), ("ipmix-gpu-jsd", "x_pil", "pil-jsd", 30.0),
+           ("ipmix-native-gpu-jsd", "x_dali_gpu", "dali-gpu", 0.9),
+           ("ipmix-native-cpu-jsd", "x_dali_cpu", "dali-cpu", 0.4),
+           ("ipmix-native-cpu-jsd", "x_pil", "pil-jsd", 3.0))
+
+
 def targets(rows):
-    """The issue's targets for the GPU JSD row, where both rows of a ratio ran: list of text lines."""
+    """The targets of the JSD rows, where both rows of a ratio ran: list of text lines."""
     by = {r["name"]: r for r in rows}
-    r = by.get("ipmix-gpu-jsd")
-    if not r or r["status"] != "ok":
-        return []
     out = []
-    for col, base, goal in (("x_dali_gpu", "dali-gpu", 0.8), ("x_pil", "pil-jsd", 30.0)):
-        if r.get(col) is not None:
+    for name, col, base, goal in TARGETS:
+        r = by.get(name)
+        if r and r["status"] == "ok" and r.get(col) is not None:
             verdict = "met" if r[col] >= goal else "NOT met"
-            out.append(f"target ipmix-gpu-jsd >= {goal:g} x {base}: {r[col]:.2f} x ({verdict})")
+            out.append(f"target {name} >= {goal:g} x {base}: {r[col]:.2f} x ({verdict})")
     return out
 
 
 def format_table(rows):
     """The table as text: one line per row, numbers in samples/s, images/s and ratios."""
-    cols = [("row", 14), ("device", 6), ("jsd", 4), ("batch", 5), ("samples/s", 10), ("images/s", 10),
+    cols = [("row", 20), ("device", 6), ("jsd", 4), ("batch", 5), ("samples/s", 10), ("images/s", 10),
             ("x dali-gpu", 10), ("x dali-cpu", 10), ("x pil", 8)]
     lines = [" | ".join(f"{c:>{w}s}" for c, w in cols)]
     lines.append("-+-".join("-" * w for _, w in cols))

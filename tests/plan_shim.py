@@ -21,7 +21,16 @@ from kernel_harness import compiler
 
 SOURCE = r"""
 #include "ipx_plan.h"
+#include "ipx_sample.h"
 extern "C" {
+// One sample through ipx_run_sample (dense: the kernels' grid) or ipx_run_sample_sparse.
+void run_sample_c(int sparse, const IpxStep* steps, const float* mixw, int k, int t,
+                  const unsigned char* x, const unsigned char* z, int h, int w, float* out) {
+    long long bytes = sparse ? ipx_sparse_scratch_bytes(k, h, w) : ipx_sample_scratch_bytes(k, h, w);
+    std::vector<unsigned char> scratch(bytes);
+    if (sparse) ipx_run_sample_sparse(steps, mixw, k, t, x, z, h, w, scratch.data(), out);
+    else ipx_run_sample(steps, mixw, k, t, x, z, h, w, scratch.data(), out);
+}
 void op_parameters_c(int code, double level, int sign, int h, int w, float* p, int* cut) {
     ipx_op_parameters(code, level, sign, h, w, p, cut);
 }
@@ -81,6 +90,16 @@ def op_parameters(code, level, sign, height, width):
     library().op_parameters_c(int(code), ctypes.c_double(level), int(sign), int(height), int(width),
                               _ptr(p), ctypes.byref(cut))
     return p, cut.value
+
+
+def run_sample(rows, mixw, k, t, x, z, sparse):
+    """One (H, W, 3) sample through the dense or the sparse host path; (H, W, 3) float32."""
+    rows, mixw = np.ascontiguousarray(rows, np.uint32), np.ascontiguousarray(mixw, np.float32)
+    x, z = np.ascontiguousarray(x), np.ascontiguousarray(z)
+    out = np.empty(x.shape, np.float32)
+    library().run_sample_c(int(sparse), _ptr(rows), _ptr(mixw), k, t, _ptr(x), _ptr(z), x.shape[0],
+                           x.shape[1], _ptr(out))
+    return out
 
 
 def draw_samples(config, n, height, width, seed):

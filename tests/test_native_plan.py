@@ -50,6 +50,29 @@ def test_packed_rows_equal_pack_plan_of_the_returned_draws(config, h, w):
     np.testing.assert_array_equal(mixw.view(np.uint32), mix.view(np.uint32))
 
 
+@pytest.mark.parametrize("config, h, w", [
+    (IPMixConfig.imagenet(all_ops=True), 48, 40),
+    (IPMixConfig.imagenet(all_ops=True, k=2, t=6), 9, 13),
+    (IPMixConfig.cifar(), 32, 32),
+    (IPMixConfig.imagenet(t=0), 5, 7),
+    (IPMixConfig.imagenet(ops=("translate_x", "translate_y", "mirror", "rotate"), severity=10), 31, 26),
+    (IPMixConfig.imagenet(ops=("translate_x", "mirror", "rotate"), k=1, t=4), 2, 2),
+])
+def test_sparse_sample_path_equals_the_dense_one_byte_for_byte(config, h, w):
+    """ipx_sample.h (the CPU operator's path) against ipx_host.h's ipx_run_sample (the kernels' grid)."""
+    import plan_shim
+    n = 30
+    _, rows, mixw = plan_shim.draw_samples(config, n, h, w, seed=99)
+    rng = np.random.default_rng(1)
+    t = max(config.t, 1)
+    for i in range(n):
+        x = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        z = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        dense = plan_shim.run_sample(rows[i], mixw[i], config.k, t, x, z, sparse=False)
+        sparse = plan_shim.run_sample(rows[i], mixw[i], config.k, t, x, z, sparse=True)
+        np.testing.assert_array_equal(dense.view(np.uint32), sparse.view(np.uint32), err_msg=str(i))
+
+
 N = 3000
 
 

@@ -1,7 +1,8 @@
 // IpmixNative: schema, argument and input checks, the per-sample draw, and the CPU operator.
 //
 // CPU: one task per (sample, view) on DALI's thread pool; each draws its plan, packs its table rows
-// and runs ipx_host.h's ipx_run_sample with a per-thread scratch buffer. No Python, no GIL.
+// and runs ipx_sample.h's ipx_run_sample_sparse (ipx_run_sample's result, visiting only the pixels the
+// plan changes) with a per-thread scratch buffer. No Python, no GIL.
 #include "ipmix_op.h"
 
 #include <sstream>
@@ -10,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "ipx_host.h"
+#include "ipx_sample.h"
 
 namespace dali_ipmix {
 
@@ -148,8 +149,8 @@ void IpmixOp<CPUBackend>::RunImpl(Workspace &ws) {
         SamplePlan plan;
         DrawSample(cfg_, seed_, batch, s, v, h, w, return_plan_, &plan);
         thread_local std::vector<unsigned char> scratch;
-        scratch.resize(ipx_sample_scratch_bytes(k, h, w));
-        ipx_run_sample(plan.rows.data(), plan.mixw.data(), k, tt, x.tensor<uint8_t>(s),
+        scratch.resize(ipx_sparse_scratch_bytes(k, h, w));
+        ipx_run_sample_sparse(plan.rows.data(), plan.mixw.data(), k, tt, x.tensor<uint8_t>(s),
                        z.tensor<uint8_t>(s), h, w, scratch.data(),
                        ws.Output<CPUBackend>(ViewOutput(v)).mutable_tensor<float>(s));
         if (return_plan_) {
