@@ -78,6 +78,7 @@ class PipelineInfo:
     shuffle_seed: Optional[int] = None   # None: listed order every epoch (validation)
     augment_seed: int = 0           # the seed the random augmentation of this shard was derived from
     start_epoch: int = 0            # the first epoch this pipeline reads
+    backend: Optional[str] = None   # fn.ipmix backend the training pipeline runs: "native" or "python"
 
 
 def resolve_preset(preset: Optional[str], config: Optional[IPMixConfig]) -> str:
@@ -221,6 +222,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
                       num_shards: Optional[int] = None, dtype: str = "float32",
                       validate: str = "header", on_bad_file: str = "error",
                       prefetch_queue_depth: int = 2, start_epoch: int = 0,
+                      backend: Optional[str] = None,
                       **pipeline_kwargs) -> Pipeline:
     """An IPMix training pipeline (not yet built; :class:`IPMixIterator` builds it).
 
@@ -237,6 +239,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         device: ``"gpu"`` (mixed decoding, CuPy IPMix) or ``"cpu"``; default GPU when CUDA is present.
         device_id: GPU index (default ``torch.cuda.current_device()``); ignored on the CPU.
         num_threads: DALI CPU threads (default min(8, cores)); on the CPU IPMix uses as many.
+        backend: IPMix backend of :func:`dali_ipmix.fn.ipmix`: ``"native"`` (the DALI plugin),
+            ``"python"``, or ``None``: native when built (``pipe.ipmix_info.backend`` says which ran).
         seed: makes the run reproducible (sample order, mixing pictures, crops, IPMix draws). ``None``:
             the sample order of ``seed=0`` (so that ranks that each pass ``None`` still read disjoint
             shards) with augmentation seeded at random per process.
@@ -283,8 +287,10 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         paths, labels, mix_paths = _sources(feed, mixing=True)
         images = _train_crop(_read(paths), preset, size, device)
         mixing = _mixing_pictures(mix_paths, preset, size, device)
+        from . import native
+        backend = native.default_backend() if backend is None else backend
         views = ipmix(images, mixing, config=config, seed=seeds["ipmix"], device=device,
-                      num_threads=pipe.num_threads)
+                      num_threads=pipe.num_threads, backend=backend)
         views = views if config.jsd else (views,)
         labels = labels.gpu() if device == "gpu" else labels
         pipe.set_outputs(*[_normalize(v, dtype) for v in views], labels)
@@ -292,6 +298,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     pipe.ipmix_info = _info(names, config.jsd, data, mix_files, shard_id, num_shards, device, size,
                             dtype, preset, config, seed, batch_size, seeds["shuffle"], augment_seed,
                             start_epoch)
+    pipe.ipmix_info = dataclasses.replace(pipe.ipmix_info, backend=backend)
     pipe.ipmix_feed = feed
     return pipe
 
