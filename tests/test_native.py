@@ -191,3 +191,58 @@ def test_bad_arguments_are_named():
         p = pipe()
         p.build()
         p.run()
+
+
+# ---------------------------------------------------------------------------------- GPU (device check)
+
+def _cuda():
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+@pytest.mark.cupy   # run by pipelines/gpu_check.sh with the other GPU tests (needs no CuPy itself)
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["imagenet-all-ops", "t0", "k1-t5-two-ops"])
+def test_gpu_operator_equals_numpy_executor_on_the_returned_plan(name):
+    config, h, w = CONFIGS[name]
+    x, z = photos(5, h, w), photos(5, h, w, seed=1)
+
+    @pipeline_def(batch_size=5, num_threads=2, device_id=0)
+    def pipe():
+        a = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True)
+        b = dali_fn.external_source(source=lambda: z, layout="HWC", batch=True)
+        out = ipmix(a.gpu(), b.gpu(), config=config, seed=11, backend="native", return_plan=True)
+        return out if isinstance(out, tuple) else (out,)
+    p = pipe()
+    p.build()
+    for _ in range(2):   # the second batch draws with the next batch counter
+        outs = [[np.array(t) for t in o.as_cpu()] for o in p.run()]
+        views = 2 if config.jsd else 1
+        images, extra = outs[:len(outs) - 2 * views], outs[len(outs) - 2 * views:]
+        if config.jsd:
+            np.testing.assert_array_equal(np.stack(images[0]), np.stack(x).astype(np.float32))
+            images = images[1:]
+        for v in range(views):
+            plan = native.plan_from_records(np.stack(extra[2 * v]), config, h, w)
+            steps, mixw = native.split_table(np.stack(extra[2 * v + 1]), config)
+            np.testing.assert_array_equal(steps, pack_plan(plan)[0])
+            ref = execute_plan(plan, np.stack(x), np.stack(z))
+            assert np.abs(np.stack(images[v]) - ref).max() <= 1.0
+
+
+@pytest.mark.cupy
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_gpu_operator_needs_one_size_per_batch():
+    x = [photos(1, 8, 8)[0], photos(1, 9, 8)[0]]
+
+    @pipeline_def(batch_size=2, num_threads=1, device_id=0)
+    def pipe():
+        a = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True)
+        return ipmix(a.gpu(), a.gpu(), config=IPMixConfig.cifar(jsd=False), backend="native")
+    with pytest.raises(RuntimeError, match="sample 1 has shape .* one size across the batch"):
+        p = pipe()
+        p.build()
+        p.run()
