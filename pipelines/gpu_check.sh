@@ -36,6 +36,14 @@ if ! "$PY" -c 'import nvidia.dali' 2>/dev/null && [ -f .gpu/install.sh ]; then
   echo "== installing DALI from .gpu/ =="
   bash .gpu/install.sh || echo "DALI install failed: the DALI steps will fail"
 fi
+# The native DALI operator: carry build/ from the session's checkout (built by scripts/setup.sh, sm_80/90),
+# or it is built here when cmake and nvcc are on this machine; the native rows are skipped otherwise.
+if ! "$PY" -c 'import sys; from dali_ipmix import native; sys.exit(not native.available())' 2>/dev/null \
+   && command -v cmake >/dev/null; then
+  echo "== building the native operator =="
+  PATH="$PATH:/usr/local/cuda/bin" cmake -S . -B build -DPython_EXECUTABLE="$(command -v "$PY")" >/dev/null \
+    && cmake --build build --parallel >/dev/null || echo "native operator build failed: native rows skipped"
+fi
 echo "== machine =="
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv 2>&1
 "$PY" - <<'PY' 2>&1
@@ -74,7 +82,7 @@ step() {
 step cupy 180 "$PY" -m pytest -m cupy -q -p no:cacheprovider -rs tests
 step bench_core 90 "$PY" pipelines/bench_core.py --json "$D/bench_core.json"
 step host_profile 30 "$PY" pipelines/bench_core.py --host-profile
-step throughput 220 "$PY" pipelines/bench_throughput.py --rows dali-gpu,ipmix-gpu,pil --jsd on \
+step throughput 220 "$PY" pipelines/bench_throughput.py --rows dali-gpu,ipmix-native-gpu,ipmix-gpu,pil --jsd on \
   --batch-size 256 --cpu-batch-size 256 --size 224 --workers "$WORKERS" --batches "$BENCH_BATCHES" \
   --gpu-warmup 60 --plain-decode "$PLAIN_DECODE" --cache-dir "$CACHE" --json "$D/throughput.json"
 mem_s=$(( $(left) - 60 )); [ "$mem_s" -gt "$MEM_MAX_S" ] && mem_s=$MEM_MAX_S
@@ -121,7 +129,7 @@ if tp:
     print("throughput table (samples/s; JSD sample = clean + 2 views):")
     for r in tp["rows"]:
         ratio = lambda k: "-" if r.get(k) is None else f"{r[k]:.2f}"
-        print(f"  {r['name']:<14s} batch {r['batch']:>4d}  "
+        print(f"  {r['name']:<20s} batch {r['batch']:>4d}  "
               + (f"{r['samples_per_s']:>9.0f} samples/s {r['images_per_s']:>9.0f} images/s  "
                  f"x dali-gpu {ratio('x_dali_gpu')}  x pil {ratio('x_pil')}" if r["status"] == "ok"
                  else f"{r['status']}: {r.get('note', '')}"))
