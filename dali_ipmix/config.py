@@ -1,4 +1,4 @@
-"""IPMixConfig: every parameter of the IPMix spec, validated, with the paper's presets."""
+"""IPMixConfig: every parameter of the IPMix spec, validated; the paper's settings come from the presets."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from .ops import DEFAULT_OPS, EXTRA_OPS, IMAGE_OPS
+from .presets import get_preset
 
 #: Upper bounds of ``k`` and ``t``: generous next to the paper's 3 and 3, small enough that a typo
 #: (``t=10**9``) is an error and not an attempt to allocate tens of gigabytes.
@@ -19,7 +20,7 @@ T_MAX = 32
 
 @dataclasses.dataclass(frozen=True)
 class IPMixConfig:
-    """Parameters of IPMix (see ``shared/ipmix-spec.md``).
+    """Parameters of IPMix (see ``docs/ipmix-spec.md``).
 
     Every field is checked: a bad value raises ``ValueError`` / ``TypeError`` naming the field, the value
     and the rule. Integers and real numbers may be NumPy scalars; the flags must be ``bool`` (or
@@ -45,6 +46,9 @@ class IPMixConfig:
         ops: the image-level op list by name; ``None`` means the paper's ten default ops. With
             ``all_ops`` the five extra ops are appended when missing.
         jsd: produce (clean, view1, view2) for the Jensen-Shannon consistency loss.
+        preset: name of the :mod:`~dali_ipmix.presets` record this config was made from (set by
+            :meth:`from_preset`, kept by :meth:`replace`), or ``None`` for a config built by hand. The
+            pipelines take their crop recipe from it when ``preset=`` is not given.
     """
 
     k: int = 3
@@ -57,8 +61,11 @@ class IPMixConfig:
     all_ops: bool = False
     ops: Optional[Tuple[str, ...]] = None
     jsd: bool = True
+    preset: Optional[str] = None
 
     def __post_init__(self):
+        if self.preset is not None:
+            get_preset(self.preset)   # an unknown name is an error here, not at pipeline build time
         _check_int("k", self.k, 1, K_MAX)
         _check_int("t", self.t, 0, T_MAX)
         object.__setattr__(self, "k", int(self.k))
@@ -98,20 +105,20 @@ class IPMixConfig:
             raise ValueError("IPMixConfig.ops=() is invalid: the image-level op list is empty")
 
     @classmethod
+    def from_preset(cls, name: str, **overrides) -> "IPMixConfig":
+        """The IPMix setting of preset ``name`` (see :mod:`dali_ipmix.presets`) with ``overrides``;
+        the result remembers the preset (``config.preset``), so its crop recipe follows it."""
+        return cls(**{**get_preset(name).ipmix, "preset": name, **overrides})
+
+    @classmethod
     def imagenet(cls, **overrides) -> "IPMixConfig":
-        """The paper's ImageNet setting: k=3, t=3, beta=4, severity=1, patches 4..64 + whole image."""
-        base = dict(k=3, t=3, beta=4.0, severity=1.0, patch_sizes=(4, 8, 16, 32, 64),
-                    whole_image_patch=True, source_from_image=True, all_ops=False, jsd=True)
-        base.update(overrides)
-        return cls(**base)
+        """The paper's ImageNet setting: ``from_preset("imagenet", **overrides)``."""
+        return cls.from_preset("imagenet", **overrides)
 
     @classmethod
     def cifar(cls, **overrides) -> "IPMixConfig":
-        """The paper's CIFAR setting: k=3, t=3, beta=3, severity=3, patches 4, 8, 16 + whole image (32)."""
-        base = dict(k=3, t=3, beta=3.0, severity=3.0, patch_sizes=(4, 8, 16),
-                    whole_image_patch=True, source_from_image=False, all_ops=False, jsd=True)
-        base.update(overrides)
-        return cls(**base)
+        """The paper's CIFAR setting: ``from_preset("cifar", **overrides)``."""
+        return cls.from_preset("cifar", **overrides)
 
     def replace(self, **changes) -> "IPMixConfig":
         return dataclasses.replace(self, **changes)

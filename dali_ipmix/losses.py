@@ -1,4 +1,4 @@
-"""The Jensen-Shannon consistency loss that IPMix trains with in JSD mode (see ``shared/ipmix-spec.md``).
+"""The Jensen-Shannon consistency loss that IPMix trains with in JSD mode (see ``docs/ipmix-spec.md``).
 
 ``loss = CE(logits_clean, y) + weight * mean_i KL-term(p_mix, p_i)``, i in {clean, view1, view2},
 with ``p_i = softmax(logits_i)`` and ``p_mix = clamp((p_clean + p_view1 + p_view2) / 3, 1e-7, 1)``.

@@ -4,24 +4,13 @@ Output layout: images as NCHW ``float32`` (or ``float16``), RGB, normalised with
 standard deviation (``(x / 255 - mean) / std``, so values lie in about [-2.12, 2.64]); labels as int32
 of shape (N, 1) (the iterator turns them into int64 (N,)). Inside, images are HWC uint8 up to IPMix.
 
-Presets (``preset=``), each with the paper's recipe; ``config`` and ``size`` default to the preset's:
-
-=========  ==========================================  ===============================  ==================
-preset     training crop                               mixing picture                   validation
-=========  ==========================================  ===============================  ==================
-imagenet   random-resized-crop (area 0.08..1, aspect   resize shorter side to 256/224   resize shorter side
-           3/4..4/3) to size, horizontal flip          of size, random size x size crop to 256/224 of size,
-                                                                                        centre crop size
-cifar      resize to size x size, zero-pad size/8,     resize shorter side to 36/32 of  resize to size x
-           random size x size crop, horizontal flip    size, random size x size crop    size (identity for
-                                                                                        size x size input)
-=========  ==========================================  ===============================  ==================
-
-The preset is an argument of its own because the crop recipe and the IPMix parameters are independent
-choices (e.g. CIFAR-style crops with custom IPMix parameters). When ``preset`` is left out it is taken
-from ``config`` only when that is unambiguous: a config equal to ``IPMixConfig.cifar()`` or
-``IPMixConfig.imagenet()`` in every field but ``jsd`` selects that preset, no config means ImageNet,
-and any other config raises an error asking for ``preset=`` (never a silent guess).
+Presets (``preset=``) are records in :mod:`dali_ipmix.presets` (the table is in ``docs/dali.md``):
+each gives the default ``size`` and ``config``, the training crop, the mixing-picture preparation and
+the validation transform. Both pipelines take ``preset=None`` to mean: the preset ``config`` was made
+from (``config.preset``, set by ``IPMixConfig.from_preset`` / ``.imagenet()`` / ``.cifar()`` and kept
+by ``config.replace``), else the default preset (``presets.DEFAULT_PRESET``, ImageNet) when there is
+no config. A config built by hand (``config.preset is None``) needs ``preset=``: the crop recipe and
+the IPMix parameters are independent choices, and the pipeline never guesses one from the other.
 
 Every input file is listed and checked in Python before the pipeline is built (see
 :mod:`dali_ipmix.files`), so bad data stops early with an error naming the file or folder.
@@ -38,21 +27,17 @@ from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
 from .config import IPMixConfig
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .epochs import Feed
 from .files import LabelledFiles, list_image_folder, list_mixing_images, read_file_list
 from .fn import ipmix
 from .iterator import shard_defaults
+from .presets import DEFAULT_PRESET, PRESETS, Preset, decoder_device, get_preset
 
 __all__ = ["training_pipeline", "validation_pipeline", "resolve_preset", "PipelineInfo", "PRESETS",
            "IMAGENET_MEAN", "IMAGENET_STD", "DATA_READER"]
 
-PRESETS = ("imagenet", "cifar")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)   # on the 0..1 scale
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DATA_READER = "data_reader"             # PipelineInfo.reader_name: the feed, not a DALI reader
-_DEFAULT_SIZE = {"imagenet": 224, "cifar": 32}
-_MIX_RESIZE = {"imagenet": 256 / 224, "cifar": 36 / 32}   # mixing resize (shorter side) / crop size
-_VAL_RESIZE = 256 / 224
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,21 +67,19 @@ class PipelineInfo:
 
 
 def resolve_preset(preset: Optional[str], config: Optional[IPMixConfig]) -> str:
-    """The preset to use: ``preset`` if given, else the one ``config`` equals (see the module doc)."""
-    if preset is not None or config is None:
-        return "imagenet" if preset is None else preset
-    for name in PRESETS:
-        if config.replace(jsd=True) == getattr(IPMixConfig, name)():
-            return name
-    raise ValueError("preset=None but config matches neither IPMixConfig.imagenet() nor "
-                     "IPMixConfig.cifar(): pass preset='imagenet' or preset='cifar' to choose the "
-                     "crop recipe")
+    """The preset name to use: ``preset`` if given, else ``config.preset``, else the default preset
+    when there is no config (see the module doc); a hand-built config without ``preset=`` is an error."""
+    if preset is None:
+        preset = DEFAULT_PRESET if config is None else config.preset
+        if preset is None:
+            raise ValueError("preset=None but the config was built by hand (config.preset is None): pass "
+                             f"preset= (one of {tuple(PRESETS)}) to choose the crop recipe, or make the "
+                             "config with IPMixConfig.from_preset(name, ...)")
+    return get_preset(preset).name
 
 
-def _check_common(preset, size, device, dtype, batch_size):
-    if preset not in PRESETS:
-        raise ValueError(f"preset={preset!r} is invalid: choose one of {PRESETS}")
-    size = _DEFAULT_SIZE[preset] if size is None else size
+def _check_common(preset: Preset, size, device, dtype, batch_size):
+    size = preset.size if size is None else size
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
         raise ValueError(f"size={size!r} is invalid: expected an integer >= 2 (output is size x size)")
     if device is None:
@@ -168,28 +151,9 @@ def _normalize(images, dtype, crop=None):
         mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD], **extra)
 
 
-def _decoder_device(device):
-    return "mixed" if device == "gpu" else "cpu"
-
-
-def _train_crop(jpegs, preset, size, device):
-    """Decoded, cropped, flipped training images: HWC uint8 size x size."""
-    if preset == "imagenet":
-        # Fused decode + random crop (decodes only the region of interest), then resize: the same
-        # distribution as torchvision's RandomResizedCrop(size) with its default scale and ratio.
-        images = fn.decoders.image_random_crop(
-            jpegs, device=_decoder_device(device), output_type=types.RGB,
-            random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10)
-        images = fn.resize(images, resize_x=size, resize_y=size)
-    else:
-        images = fn.decoders.image(jpegs, device=_decoder_device(device), output_type=types.RGB)
-        images = fn.resize(images, resize_x=size, resize_y=size)
-        pad = max(1, round(4 * size / 32))
-        # RandomCrop(size, padding=pad): an integer offset in [-pad, pad] per axis, zero fill outside.
-        offset = fn.cast(fn.random.uniform(values=[float(v) for v in range(-pad, pad + 1)], shape=[2]),
-                         dtype=types.INT32)
-        images = fn.slice(images, start=offset, shape=[size, size], axis_names="HW",
-                          out_of_bounds_policy="pad", fill_values=0)
+def _train_crop(jpegs, preset: Preset, size, device):
+    """Decoded, cropped (the preset's recipe), flipped training images: HWC uint8 size x size."""
+    images = preset.train_crop.dali(jpegs, size, device)
     return fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
 
 
@@ -206,10 +170,10 @@ def _sources(feed, mixing: bool):
                               dtype=[types.UINT8, types.INT32, types.UINT8][:3 if mixing else 2])
 
 
-def _mixing_pictures(mix_paths, preset, size, device):
-    """The mixing picture of each sample: HWC uint8 size x size, prepared as the spec says."""
-    mixing = fn.decoders.image(_read(mix_paths), device=_decoder_device(device), output_type=types.RGB)
-    mixing = fn.resize(mixing, resize_shorter=max(size, round(size * _MIX_RESIZE[preset])))
+def _mixing_pictures(mix_paths, preset: Preset, size, device):
+    """The mixing picture of each sample: HWC uint8 size x size, prepared as the preset says."""
+    mixing = fn.decoders.image(_read(mix_paths), device=decoder_device(device), output_type=types.RGB)
+    mixing = fn.resize(mixing, resize_shorter=preset.mixing_side(size))
     return fn.crop(mixing, crop=(size, size), crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
                    crop_pos_y=fn.random.uniform(range=[0.0, 1.0]))
 
@@ -232,10 +196,11 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         file_list: text file of ``<path> <label>`` lines, instead of a tree.
         mixing_root: folder of mixing pictures (e.g. ``dali-ipmix fractals``), searched recursively.
         batch_size: samples per batch (per shard).
-        preset: ``"imagenet"`` or ``"cifar"``: crop recipe and default ``size``/``config``; ``None``
-            takes it from ``config`` when unambiguous (see the module docstring), else ImageNet.
-        size: output height = width in pixels (default 224 / 32 by preset).
-        config: :class:`IPMixConfig` (default ``IPMixConfig.imagenet()`` / ``.cifar()`` by preset).
+        preset: name of a :mod:`dali_ipmix.presets` record (``"imagenet"``, ``"cifar"``, ...): crop
+            recipe, mixing-picture preparation and default ``size``/``config``; ``None``: the one
+            ``config`` was made from, else the default preset (see the module docstring).
+        size: output height = width in pixels (default: the preset's, 224 / 32).
+        config: :class:`IPMixConfig` (default ``IPMixConfig.from_preset(preset)``).
         device: ``"gpu"`` (mixed decoding, CuPy IPMix) or ``"cpu"``; default GPU when CUDA is present.
         device_id: GPU index (default ``torch.cuda.current_device()``); ignored on the CPU.
         num_threads: DALI CPU threads (default min(8, cores)); on the CPU IPMix uses as many.
@@ -269,9 +234,9 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     """
     if config is not None and not isinstance(config, IPMixConfig):
         raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
-    preset = resolve_preset(preset, config)
-    size, device = _check_common(preset, size, device, dtype, batch_size)
-    config = getattr(IPMixConfig, preset)() if config is None else config
+    recipe = get_preset(resolve_preset(preset, config))
+    size, device = _check_common(recipe, size, device, dtype, batch_size)
+    config = IPMixConfig.from_preset(recipe.name) if config is None else config
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
     data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards))
     if len(data) < num_shards:
@@ -285,8 +250,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
                          prefetch_queue_depth, pipeline_kwargs)
     with pipe:
         paths, labels, mix_paths = _sources(feed, mixing=True)
-        images = _train_crop(_read(paths), preset, size, device)
-        mixing = _mixing_pictures(mix_paths, preset, size, device)
+        images = _train_crop(_read(paths), recipe, size, device)
+        mixing = _mixing_pictures(mix_paths, recipe, size, device)
         from . import native
         backend = native.default_backend() if backend is None else backend
         views = ipmix(images, mixing, config=config, seed=seeds["ipmix"], device=device,
@@ -296,14 +261,14 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         pipe.set_outputs(*[_normalize(v, dtype) for v in views], labels)
     names = ("clean", "view1", "view2", "label") if config.jsd else ("images", "label")
     pipe.ipmix_info = _info(names, config.jsd, data, mix_files, shard_id, num_shards, device, size,
-                            dtype, preset, config, seed, batch_size, seeds["shuffle"], augment_seed,
+                            dtype, recipe.name, config, seed, batch_size, seeds["shuffle"], augment_seed,
                             start_epoch)
     pipe.ipmix_info = dataclasses.replace(pipe.ipmix_info, backend=backend)
     pipe.ipmix_feed = feed
     return pipe
 
 
-def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, preset: str = "imagenet",
+def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, preset: Optional[str] = None,
                         size: Optional[int] = None, device: Optional[str] = None,
                         device_id: Optional[int] = None, num_threads: Optional[int] = None,
                         seed: Optional[int] = None, shard_id: Optional[int] = None,
@@ -312,13 +277,16 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, pres
                         prefetch_queue_depth: int = 2, **pipeline_kwargs) -> Pipeline:
     """An evaluation pipeline: files in listed order, no augmentation, outputs ``(images, label)``.
 
-    ImageNet preset: resize the shorter side to ``round(size * 256 / 224)``, centre crop ``size``.
-    CIFAR preset: resize to ``size x size`` (identity for inputs of that size). Same normalisation and
-    arguments as :func:`training_pipeline` (``seed`` only seeds DALI; nothing here is random). Shard
+    The transform is the preset's ``validation`` record (``preset=None``: the default preset, as for
+    :func:`training_pipeline` without a config). ImageNet preset: resize the shorter side to
+    ``round(size * 256 / 224)``, centre crop ``size``; CIFAR preset: resize to ``size x size`` (identity
+    for inputs of that size). Same normalisation and arguments as :func:`training_pipeline` (``seed``
+    only seeds DALI; nothing here is random). Shard
     ``s`` of ``n`` reads the files ``[s * N // n, (s + 1) * N // n)`` of the listed order, so with
     ``last_batch_policy="partial"`` every file is scored exactly once over all shards.
     """
-    size, device = _check_common(preset, size, device, dtype, batch_size)
+    recipe = get_preset(resolve_preset(preset, None))
+    size, device = _check_common(recipe, size, device, dtype, batch_size)
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
     data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards))
     if len(data) < num_shards:
@@ -329,15 +297,12 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, pres
                          pipeline_kwargs)
     with pipe:
         paths, labels = _sources(feed, mixing=False)
-        images = fn.decoders.image(_read(paths), device=_decoder_device(device), output_type=types.RGB)
-        if preset == "imagenet":
-            images = fn.resize(images, resize_shorter=max(size, round(size * _VAL_RESIZE)))
-            images = _normalize(images, dtype, crop=(size, size))
-        else:
-            images = _normalize(fn.resize(images, resize_x=size, resize_y=size), dtype)
+        images = fn.decoders.image(_read(paths), device=decoder_device(device), output_type=types.RGB)
+        images, crop = recipe.validation.dali(images, size)
+        images = _normalize(images, dtype, crop=crop)
         pipe.set_outputs(images, labels.gpu() if device == "gpu" else labels)
     pipe.ipmix_info = _info(("images", "label"), False, data, (), shard_id, num_shards, device, size,
-                            dtype, preset, None, seed, batch_size, None, seed, 0)
+                            dtype, recipe.name, None, seed, batch_size, None, seed, 0)
     pipe.ipmix_feed = feed
     return pipe
 

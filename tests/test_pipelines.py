@@ -93,13 +93,53 @@ def test_non_jsd_config_has_one_image_output(dali_tree, dali_mixing, dali_cpu):
     assert images.shape == (4, 3, 16, 16) and labels.shape == (4,)
 
 
-def test_preset_follows_config_only_when_unambiguous():
+def test_preset_follows_the_config_it_was_made_from():
     assert resolve_preset(None, None) == "imagenet"
     assert resolve_preset(None, IPMixConfig.cifar(jsd=False)) == "cifar"
     assert resolve_preset(None, IPMixConfig.imagenet()) == "imagenet"
     assert resolve_preset("cifar", IPMixConfig.imagenet(k=5)) == "cifar"
+    # A config derived from a preset keeps it: overrides and replace() change IPMix, not the crop recipe.
+    assert resolve_preset(None, IPMixConfig.cifar(k=5)) == "cifar"
+    assert resolve_preset(None, IPMixConfig.cifar().replace(severity=5)) == "cifar"
+    # A hand-built config names no preset: the pipeline does not guess one.
     with pytest.raises(ValueError, match="preset="):
-        resolve_preset(None, IPMixConfig.cifar(k=5))
+        resolve_preset(None, IPMixConfig(k=5))
+    with pytest.raises(ValueError, match="preset="):
+        resolve_preset(None, IPMixConfig())
+
+
+@pytest.fixture
+def tiny_preset():
+    """A preset registered by a user: one record, nothing else touched."""
+    from dali_ipmix.presets import PRESETS, PaddedCrop, Preset, ResizeCentreCrop, register
+    preset = register(Preset("tiny", size=12, ipmix=dict(PRESETS["cifar"].ipmix, k=2),
+                             train_crop=PaddedCrop(pad=0.25), mix_resize=1.5,
+                             validation=ResizeCentreCrop(ratio=2.0)))
+    yield preset
+    del PRESETS["tiny"]
+
+
+def test_a_registered_preset_drives_both_pipelines(tmp_path, dali_tree, dali_mixing, dali_cpu, tiny_preset):
+    config = IPMixConfig.from_preset("tiny")
+    assert (config.preset, config.k, config.beta) == ("tiny", 2, 3.0)
+    pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="tiny", seed=1,
+                             **dali_cpu)
+    info = pipe.ipmix_info
+    assert (info.preset, info.size, info.config) == ("tiny", 12, config)
+    (clean, _, _), _ = first_batches(pipe, 1)[0]
+    assert clean.shape == (4, 3, 12, 12)
+    pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, seed=1,
+                             config=IPMixConfig.from_preset("tiny", jsd=False), **dali_cpu)
+    assert (pipe.ipmix_info.preset, pipe.ipmix_info.size) == ("tiny", 12)
+    # Its validation record: shorter side x2 (40x80 -> 24x48), centre 12x12 crop, columns 18..29 of
+    # which 18..23 are red.
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[:, :40, 0] = 255
+    img[:, 40:, 2] = 255
+    write_image(str(tmp_path / "c" / "a.png"), img)
+    (images, _), = first_batches(validation_pipeline(str(tmp_path), batch_size=1, preset="tiny", **dali_cpu), 1)
+    red = images[0, 0] > 1.5
+    assert images.shape == (1, 3, 12, 12) and red[:, :5].all() and not red[:, 7:].any()
 
 
 @pytest.mark.parametrize("preset", ["imagenet", "cifar"])
