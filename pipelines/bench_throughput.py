@@ -59,15 +59,17 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from dali_ipmix.constants import IMAGENET_MEAN, IMAGENET_STD, SAMPLE_PHOTOS
+from dali_ipmix.presets import IMAGENET
+
 ROW_KINDS = ("dali-gpu", "ipmix-native-gpu", "ipmix-gpu", "dali-cpu", "ipmix-native-cpu", "ipmix-cpu",
              "pil")
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # ImageNet's, on the 0..1 scale
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD   # ImageNet's, on the 0..1 scale
 # Colour photos that scikit-image ships in its wheel (no download: the GPU machine is offline).
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
-          "retina", "motorcycle_left")
+PHOTOS = SAMPLE_PHOTOS
 GEN_CLASSES = 4
 GEN_NOISE = 15.0        # grey levels (std) of the added grain: brings 400x350 q95 JPEGs to ~100 KB
-MIX_RESIZE = 256 / 224  # ImageNet preset: mixing picture shorter side / crop size
+MIX_RESIZE = IMAGENET.mix_resize  # ImageNet preset: mixing picture shorter side / crop size
 
 
 def log(*msg):
