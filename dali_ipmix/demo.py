@@ -19,23 +19,16 @@ from typing import Optional
 
 import numpy as np
 
+from .constants import IMAGENET_MEAN, IMAGENET_STD, SAMPLE_PHOTOS
 from .fractals import write_fractal_set
 from .iterator import IPMixIterator
-from .pipelines import IMAGENET_MEAN, IMAGENET_STD, training_pipeline, validation_pipeline
+from .photos import sample_photo
+from .pipelines import training_pipeline, validation_pipeline
 
 __all__ = ["run_demo", "make_photo_dataset", "preview_grid"]
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+PHOTOS = SAMPLE_PHOTOS[:4]                 # one class per photo
 _MARKER = ".dali_ipmix_demo"   # only folders carrying it are ever deleted by the demo
-
-
-def _photo(name):
-    try:
-        from skimage import data
-    except ImportError:
-        raise ImportError("the demo builds its data set from scikit-image's sample photos: "
-                          "pip install scikit-image") from None
-    return getattr(data, name)()
 
 
 def make_photo_dataset(root, per_class: int, size: int, seed: int) -> None:
@@ -44,7 +37,7 @@ def make_photo_dataset(root, per_class: int, size: int, seed: int) -> None:
     from PIL import Image
     rng = np.random.default_rng(seed)
     for name in PHOTOS:
-        src = _photo(name)
+        src = sample_photo(name)
         os.makedirs(os.path.join(root, name), exist_ok=True)
         h, w = src.shape[:2]
         for i in range(per_class):
@@ -58,7 +51,7 @@ def make_photo_dataset(root, per_class: int, size: int, seed: int) -> None:
                                                         quality=90)
 
 
-def _denormalise(chw):
+def _denormalize(chw):
     """Normalised (3, H, W) tensor -> (H, W, 3) uint8."""
     x = chw.float().cpu().numpy().transpose(1, 2, 0)
     x = (x * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)) * 255
@@ -73,7 +66,7 @@ def preview_grid(path, rows, columns: int = 8, gap: int = 2) -> None:
     grid = np.full((len(rows) * (h + gap) - gap, n * (w + gap) - gap, 3), 255, np.uint8)
     for r, batch in enumerate(rows):
         for c in range(n):
-            grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = _denormalise(batch[c])
+            grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = _denormalize(batch[c])
     Image.fromarray(grid).save(path)
 
 

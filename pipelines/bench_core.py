@@ -20,12 +20,12 @@ import json
 import time
 
 import numpy as np
-from skimage import data
 
 from dali_ipmix import IPMixConfig, ipmix_batch
+from dali_ipmix.constants import SAMPLE_PHOTOS
+from dali_ipmix.photos import sample_photo
+from dali_ipmix.presets import PRESETS
 from dali_ipmix.reference import ipmix_reference
-
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 
 
 def sample_images(n, size, seed):
@@ -34,7 +34,7 @@ def sample_images(n, size, seed):
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        src = getattr(data, PHOTOS[i % len(PHOTOS)])()
+        src = sample_photo(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)])
         side = int(rng.integers(min(src.shape[:2]) // 2, min(src.shape[:2]) + 1))
         y, x = rng.integers(0, src.shape[0] - side + 1), rng.integers(0, src.shape[1] - side + 1)
         crop = Image.fromarray(src[y:y + side, x:x + side]).resize((size, size), Image.BILINEAR)
@@ -74,8 +74,8 @@ def main(argv=None):
         return host_profile_main(args)
     cupy = cupy_or_none()
     rows = []
-    for preset, size in (("imagenet", 224), ("cifar", 32)):
-        cfg = getattr(IPMixConfig, preset)()
+    for preset, size in ((p.name, p.size) for p in PRESETS.values()):
+        cfg = IPMixConfig.from_preset(preset)
         n = args.batch_size
         x, z = sample_images(n, size, 0), sample_images(n, size, 1)
         rng = np.random.default_rng(0)
@@ -114,7 +114,7 @@ def main(argv=None):
 
 def host_profile_main(args):
     from dali_ipmix.profile import host_profile
-    result = host_profile(batch_size=256, size=224, config=IPMixConfig.imagenet(jsd=True),
+    result = host_profile(batch_size=256, size=PRESETS["imagenet"].size, config=IPMixConfig.imagenet(jsd=True),
                           batches=max(args.batches, 20))
     for key in ("host_ms_per_jsd_batch", "launches_per_view", "host_syncs_per_batch"):
         print(f"{key:<24s} {result[key]}")

@@ -9,7 +9,7 @@
 CIFAR-C (``--cifar-c DIR``): DIR holds ``<corruption>.npy`` (N, 32, 32, 3) uint8, severities 1..5 one
 after the other (N/5 images each, 10,000 in the real sets), and ``labels.npy`` (N,). The arrays are fed
 from memory with plain torch, normalised with the ImageNet mean/std exactly like the training
-pipelines (``dali_ipmix.pipelines.IMAGENET_MEAN/STD``, which the CIFAR preset uses too). ``--clean``:
+pipelines (``dali_ipmix.constants.IMAGENET_MEAN/STD``, which every preset uses). ``--clean``:
 the python-pickle folder (cifar-10-batches-py / cifar-100-python); its test split is scored.
 
 ImageNet-C (``--imagenet-c DIR``): ``DIR/<corruption>/<1..5>/<wnid>/*.JPEG``, already 224 x 224 and
@@ -26,7 +26,7 @@ size. ``--clean``: an ImageNet val folder in ImageFolder layout (resize 256, cen
 Reported, as fractions (the table prints percent): top-1 error per corruption and severity, per
 corruption (mean over severities) and the mean corruption error (plain mean over the 15 standard
 corruptions); for ImageNet-C also CE per corruption and mCE, normalised by AlexNet's errors
-(``_robustness.ALEXNET_ERR``); the RMS calibration error (adaptive bins of 100 samples) of every set,
+(``dali_ipmix._scripts.robustness.ALEXNET_ERR``); the RMS calibration error (adaptive bins of 100 samples) of every set,
 per corruption (mean over severities) and its mean over the 15; clean error and calibration with
 ``--clean``. Extra corruptions present (speckle_noise, gaussian_blur, spatter, saturate) are reported
 apart and never enter a mean. A missing standard corruption is an error naming it; with
@@ -43,7 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import _robustness as R
+from dali_ipmix._scripts import robustness as R
+from dali_ipmix.constants import IMAGENET_MEAN, IMAGENET_STD
+from dali_ipmix.presets import IMAGENET, get_preset
 
 
 def parse_args(argv=None):
@@ -65,7 +67,7 @@ def parse_args(argv=None):
     p.add_argument("-j", "--workers", type=int, default=4, help="DALI threads / DataLoader workers (ImageNet-C)")
     p.add_argument("--loader", choices=("dali-ipmix", "torchvision"), default="dali-ipmix",
                    help="ImageNet-C reader: dali_ipmix.validation_pipeline, or torchvision ImageFolder")
-    p.add_argument("--size", type=int, default=224, help="ImageNet-C image edge in pixels")
+    p.add_argument("--size", type=int, default=IMAGENET.size, help="ImageNet-C image edge in pixels")
     p.add_argument("--validate-files", choices=("header", "full", "none"), default="header",
                    help="dali-ipmix: check every ImageNet-C file before reading it (none: trust the data set)")
     p.add_argument("--json", metavar="OUT", help="write every number to this JSON file")
@@ -100,7 +102,6 @@ class Scorer:
 
 def array_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device):
     """(N, H, W, 3) uint8 in memory -> normalised NCHW float batches, as the DALI pipelines normalise."""
-    from dali_ipmix.pipelines import IMAGENET_MEAN, IMAGENET_STD
     mean = torch.tensor([255 * m for m in IMAGENET_MEAN], device=device).view(1, 3, 1, 1)
     std = torch.tensor([255 * s for s in IMAGENET_STD], device=device).view(1, 3, 1, 1)
     for i in range(0, len(images), batch_size):
@@ -148,8 +149,8 @@ def eval_cifar(args, scorer: Scorer, device) -> dict:
     check_labels(labels, scorer.num_classes, str(root / "labels.npy"))
     out = {"benchmark": "CIFAR-C", "data": str(root)}
     if args.clean:
-        import train_cifar
-        splits, _ = train_cifar.read_cifar(args.clean)
+        from dali_ipmix._scripts.cifar import read_cifar
+        splits, _ = read_cifar(args.clean)
         images, clean_labels = splits["val"]
         check_labels(clean_labels, scorer.num_classes, f"--clean {args.clean}")
         out["clean"] = scorer(array_batches(images, clean_labels, args.batch_size, device))
@@ -219,8 +220,8 @@ def folder_batches(args, folder: Path, preset: str, device, classes: ClassCheck)
     size = args.size
     if args.loader == "torchvision":
         from torchvision import datasets, transforms as T
-        from dali_ipmix.pipelines import IMAGENET_MEAN, IMAGENET_STD
-        crop = [T.CenterCrop(size)] if preset == "cifar" else [T.Resize(size * 256 // 224), T.CenterCrop(size)]
+        # The corruption sets are pre-cropped: a centre crop (Hendrycks' transform) takes any size.
+        crop = [T.CenterCrop(size)] if preset == "cifar" else get_preset(preset).validation.torchvision(size)
         ds = datasets.ImageFolder(folder, T.Compose([*crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
         classes(folder, ds.classes)
         return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=False,

@@ -31,8 +31,8 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_throughput import _endless, add_data_args, environment, log, prepare_data  # noqa: E402
+from dali_ipmix._scripts.benchdata import add_data_args, endless, environment, log, prepare_data
+from dali_ipmix.presets import IMAGENET
 
 MIB = 2 ** 20
 
@@ -110,10 +110,10 @@ def run(args, device):
 
     data_root, mixing_root = prepare_data(args)
     pipe = training_pipeline(data_root, mixing_root=mixing_root, batch_size=args.batch_size,
-                             preset="imagenet", size=args.size, config=IPMixConfig.imagenet(jsd=args.jsd),
+                             preset=IMAGENET.name, size=args.size, config=IPMixConfig.imagenet(jsd=args.jsd),
                              device=device, num_threads=args.threads, seed=0)
     it = IPMixIterator(pipe, last_batch_policy="fill")
-    next_batch = _endless(it, lambda out: out[1].shape[0])
+    next_batch = endless(it, lambda out: out[1].shape[0])
     keys = ("device", "smi", "torch_alloc", "torch_reserved", "cupy_used", "cupy_total", "rss")
     keys = keys if device == "gpu" else ("rss",)
     print(f"{'batch':>6s} {'s':>7s} {'samples/s':>9s} " + " ".join(f"{k:>14s}" for k in keys)
@@ -145,7 +145,7 @@ def build_parser():
     a = ap.add_argument
     a("--batches", type=int, default=1000, help="batches to run (default 1000)")
     a("--batch-size", type=int, default=256, help="samples per batch (default 256)")
-    a("--size", type=int, default=224, help="output height = width in pixels (default 224)")
+    a("--size", type=int, default=IMAGENET.size, help="output height = width in pixels (default: the ImageNet preset's)")
     a("--jsd", action=argparse.BooleanOptionalAction, default=True, help="JSD mode (default on)")
     a("--interval", type=int, default=50, help="batches between memory samples (default 50)")
     a("--warmup", type=int, default=100,

@@ -28,9 +28,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import torchvision
-
-import _common
+from dali_ipmix._scripts import training
+from dali_ipmix._scripts.models import torchvision_model
+from dali_ipmix.presets import IMAGENET
 
 
 def parse_args(argv=None):
@@ -38,17 +38,9 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", help="folder holding train/ and val/ in ImageFolder layout")
     p.add_argument("-a", "--arch", default="resnet50", help="a torchvision.models classification model name")
-    p.add_argument("--size", type=int, default=224, help="training / validation crop edge in pixels")
-    _common.add_common_args(p, epochs=180, batch_size=64, lr=0.1, weight_decay=1e-4, print_freq=100)
+    p.add_argument("--size", type=int, default=IMAGENET.size, help="training / validation crop edge in pixels")
+    training.add_common_args(p, epochs=180, batch_size=64, lr=0.1, weight_decay=1e-4, print_freq=100)
     return p.parse_args(argv)
-
-
-def build_model(arch: str):
-    names = torchvision.models.list_models(module=torchvision.models)
-    if arch not in names:
-        raise SystemExit(f"--arch {arch!r} is not a torchvision classification model; try one of "
-                         f"{', '.join(n for n in names if n.startswith('res'))}, ...")
-    return lambda num_classes: torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
 
 
 def main(argv=None):
@@ -57,7 +49,8 @@ def main(argv=None):
     for sub in ("train", "val"):
         if not (root / sub).is_dir():
             sys.exit(f"{root / sub}: not a folder (expected DATA/train and DATA/val in ImageFolder layout)")
-    _common.run(args, build_model(args.arch), root / "train", root / "val", preset="imagenet", size=args.size)
+    training.run(args, torchvision_model(args.arch), root / "train", root / "val", preset=IMAGENET.name,
+                 size=args.size)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import os
 import numpy as np
 from PIL import Image
 
-MEAN = np.array([0.485, 0.456, 0.406])
-STD = np.array([0.229, 0.224, 0.225])
+from dali_ipmix.constants import IMAGENET_MEAN, IMAGENET_STD
+
+MEAN, STD = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
 _LEVELS, _STEP, _BASE = 5, 52, 24       # colour levels per channel: 24, 76, ..., 232
 
 

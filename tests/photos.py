@@ -1,14 +1,16 @@
 """Test images: scikit-image's sample photos plus synthetic extremes, as (N, H, W, 3) uint8 HWC."""
 
 import numpy as np
-from skimage import data
 
-PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket")
+from dali_ipmix.constants import SAMPLE_PHOTOS
+from dali_ipmix.photos import sample_photo
+
+PHOTO_NAMES = SAMPLE_PHOTOS[:4]
 
 
 def photos(height, width, count=None):
     """Crops of the sample photos, cycled to ``count`` images."""
-    srcs = [getattr(data, n)() for n in PHOTO_NAMES]
+    srcs = [sample_photo(n) for n in PHOTO_NAMES]
     count = count or len(srcs)
     out = []
     for i in range(count):

@@ -1,14 +1,16 @@
-"""Tiny generated training data and a subprocess runner for the script tests (train and robustness eval).
+"""Tiny generated training data, a subprocess runner and a script loader for the script tests.
 
-Every run is a subprocess, as a user would start it (``python pipelines/...`` or ``torchrun``), with
-1-2 torch threads per process to stay frugal on a 2-core machine.
+End-to-end runs are subprocesses, as a user would start them (``python pipelines/...`` or
+``torchrun``), with 1-2 torch threads per process to stay frugal on a 2-core machine.
 """
 
 import os
 import pickle
+import runpy
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -20,14 +22,10 @@ COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220], [220, 220, 40],
                     [200, 40, 200], [40, 200, 200], [128, 128, 128], [250, 150, 50]])
 
 
-def import_script(name):
-    """Imports ``pipelines/<name>.py`` as a module (the scripts are not a package)."""
-    import importlib
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(SCRIPTS))
+def load_script(name):
+    """The top-level names of ``pipelines/<name>.py`` (its ``main``, ``parse_args``, ...), run as a
+    file by runpy: the scripts import only the package, so nothing is added to ``sys.path``."""
+    return SimpleNamespace(**runpy.run_path(str(SCRIPTS / f"{name}.py"), run_name=f"script_{name}"))
 
 
 def _image(rng, label, size):

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from script_data import SCRIPTS, import_script, make_cifar, make_imagefolder, run_script
+from dali_ipmix._scripts import robustness as R
+from dali_ipmix.constants import IMAGENET_MEAN, IMAGENET_STD
+from script_data import SCRIPTS, load_script, make_cifar, make_imagefolder, run_script
 
 N = 20          # images per severity
 K = 4           # CIFAR classes
@@ -22,8 +24,7 @@ DESIGNED = "gaussian_noise"  # the corruption whose labels make the error 0, 25,
 
 @pytest.fixture(scope="module")
 def ev():
-    eval_robustness = import_script("eval_robustness")
-    return eval_robustness
+    return load_script("eval_robustness")
 
 
 def _call(ev, argv):
@@ -37,8 +38,8 @@ def _fails(ev, argv) -> str:
 
 
 # ----------------------------------------------------------------------------------- unit tests
-def test_rms_calibration_error_by_hand(ev):
-    rms = ev.R.rms_calibration_error
+def test_rms_calibration_error_by_hand():
+    rms = R.rms_calibration_error
     # bins of 2 after sorting: conf (.3, .6) acc 1/2 -> |.5 - .45| = .05; conf (.8, .9) acc 1/2 -> .35
     assert rms([0.9, 0.8, 0.6, 0.3], [1, 0, 1, 0], bin_size=2) == pytest.approx(np.sqrt(0.5 * 0.05**2 + 0.5 * 0.35**2))
     assert rms([0.9, 0.8, 0.6, 0.3], [1, 0, 1, 0], bin_size=2) == pytest.approx(0.25)
@@ -52,8 +53,7 @@ def test_rms_calibration_error_by_hand(ev):
     assert rms(conf, corr) == pytest.approx(np.sqrt(0.4 * 0.2**2 + 0.6 * 0.1**2))
 
 
-def test_mce_normalisation(ev):
-    R = ev.R
+def test_mce_normalisation():
     table = {"a": 0.5, "b": 0.25}
     errors = {"a": [0.1, 0.2, 0.3, 0.4, 0.5], "b": [0.05] * 5}
     # CE = sum of the 5 errors / sum of the reference's 5 errors (5 x its severity mean)
@@ -68,20 +68,24 @@ def test_mce_normalisation(ev):
 
 
 def test_cifar_normalisation_is_the_training_one(ev):
-    import _common
-    from dali_ipmix.pipelines import IMAGENET_MEAN, IMAGENET_STD
-    assert (_common.MEAN, _common.STD) == (IMAGENET_MEAN, IMAGENET_STD)
+    # The arrays are normalised as the pipelines' crop_mirror_normalize does: (x / 255 - mean) / std.
+    images = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    (x, y), = ev.array_batches(images, np.arange(3), 8, torch.device("cpu"))
+    expect = (images.transpose(0, 3, 1, 2) / 255 - np.reshape(IMAGENET_MEAN, (1, 3, 1, 1))) / \
+        np.reshape(IMAGENET_STD, (1, 3, 1, 1))
+    np.testing.assert_allclose(x.numpy(), expect, atol=1e-5)
+    assert y.tolist() == [0, 1, 2]
 
 
 # ------------------------------------------------------------------------------------ CIFAR-10-C
 def _reference_predict(ckpt_path, images):
     """(confidence, prediction) of the checkpoint's WRN-10-1, independently of the eval script."""
-    train_cifar = import_script("train_cifar")
-    net = train_cifar.WideResNet(10, 1, K)
+    from dali_ipmix._scripts.models import WideResNet
+    net = WideResNet(10, 1, K)
     net.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"])
     net.eval()
     x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         conf, pred = net(x).softmax(1).max(1)
     return conf.numpy().astype(np.float64), pred.numpy()
@@ -142,7 +146,7 @@ def test_cifar_c_errors_layout_and_calibration(tmp_path, cifar, ev):
         want = [1 - correct[s * N:(s + 1) * N].mean() for s in range(5)]
         assert r["errors"] == pytest.approx(want, abs=1e-9), c
         assert r["error"] == pytest.approx(np.mean(want)) and r["images_per_severity"] == [N] * 5
-        calib = [ev.R.rms_calibration_error(conf[s * N:(s + 1) * N], correct[s * N:(s + 1) * N]) for s in range(5)]
+        calib = [R.rms_calibration_error(conf[s * N:(s + 1) * N], correct[s * N:(s + 1) * N]) for s in range(5)]
         assert r["rms_calibration_errors"] == pytest.approx(calib, abs=1e-5), c
         assert all(0 <= v <= 1 for v in r["errors"] + r["rms_calibration_errors"])
     # Extra corruptions are reported apart and stay out of the mean.
@@ -155,7 +159,7 @@ def test_cifar_c_errors_layout_and_calibration(tmp_path, cifar, ev):
     conf, pred = _reference_predict(cifar["ckpt"], images)
     correct = pred == clean_labels
     assert out["clean"]["error"] == pytest.approx(1 - correct.mean())
-    assert out["clean"]["rms_calibration_error"] == pytest.approx(ev.R.rms_calibration_error(conf, correct), abs=1e-5)
+    assert out["clean"]["rms_calibration_error"] == pytest.approx(R.rms_calibration_error(conf, correct), abs=1e-5)
     assert out["clean"]["images"] == N
 
 

@@ -5,13 +5,15 @@ import pytest
 import torch
 
 from dali_ipmix import IPMixConfig
+from dali_ipmix.constants import IMAGENET_MEAN, IMAGENET_STD
 from dali_ipmix.iterator import IPMixIterator
 from dali_ipmix.pipelines import resolve_preset, training_pipeline, validation_pipeline
 
 from dali_data import collect_epoch, decode_index, write_image
 
 # Normalised range: (0 - mean) / std .. (1 - mean) / std over the three channels.
-LO, HI = -0.485 / 0.229, (1 - 0.406) / 0.225
+LO = min(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+HI = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
 
 
 def first_batches(pipe, n=2):
@@ -55,7 +57,7 @@ def test_cifar_preset_pads_with_zeros(dali_tree, dali_mixing, dali_cpu):
     pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=21, preset="cifar",
                              size=16, seed=0, **dali_cpu)
     (clean, _, _), _ = first_batches(pipe, 1)[0]
-    black = torch.tensor([LO, -0.456 / 0.224, -0.406 / 0.225]).view(1, 3, 1, 1)
+    black = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(1, 3, 1, 1)
     is_black = (clean - black).abs().amax(1) < 0.02            # (N, H, W)
     assert is_black.any()                                     # padding shows up in some crops ...
     assert not is_black[:, 6:10, 6:10].any()                  # ... but never reaches the centre

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from script_data import SCRIPTS, import_script, make_cifar, make_imagefolder, make_mixing, run_script
+from dali_ipmix._scripts.cifar import convert_to_imagefolder
+from script_data import SCRIPTS, load_script, make_cifar, make_imagefolder, make_mixing, run_script
 
 
 def metrics(out_dir):
@@ -29,16 +30,15 @@ def data(tmp_path_factory):
 # -------------------------------------------------------------------------------- CIFAR pickles
 @pytest.mark.parametrize("kind", ["cifar-10", "cifar-100"])
 def test_cifar_pickles_become_a_lossless_imagefolder(tmp_path, kind):
-    train_cifar = import_script("train_cifar")
     folder, arrays = make_cifar(tmp_path, kind, train=24, test=8, classes=3)
-    dst = train_cifar.convert_to_imagefolder(folder, tmp_path / "png")
+    dst = convert_to_imagefolder(folder, tmp_path / "png")
     for split, (images, labels) in arrays.items():
         class_dirs = sorted((dst / split).iterdir())
         assert [p.name for p in class_dirs] == ["000_c0", "001_c1", "002_c2"]  # sorted order = label order
         for i, (img, lab) in enumerate(zip(images, labels)):
             np.testing.assert_array_equal(np.asarray(Image.open(class_dirs[lab] / f"{i:05d}.png")), img)
     stamp = (dst / "complete.json").stat().st_mtime_ns
-    train_cifar.convert_to_imagefolder(folder, tmp_path / "png")  # second call: nothing rewritten
+    convert_to_imagefolder(folder, tmp_path / "png")  # second call: nothing rewritten
     assert (dst / "complete.json").stat().st_mtime_ns == stamp
     assert not list(tmp_path.glob("png.tmp*"))
 
@@ -141,7 +141,7 @@ def test_cifar_training_loss_goes_down(tmp_path, data):
 # ------------------------------------------------------------------------------------- bad use
 def _main(script, argv):
     with pytest.raises(SystemExit) as err:
-        import_script(script).main([str(a) for a in argv])
+        load_script(script).main([str(a) for a in argv])
     return str(err.value)
 
 

@@ -1,4 +1,4 @@
-"""What ``eval_robustness.py`` computes, as plain functions: metrics, the AlexNet table, model loading.
+"""What ``pipelines/eval_robustness.py`` computes, as plain functions: metrics, the AlexNet table, model loading.
 
 Conventions: errors and calibration errors are fractions in [0, 1] (not percent); a "set" is one
 corruption at one severity; severities are 1..5.
@@ -6,15 +6,13 @@ corruption at one severity; severities are 1..5.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-import train_cifar
-import train_imagenet
+from .models import model_builder
 
 # The 15 corruptions of CIFAR-10-C / CIFAR-100-C / ImageNet-C that the mean corruption error and mCE
 # average over (Hendrycks & Dietterich 2019), in the usual table order.
@@ -106,13 +104,6 @@ def _strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict:
                 k = k[len(prefix):]
         out[k] = v
     return out
-
-
-def model_builder(arch: str):
-    """``num_classes -> nn.Module`` the way the training scripts build ``arch`` (wrn-D-W: train_cifar)."""
-    if re.fullmatch(r"wrn-\d+-\d+", arch):
-        return train_cifar.build_model(arch)
-    return train_imagenet.build_model(arch)
 
 
 def _num_classes(build, state) -> int:

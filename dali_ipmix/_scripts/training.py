@@ -1,4 +1,4 @@
-"""What ``train_imagenet.py`` and ``train_cifar.py`` share: CLI, DDP setup, data loaders, the loop, checkpoints.
+"""What ``pipelines/train_imagenet.py`` and ``train_cifar.py`` share: CLI, DDP setup, loaders, the loop, checkpoints.
 
 Both scripts train an image classifier from an ImageFolder-style ``train``/``val`` pair of folders (one
 sub-folder per class, labels in sorted folder order). They differ only in how they get there (CIFAR
@@ -25,9 +25,10 @@ import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
 
-from dali_ipmix.losses import jsd_loss
-
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's, on the [0, 1] scale
+from ..config import IPMixConfig
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..losses import jsd_loss
+from ..presets import get_preset
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -120,14 +121,13 @@ def class_names(folder) -> list:
 def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, start_epoch: int = 0):
     """(train, val) iterables of ``(images, labels)`` / ``((clean, v1, v2), labels)`` batches, one shard per rank.
 
-    ``preset``: "imagenet" (random-resized-crop / resize 256 + centre crop) or "cifar" (pad-4 crop, no
-    val transform). ``size``: training crop edge in pixels.
+    ``preset``: a :mod:`dali_ipmix.presets` name; both loaders follow its record (training crop +
+    flip, validation transform). ``size``: training crop edge in pixels.
     """
     if args.loader == "pytorch":
         return _torch_loaders(args, d, train_dir, val_dir, preset, size)
-    from dali_ipmix import IPMixConfig
-    from dali_ipmix.iterator import IPMixIterator
-    from dali_ipmix.pipelines import training_pipeline, validation_pipeline
+    from ..iterator import IPMixIterator
+    from ..pipelines import training_pipeline, validation_pipeline
     if not args.mixing_root and not args.evaluate:
         raise SystemExit("--loader dali-ipmix needs --mixing-root (a folder of mixing pictures)")
     gpu = d.device.type == "cuda"
@@ -148,7 +148,7 @@ def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, star
         return None, val
     # start_epoch: a resumed run reads the samples an uninterrupted one reads in that epoch.
     train = training_pipeline(file_root=str(train_dir), mixing_root=args.mixing_root,
-                              config=getattr(IPMixConfig, preset)(jsd=args.jsd), start_epoch=start_epoch,
+                              config=IPMixConfig.from_preset(preset, jsd=args.jsd), start_epoch=start_epoch,
                               **common)
     return IPMixIterator(train, last_batch_policy="drop"), val
 
@@ -157,13 +157,10 @@ def _torch_loaders(args, d: Dist, train_dir, val_dir, preset, size):
     from torchvision import datasets, transforms as T
     if args.jsd:
         raise SystemExit("--jsd needs IPMix views: use --loader dali-ipmix")
-    norm = [T.ToTensor(), T.Normalize(MEAN, STD)]
-    if preset == "imagenet":
-        train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *norm])
-        val_tf = T.Compose([T.Resize(size * 256 // 224), T.CenterCrop(size), *norm])
-    else:
-        train_tf = T.Compose([T.RandomCrop(size, padding=4), T.RandomHorizontalFlip(), *norm])
-        val_tf = T.Compose(norm)
+    recipe = get_preset(preset)
+    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    train_tf = T.Compose([*recipe.train_crop.torchvision(size), T.RandomHorizontalFlip(), *norm])
+    val_tf = T.Compose([*recipe.validation.torchvision(size), *norm])
     train_ds, val_ds = datasets.ImageFolder(train_dir, train_tf), datasets.ImageFolder(val_dir, val_tf)
     sampler = torch.utils.data.DistributedSampler(
         train_ds, d.world, d.rank, shuffle=True, seed=args.seed or 0, drop_last=True) if d.world > 1 else None

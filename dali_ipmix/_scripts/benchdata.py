@@ -1,0 +1,154 @@
+"""The benchmark scripts' data and environment: generated JPEG and fractal sets, cached on disk, the
+``--data``/``--gen-*`` options that choose them, the GPU/CuPy check and an endless batch source.
+
+Generated data (no ``--data``): ``--gen-count`` JPEGs of about ``--gen-size`` (default 400x350, about
+100 KB each at quality 95: sample-photo crops plus film-grain noise so they compress like camera
+photos) in :data:`GEN_CLASSES` class folders; no ``--mixing``: ``--gen-mixing-count`` fractals. Both
+are made once into ``--cache-dir`` and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from ..constants import SAMPLE_PHOTOS
+from ..photos import sample_photo
+
+__all__ = ["GEN_CLASSES", "GEN_NOISE", "log", "make_jpeg_set", "prepare_data", "add_data_args", "environment",
+           "endless"]
+
+GEN_CLASSES = 4
+GEN_NOISE = 15.0        # grey levels (std) of the added grain: brings 400x350 q95 JPEGs to ~100 KB
+
+
+def log(*msg):
+    print("[bench]", *msg, flush=True)
+
+
+def _make_jpeg(job):
+    """Writes one generated JPEG; ``job = (path, index, (width, height), quality, seed)``."""
+    from PIL import Image
+    path, i, (width, height), quality, seed = job
+    rng = np.random.default_rng([seed, i])
+    src = sample_photo(SAMPLE_PHOTOS[i % len(SAMPLE_PHOTOS)])
+    # Jitter the output size by +-5% so that batches hold several shapes, as real data does.
+    w = max(8, int(width * rng.uniform(0.95, 1.05)))
+    h = max(8, int(height * rng.uniform(0.95, 1.05)))
+    # A random crop of 60..100% of the photo's extent keeps a variety of content and detail.
+    ch = int(src.shape[0] * rng.uniform(0.6, 1.0))
+    cw = int(src.shape[1] * rng.uniform(0.6, 1.0))
+    y, x = rng.integers(0, src.shape[0] - ch + 1), rng.integers(0, src.shape[1] - cw + 1)
+    img = Image.fromarray(src[y:y + ch, x:x + cw]).resize((w, h), Image.BILINEAR)
+    noisy = np.asarray(img, np.float32) + rng.normal(0.0, GEN_NOISE, (h, w, 3)).astype(np.float32)
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=quality)
+    return os.path.getsize(path)
+
+
+def make_jpeg_set(out_dir, count, size, quality=95, seed=0, workers=None):
+    """Writes ``count`` JPEGs in ``GEN_CLASSES`` class folders under ``out_dir`` (ImageFolder layout).
+
+    ``size`` is (width, height) in pixels. Returns the mean file size in bytes. Generation runs in a
+    process pool: about 15 ms per 400x350 image per core.
+    """
+    jobs = []
+    for i in range(count):
+        folder = os.path.join(out_dir, f"class_{i % GEN_CLASSES}")
+        os.makedirs(folder, exist_ok=True)
+        jobs.append((os.path.join(folder, f"img_{i:05d}.jpg"), i, size, quality, seed))
+    workers = max(1, min(workers or os.cpu_count() or 1, (count + 63) // 64))
+    if workers == 1:
+        sizes = [_make_jpeg(j) for j in jobs]
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            sizes = list(pool.map(_make_jpeg, jobs, chunksize=32))
+    return float(np.mean(sizes))
+
+
+def _cached(path, build):
+    """Runs ``build(path)`` once: a ``.done`` marker makes later runs reuse the folder."""
+    marker = os.path.join(path, ".done")
+    if not os.path.exists(marker):
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+        build(path)
+        open(marker, "w").close()
+    return path
+
+
+def prepare_data(args):
+    """``(data_root, mixing_root)``: the given folders, else generated ones in ``args.cache_dir``."""
+    data_root, mixing_root = args.data, args.mixing
+    if data_root is None:
+        w, h = args.gen_size
+        name = f"jpeg_{args.gen_count}_{w}x{h}_q{args.gen_quality}"
+        data_root = os.path.join(args.cache_dir, name)
+        if not os.path.exists(os.path.join(data_root, ".done")):
+            log(f"generating {args.gen_count} JPEGs of about {w}x{h} in {data_root} (once)")
+        _cached(data_root, lambda p: make_jpeg_set(p, args.gen_count, (w, h), args.gen_quality))
+    if mixing_root is None:
+        from ..fractals import write_fractal_set
+        n, s = args.gen_mixing_count, args.gen_mixing_size
+        mixing_root = os.path.join(args.cache_dir, f"fractals_{n}_{s}")
+        if not os.path.exists(os.path.join(mixing_root, ".done")):
+            log(f"generating {n} fractal mixing pictures of {s}x{s} in {mixing_root} (once)")
+        _cached(mixing_root, lambda p: write_fractal_set(p, n, size=s, seed=0, progress=False))
+    return data_root, mixing_root
+
+
+def _size_pair(text):
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        assert w >= 8 and h >= 8
+        return w, h
+    except Exception:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, each >= 8") from None
+
+
+def add_data_args(ap):
+    """The data options: --data, --mixing, --cache-dir, --gen-*."""
+    a = ap.add_argument
+    a("--data", help="ImageFolder tree of JPEGs (default: generated, see --gen-*)")
+    a("--mixing", help="folder of mixing pictures (default: generated fractals)")
+    a("--cache-dir", default=os.path.join("out", "bench_data"), help="where generated data is kept")
+    a("--gen-count", type=int, default=1024, help="generated JPEGs (default 1024)")
+    a("--gen-size", type=_size_pair, default=(400, 350), help="generated JPEG size WxH, +-5%% (default 400x350)")
+    a("--gen-quality", type=int, default=95, help="generated JPEG quality (default 95: ~100 KB at 400x350)")
+    a("--gen-mixing-count", type=int, default=64, help="generated fractal mixing pictures (default 64)")
+    a("--gen-mixing-size", type=int, default=256, help="their side in pixels (default 256)")
+    return ap
+
+
+def environment():
+    """What the GPU rows need: ``{"gpu": name or None, "cupy": version or None, "why_no_gpu": str}``."""
+    env = {"gpu": None, "cupy": None, "why_no_gpu": ""}
+    try:
+        import torch
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+        else:
+            env["why_no_gpu"] = "no CUDA GPU (torch.cuda.is_available() is False)"
+    except Exception as err:   # a broken CUDA install means: no GPU
+        env["why_no_gpu"] = f"no usable CUDA ({type(err).__name__}: {err})"
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+        env["cupy"] = cupy.__version__
+    except Exception as err:
+        env["why_no_cupy"] = f"no usable CuPy ({type(err).__name__}: {err})"
+    return env
+
+
+def endless(iterator, count):
+    """``next_batch`` over an auto-resetting iterator: restarts once at an epoch end; ``count(batch)``
+    gives the samples in a batch."""
+    def next_batch():
+        try:
+            return count(next(iterator))
+        except StopIteration:   # epoch end; auto_reset has rewound the iterator
+            return count(next(iterator))
+    return next_batch
