@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from .ops import AFFINE, BLEND, IMAGE_OPS, LUT
+from .ops import AFFINE, IMAGE, IMAGE_OPS, LUT
 from .plan import IMAGE_CHAIN, PATCH_CHAIN, PIXEL_OPS, IPMixPlan
 
 
@@ -139,7 +139,7 @@ def apply_image_ops(images, op_names, op_ids, levels, signs, warp=None):
         d_rows = xp.asarray(aff_rows)
         out[d_rows] = (warp or warp_affine)(images[d_rows], mats)
 
-    for i in np.unique(op_ids[family == BLEND]):
+    for i in np.unique(op_ids[family == IMAGE]):
         rows = np.flatnonzero(op_ids == i)
         d_rows = xp.asarray(rows)
         out[d_rows] = ops[i].fn(xp.asarray(params[rows]), images[d_rows], xp)
@@ -250,7 +250,7 @@ def _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp, warp):
                                     field(plan.src_sign)[fi], warp)
         source_of[fi] = mixing.shape[0] + np.arange(fi.size)
     top, left = field(plan.top), field(plan.left)
-    rect_h, rect_w = field(plan.height), field(plan.width)
+    rect_h, rect_w = field(plan.rect_h), field(plan.rect_w)
     wa, wb, p, keys = field(plan.wa), field(plan.wb), field(plan.p), field(plan.mask_key)
 
     sources = mixing if augmented is None else xp.concatenate([mixing, augmented])

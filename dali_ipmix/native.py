@@ -31,9 +31,9 @@ __all__ = ["OPERATOR", "library_path", "available", "default_backend", "load", "
 OPERATOR = "ipmix_native"                 # the fn.* name of the IpmixNative schema
 LIBRARY = "libdali_ipmix_native.so"
 #: Per-step fields of a plan record, in order (IPMixPlan field names).
-STEP_FIELDS = ("op", "level", "sign", "size", "top", "left", "height", "width", "pixel_op", "wa", "wb",
+STEP_FIELDS = ("op", "level", "sign", "size", "top", "left", "rect_h", "rect_w", "pixel_op", "wa", "wb",
                "p", "mask_key", "from_image", "src_op", "src_level", "src_sign")
-_INT_FIELDS = {"op", "sign", "size", "top", "left", "height", "width", "pixel_op", "src_op", "src_sign"}
+_INT_FIELDS = {"op", "sign", "size", "top", "left", "rect_h", "rect_w", "pixel_op", "src_op", "src_sign"}
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _lock = threading.Lock()
 _loaded: Optional[str] = None

@@ -8,7 +8,8 @@ runs it on a whole batch at once:
 - ``affine``: geometric; the function returns per-sample 2x3 matrices (M, 2, 3) float64 that map an
   output pixel centre ``(u + 0.5, v + 0.5)`` to the input point it samples (PIL's convention), then
   one bilinear warp with black fill runs over every affine sample of the batch.
-- ``blend``: per-pixel blends with a degenerate image (color, sharpness); the function returns images.
+- ``image``: the function returns the whole (M, H, W, 3) uint8 result images itself (color and
+  sharpness: per-pixel blends with a degenerate image), so a backend runs it as it is.
 
 Level -> parameter: ``level ~ U(0.1, severity)`` per call, ``ip(level, max) = int(level * max / 10)``,
 ``fp(level, max) = level * max / 10``, "signed" ops negate with probability 1/2.
@@ -22,7 +23,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-LUT, AFFINE, BLEND = "lut", "affine", "blend"
+LUT, AFFINE, IMAGE = "lut", "affine", "image"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,16 +171,16 @@ def contrast(factor, images, xp):
                           _per_sample(factor, xp), xp)
 
 
-# ----------------------------------------------------------------------------------- blend ops
+# ---------------------------------------------------------------------- ops that return images
 
-@image_op(family=BLEND, **_ENHANCE)
+@image_op(family=IMAGE, **_ENHANCE)
 def color(factor, images, xp):
     """PIL ``ImageEnhance.Color``: blend with the grey version of the image."""
     grey = grey_levels(images, xp)[..., None]
     return blend_to_uint8(grey, images, factor.reshape(-1, 1, 1, 1), xp)
 
 
-@image_op(family=BLEND, **_ENHANCE)
+@image_op(family=IMAGE, **_ENHANCE)
 def sharpness(factor, images, xp):
     """PIL ``ImageEnhance.Sharpness``: blend with the 3x3 smoothed image, border pixels kept."""
     src = images.astype(xp.int32)

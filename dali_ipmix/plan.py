@@ -27,8 +27,8 @@ class IPMixPlan:
     with the clean image.
     Per chain: ``kind`` (N, k) 0 = image level, 1 = patch level; ``n_ops`` (N, k) in 0..t.
     Image-level step: ``op`` index into ``op_names``, ``level`` in [0.1, severity), ``sign`` +-1.
-    Patch-level step: ``size`` patch edge in pixels, ``top``/``left`` corner, ``height``/``width`` of the
-    rectangle (<= size), ``pixel_op`` index into ``PIXEL_OPS``, ``wa``/``wb`` mixing weights (add,
+    Patch-level step: ``size`` patch edge in pixels, ``top``/``left`` corner, ``rect_h``/``rect_w``
+    height and width of the rectangle in pixels (<= size; the image size is ``image_shape``), ``pixel_op`` index into ``PIXEL_OPS``, ``wa``/``wb`` mixing weights (add,
     multiply), ``p`` mask threshold (random_pixels/elems), ``mask_key`` uint32 seed of the mask noise,
     ``from_image`` whether the source is A(x) instead of z, and ``src_op``/``src_level``/``src_sign``
     for that one fresh image-level op.
@@ -46,8 +46,8 @@ class IPMixPlan:
     size: np.ndarray
     top: np.ndarray
     left: np.ndarray
-    height: np.ndarray
-    width: np.ndarray
+    rect_h: np.ndarray
+    rect_w: np.ndarray
     pixel_op: np.ndarray
     wa: np.ndarray
     wb: np.ndarray
@@ -148,7 +148,7 @@ def draw_plan(batch_size: int, height: int, width: int, config: IPMixConfig, rng
     return IPMixPlan(
         op_names=config.op_names, image_shape=(int(height), int(width)),
         weights=weights.astype(np.float64), m=m, kind=kind, n_ops=n_ops,
-        op=op, level=level, sign=sign, size=size, top=top, left=left, height=rect_h, width=rect_w,
+        op=op, level=level, sign=sign, size=size, top=top, left=left, rect_h=rect_h, rect_w=rect_w,
         pixel_op=pixel_op, wa=wa, wb=wb, p=p, mask_key=mask_key, from_image=from_image,
         src_op=src_op, src_level=src_level, src_sign=src_sign)
 

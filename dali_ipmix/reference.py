@@ -91,8 +91,8 @@ def execute_sample(plan: IPMixPlan, n: int, image: np.ndarray, mixing: np.ndarra
             src = mixing
             if plan.from_image[at]:
                 src = image_op(image, plan.op_names[plan.src_op[at]], plan.src_level[at], plan.src_sign[at])
-            y = patch_mix(y, src, int(plan.top[at]), int(plan.left[at]), int(plan.height[at]),
-                          int(plan.width[at]), PIXEL_OPS[plan.pixel_op[at]], float(plan.wa[at]),
+            y = patch_mix(y, src, int(plan.top[at]), int(plan.left[at]), int(plan.rect_h[at]),
+                          int(plan.rect_w[at]), PIXEL_OPS[plan.pixel_op[at]], float(plan.wa[at]),
                           float(plan.wb[at]), float(plan.p[at]), plan.mask_key[at])
         mix += plan.weights[n, c] * y
     m = plan.m[n]

@@ -100,7 +100,7 @@ def pack_plan(plan: IPMixPlan) -> Tuple[np.ndarray, np.ndarray]:
     ints[src, COL["src_op"]], ints[src, COL["src_cut"]] = codes, cuts
     floats[src, 6:12] = params
     for name, values in (("pixel_op", plan.pixel_op), ("top", plan.top), ("left", plan.left),
-                         ("rect_h", plan.height), ("rect_w", plan.width)):
+                         ("rect_h", plan.rect_h), ("rect_w", plan.rect_w)):
         ints[patch, COL[name]] = values.ravel()[patch]
     ints[patch, COL["key"]] = plan.mask_key.ravel()[patch].astype(np.uint32).view(np.int32)
     base = len(INT_FIELDS)

@@ -115,7 +115,7 @@ def check_plan_distribution(plan, sizes=(4, 8, 16, 32, 64, 224), severity=1.0, b
     assert stats.kstest(-wb[~first], stats.beta(1, beta).cdf).pvalue > 1e-4
     keys = plan.mask_key.ravel().astype(np.float64)
     assert stats.kstest(keys / 2 ** 32, "uniform").pvalue > 1e-4
-    s, h, w = plan.size, plan.height, plan.width
+    s, h, w = plan.size, plan.rect_h, plan.rect_w
     H, W = plan.image_shape
     assert (plan.left >= 0).all() and (plan.left + s <= W).all()
     assert (plan.top >= 0).all() and (plan.top + s <= H).all()

@@ -80,7 +80,7 @@ def test_patch_step_changes_only_its_rectangle():
     want = reference.execute_plan_reference(plan, x, z)
     for n in range(6):
         top, left = plan.top[n, 0, 0], plan.left[n, 0, 0]
-        h, w = plan.height[n, 0, 0], plan.width[n, 0, 0]
+        h, w = plan.rect_h[n, 0, 0], plan.rect_w[n, 0, 0]
         outside = np.ones((32, 40), bool)
         outside[top:top + h, left:left + w] = False
         np.testing.assert_array_equal(out[n][outside], x[n][outside].astype(np.float32))

@@ -52,7 +52,7 @@ def test_get_ab_mixture(plan):
 
 
 def test_rectangles_are_inside_and_half_square(plan):
-    s, h, w = plan.size, plan.height, plan.width
+    s, h, w = plan.size, plan.rect_h, plan.rect_w
     assert (plan.left >= 0).all() and (plan.left + s <= 224).all()
     assert (plan.top >= 0).all() and (plan.top + s <= 224).all()
     assert (h >= 2).all() and (h <= s).all() and (w >= 2).all() and (w <= s).all()
