@@ -13,7 +13,8 @@
 # step gets what is left, so the last steps are cut rather than the device call), WORKERS (16: PIL
 # DataLoader workers and DALI threads), BENCH_BATCHES (40: timed batches per throughput row),
 # MEM_BATCHES (1000), MEM_MAX_S (150: the memory check stops early after this many seconds),
-# PLAIN_DECODE (full: the plain DALI baseline decodes whole images; fused: decode-and-crop, as dali-ipmix).
+# PLAIN_DECODE (full: the plain DALI baseline decodes whole images; fused: decode-and-crop, as dali-ipmix),
+# SKIP (space-separated step names to leave out, e.g. "bench_core host_profile").
 # Writes at most 8 files to OUT_DIR (the device tool returns no more): *.log, *.json, summary.txt.
 set -uo pipefail
 
@@ -63,6 +64,10 @@ left() { echo $((TOTAL_S - (SECONDS - START))); }
 # logs it to $D/NAME.log, and adds a summary line "NAME rc seconds".
 step() {
   local name=$1 limit=$2; shift 2
+  if [[ " ${SKIP:-} " == *" $name "* ]]; then
+    echo "== $name: skipped (SKIP) =="
+    SUMMARY+=("$name|skipped (SKIP)|0"); return
+  fi
   local budget; budget=$(left); budget=$((budget - 5))
   [ "$budget" -lt "$limit" ] && limit=$budget
   if [ "$limit" -lt 15 ]; then

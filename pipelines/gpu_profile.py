@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Where the IPMix training pipeline's time goes: the same pipeline in variants, timed in one run.
+
+Each variant changes one thing against the JSD training pipeline of ``training_pipeline`` (ImageNet
+preset, 224 px): the mixing pictures' file format (PNG is decoded on the CPU even by DALI's mixed
+decoder; JPEG on the GPU), IPMix's own work (``k=1, t=0``: the operator only mixes the clean image
+with itself), JSD off (one view), and the backend (native operator vs the python_function route).
+Rows are samples/s after warm-up, wall clock with a device sync, batch ``--batch-size``.
+
+    python pipelines/gpu_profile.py --data DIR --mixing DIR [--device gpu] [--batches 30]
+"""
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def jpeg_copy(src_dir, out_dir, quality=95):
+    """The pictures of ``src_dir`` re-encoded as JPEG files in ``out_dir`` (once); returns out_dir."""
+    from PIL import Image
+    os.makedirs(out_dir, exist_ok=True)
+    for name in sorted(os.listdir(src_dir)):
+        target = os.path.join(out_dir, os.path.splitext(name)[0] + ".jpg")
+        if name.lower().endswith((".png", ".jpg", ".jpeg")) and not os.path.exists(target):
+            Image.open(os.path.join(src_dir, name)).convert("RGB").save(target, quality=quality)
+    return out_dir
+
+
+def time_pipeline(make, batches, warmup, device):
+    from dali_ipmix.iterator import IPMixIterator
+    it = IPMixIterator(make(), last_batch_policy="fill")
+    sync = (lambda: __import__("torch").cuda.synchronize()) if device == "gpu" else (lambda: None)
+    stream = iter(it)
+
+    def next_batch():
+        nonlocal stream
+        try:
+            return next(stream)
+        except StopIteration:
+            stream = iter(it)
+            return next(stream)
+
+    for _ in range(warmup):
+        next_batch()
+    sync()
+    start = time.perf_counter()
+    samples = sum(next_batch()[1].shape[0] for _ in range(batches))
+    sync()
+    return samples / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="ImageFolder tree of JPEGs")
+    ap.add_argument("--mixing", required=True, help="folder of mixing pictures (PNG)")
+    ap.add_argument("--device", default="gpu", choices=("gpu", "cpu"))
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batches", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args(argv)
+
+    from dali_ipmix import IPMixConfig
+    from dali_ipmix.pipelines import training_pipeline
+    mixing_jpeg = jpeg_copy(args.mixing, args.mixing.rstrip("/") + "_jpeg")
+
+    def variant(mixing, config, backend):
+        return lambda: training_pipeline(args.data, mixing_root=mixing, batch_size=args.batch_size,
+                                         preset="imagenet", size=224, config=config, device=args.device,
+                                         num_threads=args.threads, seed=0, backend=backend)
+    jsd, light = IPMixConfig.imagenet(), IPMixConfig.imagenet(k=1, t=0)
+    variants = [
+        ("native jsd, PNG mixing", variant(args.mixing, jsd, "native")),
+        ("native jsd, JPEG mixing", variant(mixing_jpeg, jsd, "native")),
+        ("native jsd k=1 t=0, JPEG", variant(mixing_jpeg, light, "native")),
+        ("native no jsd, JPEG", variant(mixing_jpeg, IPMixConfig.imagenet(jsd=False), "native")),
+        ("python jsd, JPEG mixing", variant(mixing_jpeg, jsd, "python")),
+        ("python jsd k=1 t=0, JPEG", variant(mixing_jpeg, light, "python")),
+    ]
+    rows = []
+    for name, make in variants:
+        try:
+            rate = time_pipeline(make, args.batches, args.warmup, args.device)
+            rows.append((name, f"{rate:10.0f}"))
+        except Exception as err:   # one broken variant must not hide the others
+            rows.append((name, f"error: {type(err).__name__}: {str(err).splitlines()[-1][:160]}"))
+        print(f"[profile] {name}: {rows[-1][1].strip()}", flush=True)
+    print(f"\nsamples/s, batch {args.batch_size}, {args.batches} timed batches, device {args.device}")
+    for name, value in rows:
+        print(f"  {name:<28s} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
