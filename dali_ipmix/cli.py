@@ -1,6 +1,6 @@
 """The ``dali-ipmix`` command line.
 
-    dali-ipmix fractals OUT_DIR -n N [--size S] [--seed K] [--quiet]
+    dali-ipmix fractals OUT_DIR -n N [--size S] [--seed K] [--format jpeg|png] [--quiet]
     dali-ipmix demo [--out out/demo] [--device cpu|gpu] [--size 128] [--steps 60] [--batch-size 16]
 """
 
@@ -22,11 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dali-ipmix", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    fr = sub.add_parser("fractals", help="write a procedural fractal mixing set (PNG files)")
-    fr.add_argument("out_dir", metavar="OUT_DIR", help="folder to write fractal_00000.png ... into")
+    fr = sub.add_parser("fractals", help="write a procedural fractal mixing set (JPEG or PNG files)")
+    fr.add_argument("out_dir", metavar="OUT_DIR", help="folder to write fractal_00000.jpg ... into")
     fr.add_argument("-n", type=_positive, required=True, help="number of pictures")
     fr.add_argument("--size", type=_positive, default=256, help="edge length in pixels (default 256)")
     fr.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fr.add_argument("--format", choices=("jpeg", "png"), default="jpeg",
+                    help="jpeg (default, quality 95: decoded on the GPU in GPU pipelines) or png "
+                         "(lossless, but decoded on the CPU even in GPU pipelines)")
     fr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     demo = sub.add_parser("demo", help="run the end-to-end demo (data, pipeline, preview, training)")
@@ -50,8 +53,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "fractals":
             from .fractals import write_fractal_set
             paths = write_fractal_set(args.out_dir, args.n, size=args.size, seed=args.seed,
-                                      progress=not args.quiet)
-            print(f"wrote {len(paths)} fractal pictures ({args.size}x{args.size} PNG) to {args.out_dir}")
+                                      progress=not args.quiet, file_format=args.format)
+            print(f"wrote {len(paths)} fractal pictures ({args.size}x{args.size} {args.format.upper()}) "
+                  f"to {args.out_dir}")
         else:
             from .demo import run_demo
             run_demo(args.out, device=args.device, size=args.size, steps=args.steps,

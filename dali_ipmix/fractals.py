@@ -121,11 +121,19 @@ def render_fractals(n: int, size: int = 256, seed=None, points: Optional[int] = 
     return out
 
 
+#: File formats of a written mixing set: JPEG (default) is decoded on the GPU by DALI's mixed decoder;
+#: PNG is lossless but decoded on the CPU threads even in a GPU pipeline.
+FORMATS = {"jpeg": ("jpg", dict(quality=95)), "png": ("png", {})}
+
+
 def write_fractal_set(out_dir, n: int, size: int = 256, seed: Optional[int] = 0, chunk: int = 16,
-                      progress: bool = True) -> List[str]:
-    """Writes ``n`` fractal PNGs ``fractal_00000.png ...`` to ``out_dir`` (created); returns the paths.
+                      progress: bool = True, file_format: str = "jpeg") -> List[str]:
+    """Writes ``n`` fractal pictures ``fractal_00000.jpg ...`` to ``out_dir`` (created); returns the paths.
 
     Chunk ``i`` is rendered with seed ``(seed, i)``, so the set is reproducible for a given seed.
+    ``file_format``: ``"jpeg"`` (quality 95; the default, since a GPU pipeline decodes JPEG on the GPU:
+    an ImageNet JSD pipeline on an H200 ran 1.9x faster than with the same pictures as PNG, which DALI
+    decodes on the CPU) or ``"png"`` (lossless).
     """
     from PIL import Image
     from tqdm import tqdm
@@ -134,6 +142,9 @@ def write_fractal_set(out_dir, n: int, size: int = 256, seed: Optional[int] = 0,
         raise ValueError(f"n={n!r} is invalid: expected an integer >= 1")
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise ValueError(f"size={size!r} is invalid: expected an integer >= 8 (pixels)")
+    if file_format not in FORMATS:
+        raise ValueError(f"file_format={file_format!r} is invalid: use one of {sorted(FORMATS)}")
+    extension, options = FORMATS[file_format]
     os.makedirs(out_dir, exist_ok=True)
     base = int(np.random.SeedSequence().entropy & 0x7FFFFFFF) if seed is None else int(seed)
     paths = []
@@ -142,8 +153,8 @@ def write_fractal_set(out_dir, n: int, size: int = 256, seed: Optional[int] = 0,
             count = min(chunk, n - start)
             imgs = render_fractals(count, size, seed=np.random.SeedSequence([base, i]))
             for j, img in enumerate(imgs):
-                path = os.path.join(out_dir, f"fractal_{start + j:05d}.png")
-                Image.fromarray(img).save(path)
+                path = os.path.join(out_dir, f"fractal_{start + j:05d}.{extension}")
+                Image.fromarray(img).save(path, **options)
                 paths.append(path)
             bar.update(count)
     return paths

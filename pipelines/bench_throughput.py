@@ -55,113 +55,22 @@ import platform
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from dali_ipmix.constants import IMAGENET_MEAN, IMAGENET_STD, SAMPLE_PHOTOS
+from dali_ipmix.constants import IMAGENET_MEAN, IMAGENET_STD
 from dali_ipmix.presets import IMAGENET
+from dali_ipmix._scripts.benchdata import add_data_args, endless, environment, log, prepare_data
 
 ROW_KINDS = ("dali-gpu", "ipmix-native-gpu", "ipmix-gpu", "dali-cpu", "ipmix-native-cpu", "ipmix-cpu",
              "pil")
 MEAN, STD = IMAGENET_MEAN, IMAGENET_STD   # ImageNet's, on the 0..1 scale
 # Colour photos that scikit-image ships in its wheel (no download: the GPU machine is offline).
-PHOTOS = SAMPLE_PHOTOS
-GEN_CLASSES = 4
-GEN_NOISE = 15.0        # grey levels (std) of the added grain: brings 400x350 q95 JPEGs to ~100 KB
 MIX_RESIZE = IMAGENET.mix_resize  # ImageNet preset: mixing picture shorter side / crop size
-
-
-def log(*msg):
-    print("[bench]", *msg, flush=True)
 
 
 # ------------------------------------------------------------------------------------------- data
 @functools.lru_cache(maxsize=None)
-def _photo(name):
-    """An RGB uint8 sample photo from scikit-image (grey ones stacked to 3 channels); the astronaut
-    when this scikit-image lacks ``name``. Cached per process: decoding the large ones takes ~50 ms."""
-    from skimage import data
-    try:
-        img = np.asarray(getattr(data, name)())
-    except Exception:   # older/newer scikit-image without that photo, or one it would download
-        img = np.asarray(data.astronaut())
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    return np.ascontiguousarray(img[..., :3])
-
-
-def _make_jpeg(job):
-    """Writes one generated JPEG; ``job = (path, index, (width, height), quality, seed)``."""
-    from PIL import Image
-    path, i, (width, height), quality, seed = job
-    rng = np.random.default_rng([seed, i])
-    src = _photo(PHOTOS[i % len(PHOTOS)])
-    # Jitter the output size by +-5% so that batches hold several shapes, as real data does.
-    w = max(8, int(width * rng.uniform(0.95, 1.05)))
-    h = max(8, int(height * rng.uniform(0.95, 1.05)))
-    # A random crop of 60..100% of the photo's extent keeps a variety of content and detail.
-    ch = int(src.shape[0] * rng.uniform(0.6, 1.0))
-    cw = int(src.shape[1] * rng.uniform(0.6, 1.0))
-    y, x = rng.integers(0, src.shape[0] - ch + 1), rng.integers(0, src.shape[1] - cw + 1)
-    img = Image.fromarray(src[y:y + ch, x:x + cw]).resize((w, h), Image.BILINEAR)
-    noisy = np.asarray(img, np.float32) + rng.normal(0.0, GEN_NOISE, (h, w, 3)).astype(np.float32)
-    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=quality)
-    return os.path.getsize(path)
-
-
-def make_jpeg_set(out_dir, count, size, quality=95, seed=0, workers=None):
-    """Writes ``count`` JPEGs in ``GEN_CLASSES`` class folders under ``out_dir`` (ImageFolder layout).
-
-    ``size`` is (width, height) in pixels. Returns the mean file size in bytes. Generation runs in a
-    process pool: about 15 ms per 400x350 image per core.
-    """
-    jobs = []
-    for i in range(count):
-        folder = os.path.join(out_dir, f"class_{i % GEN_CLASSES}")
-        os.makedirs(folder, exist_ok=True)
-        jobs.append((os.path.join(folder, f"img_{i:05d}.jpg"), i, size, quality, seed))
-    workers = max(1, min(workers or os.cpu_count() or 1, (count + 63) // 64))
-    if workers == 1:
-        sizes = [_make_jpeg(j) for j in jobs]
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            sizes = list(pool.map(_make_jpeg, jobs, chunksize=32))
-    return float(np.mean(sizes))
-
-
-def _cached(path, build):
-    """Runs ``build(path)`` once: a ``.done`` marker makes later runs reuse the folder."""
-    marker = os.path.join(path, ".done")
-    if not os.path.exists(marker):
-        import shutil
-        shutil.rmtree(path, ignore_errors=True)
-        os.makedirs(path)
-        build(path)
-        open(marker, "w").close()
-    return path
-
-
-def prepare_data(args):
-    """``(data_root, mixing_root)``: the given folders, else generated ones in ``args.cache_dir``."""
-    data_root, mixing_root = args.data, args.mixing
-    if data_root is None:
-        w, h = args.gen_size
-        name = f"jpeg_{args.gen_count}_{w}x{h}_q{args.gen_quality}"
-        data_root = os.path.join(args.cache_dir, name)
-        if not os.path.exists(os.path.join(data_root, ".done")):
-            log(f"generating {args.gen_count} JPEGs of about {w}x{h} in {data_root} (once)")
-        _cached(data_root, lambda p: make_jpeg_set(p, args.gen_count, (w, h), args.gen_quality))
-    if mixing_root is None:
-        from dali_ipmix.fractals import write_fractal_set
-        n, s = args.gen_mixing_count, args.gen_mixing_size
-        mixing_root = os.path.join(args.cache_dir, f"fractals_{n}_{s}")
-        if not os.path.exists(os.path.join(mixing_root, ".done")):
-            log(f"generating {n} fractal mixing pictures of {s}x{s} in {mixing_root} (once)")
-        _cached(mixing_root, lambda p: write_fractal_set(p, n, size=s, seed=0, progress=False))
-    return data_root, mixing_root
-
-
 def describe_data(files):
     """Count, mean file size (KB) and mean width x height of (up to 64 of) ``files``, for the log."""
     from PIL import Image
@@ -173,26 +82,6 @@ def describe_data(files):
 
 
 # ------------------------------------------------------------------------------------ environment
-def environment():
-    """What the GPU rows need: ``{"gpu": name or None, "cupy": version or None, "why_no_gpu": str}``."""
-    env = {"gpu": None, "cupy": None, "why_no_gpu": ""}
-    try:
-        import torch
-        if torch.cuda.is_available():
-            env["gpu"] = torch.cuda.get_device_name(0)
-        else:
-            env["why_no_gpu"] = "no CUDA GPU (torch.cuda.is_available() is False)"
-    except Exception as err:   # a broken CUDA install means: no GPU
-        env["why_no_gpu"] = f"no usable CUDA ({type(err).__name__}: {err})"
-    try:
-        import cupy
-        cupy.cuda.runtime.getDeviceCount()
-        env["cupy"] = cupy.__version__
-    except Exception as err:
-        env["why_no_cupy"] = f"no usable CuPy ({type(err).__name__}: {err})"
-    return env
-
-
 def versions():
     out = {"python": platform.python_version()}
     for name, mod in (("dali", "nvidia.dali"), ("torch", "torch"), ("cupy", "cupy")):
@@ -248,17 +137,6 @@ def timed_batches(next_batch, warmup, batches, sync=None):
     return samples, time.perf_counter() - start
 
 
-def _endless(iterator, count):
-    """``next_batch`` over an auto-resetting iterator: restarts once at an epoch end; ``count(batch)``
-    gives the samples in a batch."""
-    def next_batch():
-        try:
-            return count(next(iterator))
-        except StopIteration:   # epoch end; auto_reset has rewound the iterator
-            return count(next(iterator))
-    return next_batch
-
-
 def plain_dali_pipeline(files, labels, batch, size, device, threads, decode="full", seed=0):
     """The plain ResNet-50-style DALI training pipeline (no IPMix): outputs ``images`` (N, 3, size,
     size) float32 normalised and ``label`` int32 (N, 1), on ``device``. ``decode="full"`` decodes whole
@@ -299,7 +177,7 @@ def run_plain_dali(row, ctx):
     it = DALIGenericIterator([pipe], ["images", "label"], reader_name="Reader",
                              last_batch_policy=LastBatchPolicy.FILL, auto_reset=True)
     try:
-        return _measure_iterator(row, ctx, _endless(it, lambda out: out[0]["label"].shape[0]))
+        return _measure_iterator(row, ctx, endless(it, lambda out: out[0]["label"].shape[0]))
     finally:
         del it, pipe
 
@@ -326,7 +204,7 @@ def run_ipmix(row, ctx):
         pipe = _ipmix_pipeline(row, ctx, IPMixConfig, training_pipeline)
     it = IPMixIterator(pipe, last_batch_policy="fill")
     try:
-        return _measure_iterator(row, ctx, _endless(it, lambda out: out[1].shape[0]))
+        return _measure_iterator(row, ctx, endless(it, lambda out: out[1].shape[0]))
     finally:
         del it, pipe
 
@@ -396,7 +274,6 @@ class PILIPMixDataset:
 
 
 def run_pil(row, ctx):
-    import torch
     from torch.utils.data import DataLoader, RandomSampler
     from dali_ipmix import IPMixConfig
     from dali_ipmix.files import list_mixing_images
@@ -523,35 +400,12 @@ def write_json(path, meta, rows):
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def _size_pair(text):
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-        assert w >= 8 and h >= 8
-        return w, h
-    except Exception:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, each >= 8") from None
-
-
 def _rows_arg(text):
     rows = [r.strip() for r in text.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROW_KINDS]
     if bad or not rows:
         raise argparse.ArgumentTypeError(f"unknown row(s) {bad}: choose from {','.join(ROW_KINDS)}")
     return rows
-
-
-def add_data_args(ap):
-    """The data options (shared with gpu_memory_check.py): --data, --mixing, --cache-dir, --gen-*."""
-    a = ap.add_argument
-    a("--data", help="ImageFolder tree of JPEGs (default: generated, see --gen-*)")
-    a("--mixing", help="folder of mixing pictures (default: generated fractals)")
-    a("--cache-dir", default=os.path.join("out", "bench_data"), help="where generated data is kept")
-    a("--gen-count", type=int, default=1024, help="generated JPEGs (default 1024)")
-    a("--gen-size", type=_size_pair, default=(400, 350), help="generated JPEG size WxH, +-5%% (default 400x350)")
-    a("--gen-quality", type=int, default=95, help="generated JPEG quality (default 95: ~100 KB at 400x350)")
-    a("--gen-mixing-count", type=int, default=64, help="generated fractal mixing pictures (default 64)")
-    a("--gen-mixing-size", type=int, default=256, help="their side in pixels (default 256)")
-    return ap
 
 
 def build_parser():

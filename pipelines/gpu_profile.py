@@ -14,7 +14,6 @@ import argparse
 import os
 import time
 
-import numpy as np
 
 
 def jpeg_copy(src_dir, out_dir, quality=95):

@@ -65,21 +65,27 @@ def compiler():
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-@functools.lru_cache(maxsize=None)
-def library():
-    """Compiles the host loops once per process; returns the loaded ``ctypes.CDLL``."""
+def build_library(source: str, flags=CXX_FLAGS) -> ctypes.CDLL:
+    """Compiles ``source`` (C++ that may include the headers of ``csrc/``) into a shared library in a
+    temporary folder and loads it; a compiler error or warning raises RuntimeError with its output."""
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (set CXX or install g++)")
     folder = tempfile.mkdtemp(prefix="ipmix-host-")
     atexit.register(shutil.rmtree, folder, True)
-    src, lib = os.path.join(folder, "harness.cpp"), os.path.join(folder, "harness.so")
+    src, lib = os.path.join(folder, "shim.cpp"), os.path.join(folder, "shim.so")
     with open(src, "w") as f:
-        f.write(WRAPPERS)
-    done = subprocess.run([cxx, *CXX_FLAGS, "-I", CSRC, src, "-o", lib], capture_output=True, text=True)
+        f.write(source)
+    done = subprocess.run([cxx, *flags, "-I", CSRC, src, "-o", lib], capture_output=True, text=True)
     if done.returncode or done.stderr.strip():
         raise RuntimeError(f"{cxx} failed or warned:\n{done.stderr}")
-    dll = ctypes.CDLL(lib)
+    return ctypes.CDLL(lib)
+
+
+@functools.lru_cache(maxsize=None)
+def library():
+    """The host loops, compiled once per process."""
+    dll = build_library(WRAPPERS)
     dll.ipx_sample_scratch_bytes_c.restype = ctypes.c_longlong
     return dll
 

@@ -6,18 +6,12 @@ and the C++ drawer with ``draw_plan``'s distributions without DALI. Needs ``g++`
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import functools
-import shutil
-import subprocess
-import tempfile
-import os
 
 import numpy as np
 
-from dali_ipmix.cuda_source import CSRC
-from kernel_harness import compiler
+from kernel_harness import build_library
 
 SOURCE = r"""
 #include "ipx_plan.h"
@@ -64,18 +58,7 @@ CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-Wal
 
 @functools.lru_cache(maxsize=None)
 def library():
-    cxx = compiler()
-    if cxx is None:
-        raise RuntimeError("no C++ compiler (set CXX or install g++)")
-    folder = tempfile.mkdtemp(prefix="ipmix-plan-")
-    atexit.register(shutil.rmtree, folder, True)
-    src, lib = os.path.join(folder, "plan.cpp"), os.path.join(folder, "plan.so")
-    with open(src, "w") as f:
-        f.write(SOURCE)
-    done = subprocess.run([cxx, *CXX_FLAGS, "-I", CSRC, src, "-o", lib], capture_output=True, text=True)
-    if done.returncode or done.stderr.strip():
-        raise RuntimeError(f"{cxx} failed or warned:\n{done.stderr}")
-    dll = ctypes.CDLL(lib)
+    dll = build_library(SOURCE, CXX_FLAGS)
     dll.plan_doubles_c.restype = ctypes.c_longlong
     return dll
 

@@ -36,7 +36,7 @@ def test_random_ifs_is_contractive_with_valid_probabilities():
 
 def test_write_set_and_reproducibility(tmp_path):
     paths = write_fractal_set(tmp_path / "a", 5, size=32, seed=1, chunk=2, progress=False)
-    assert [os.path.basename(p) for p in paths] == [f"fractal_{i:05d}.png" for i in range(5)]
+    assert [os.path.basename(p) for p in paths] == [f"fractal_{i:05d}.jpg" for i in range(5)]
     again = write_fractal_set(tmp_path / "b", 5, size=32, seed=1, chunk=2, progress=False)
     for p, q in zip(paths, again):
         im = Image.open(p)
@@ -46,7 +46,7 @@ def test_write_set_and_reproducibility(tmp_path):
 
 def test_cli_fractals(tmp_path, capsys):
     assert main(["fractals", str(tmp_path / "fr"), "-n", "3", "--size", "24", "--seed", "2", "--quiet"]) == 0
-    assert sorted(os.listdir(tmp_path / "fr")) == [f"fractal_{i:05d}.png" for i in range(3)]
+    assert sorted(os.listdir(tmp_path / "fr")) == [f"fractal_{i:05d}.jpg" for i in range(3)]
     assert "wrote 3 fractal pictures" in capsys.readouterr().out
 
 
@@ -66,3 +66,11 @@ def test_cli_reports_runtime_errors(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["fractals", str(blocker / "sub"), "-n", "1", "--quiet"]) == 1
     assert str(blocker) in capsys.readouterr().err
+
+
+def test_png_format_and_bad_format(tmp_path):
+    paths = write_fractal_set(tmp_path / "p", 2, size=16, seed=3, progress=False, file_format="png")
+    assert [os.path.basename(p) for p in paths] == ["fractal_00000.png", "fractal_00001.png"]
+    assert Image.open(paths[0]).format == "PNG"
+    with pytest.raises(ValueError, match="file_format='gif' is invalid"):
+        write_fractal_set(tmp_path / "g", 1, size=16, file_format="gif")

@@ -54,11 +54,9 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("name", CONFIGS)
-def test_views_equal_numpy_executor_on_the_returned_plan(name):
-    config, h, w = CONFIGS[name]
-    x, z = photos(6, h, w), photos(6, h, w, seed=1)
-    (outs,) = run(x, z, config, seed=11, return_plan=True)
+def views_and_plans(outs, config, h, w, x):
+    """``(plan, table rows, mixw, view)`` per view of one ``return_plan=True`` batch (lists of samples
+    per output); checks the clean output of JSD mode on the way."""
     views = 2 if config.jsd else 1
     images, extra = outs[:len(outs) - 2 * views], outs[len(outs) - 2 * views:]
     if config.jsd:
@@ -67,13 +65,21 @@ def test_views_equal_numpy_executor_on_the_returned_plan(name):
     for v in range(views):
         plan = native.plan_from_records(np.stack(extra[2 * v]), config, h, w)
         steps, mixw = native.split_table(np.stack(extra[2 * v + 1]), config)
+        yield plan, steps, mixw, np.stack(images[v])
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_views_equal_numpy_executor_on_the_returned_plan(name):
+    config, h, w = CONFIGS[name]
+    x, z = photos(6, h, w), photos(6, h, w, seed=1)
+    (outs,) = run(x, z, config, seed=11, return_plan=True)
+    for plan, steps, mixw, got in views_and_plans(outs, config, h, w, x):
         ref_steps, ref_mixw = pack_plan(plan)   # the operator ran exactly pack_plan's rows
         np.testing.assert_array_equal(steps, ref_steps)
         np.testing.assert_array_equal(mixw.view(np.uint32), ref_mixw.view(np.uint32))
         ref = execute_plan(plan, np.stack(x), np.stack(z))
-        got = np.stack(images[v])
         assert got.dtype == np.float32 and got.shape == (6, h, w, 3)
-        assert np.abs(got - ref).max() <= 1.0, (v, np.abs(got - ref).max())
+        assert np.abs(got - ref).max() <= 1.0, np.abs(got - ref).max()
 
 
 def test_samples_of_different_sizes_in_one_batch():
@@ -220,17 +226,9 @@ def test_gpu_operator_equals_numpy_executor_on_the_returned_plan(name):
     p.build()
     for _ in range(2):   # the second batch draws with the next batch counter
         outs = [[np.array(t) for t in o.as_cpu()] for o in p.run()]
-        views = 2 if config.jsd else 1
-        images, extra = outs[:len(outs) - 2 * views], outs[len(outs) - 2 * views:]
-        if config.jsd:
-            np.testing.assert_array_equal(np.stack(images[0]), np.stack(x).astype(np.float32))
-            images = images[1:]
-        for v in range(views):
-            plan = native.plan_from_records(np.stack(extra[2 * v]), config, h, w)
-            steps, mixw = native.split_table(np.stack(extra[2 * v + 1]), config)
+        for plan, steps, _, got in views_and_plans(outs, config, h, w, x):
             np.testing.assert_array_equal(steps, pack_plan(plan)[0])
-            ref = execute_plan(plan, np.stack(x), np.stack(z))
-            assert np.abs(np.stack(images[v]) - ref).max() <= 1.0
+            assert np.abs(got - execute_plan(plan, np.stack(x), np.stack(z))).max() <= 1.0
 
 
 @pytest.mark.cupy

@@ -226,3 +226,13 @@ def test_gpu_training_pipeline_yields_cuda_tensors(dali_tree, dali_mixing):
         labels += y.tolist()
     assert sorted(indices) == list(range(21))
     assert labels == [dali_tree[1][i][1] for i in indices]
+
+
+def test_gpu_pipelines_warn_about_cpu_decoded_mixing_sets():
+    import warnings
+    from dali_ipmix.pipelines import _warn_cpu_decoded_mixing
+    with pytest.warns(UserWarning, match="2 of 3 mixing pictures in fr are not JPEG"):
+        _warn_cpu_decoded_mixing(["fr/a.png", "fr/b.PNG", "fr/c.jpg"], "fr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_cpu_decoded_mixing(["fr/a.jpg", "fr/b.JPEG", "fr/c.png"], "fr")

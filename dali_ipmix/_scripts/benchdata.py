@@ -93,7 +93,7 @@ def prepare_data(args):
     if mixing_root is None:
         from ..fractals import write_fractal_set
         n, s = args.gen_mixing_count, args.gen_mixing_size
-        mixing_root = os.path.join(args.cache_dir, f"fractals_{n}_{s}")
+        mixing_root = os.path.join(args.cache_dir, f"fractals_{n}_{s}_jpeg")
         if not os.path.exists(os.path.join(mixing_root, ".done")):
             log(f"generating {n} fractal mixing pictures of {s}x{s} in {mixing_root} (once)")
         _cached(mixing_root, lambda p: write_fractal_set(p, n, size=s, seed=0, progress=False))
