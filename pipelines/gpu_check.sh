@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU checks in one go, on the lent GPU machine (H100/H200, 16 cores): CuPy vs NumPy parity, the
-# core benchmark, the loader throughput table (plain DALI GPU vs dali-ipmix GPU vs the 16-worker PIL
-# loader; 224 px, batch 256, JSD on) and the GPU memory check; a short summary table last.
+# The GPU checks in one go, on the lent GPU machine (H100/H200, 16 cores): every GPU test (parity of
+# the compiled core, the native operator and the CuPy route with the NumPy executor; DALI GPU pipelines),
+# the core benchmark, the loader throughput table (plain DALI GPU vs dali-ipmix GPU, native and python
+# routes, JSD on and off, vs the 16-worker PIL loader; 224 px, batch 256, JPEG mixing set) and the GPU
+# memory check; a short summary table last.
 #
 # That machine has no DALI: make the bundle here first (../shared/gpu/make-dali-bundle, see
 # shared/gpu/README.md), make the device calls it prints back to back, and in the last one run
@@ -87,7 +89,7 @@ step() {
 step cupy 180 "$PY" -m pytest -m cupy -q -p no:cacheprovider -rs tests
 step bench_core 90 "$PY" pipelines/bench_core.py --json "$D/bench_core.json"
 step host_profile 30 "$PY" pipelines/bench_core.py --host-profile
-step throughput 220 "$PY" pipelines/bench_throughput.py --rows dali-gpu,ipmix-native-gpu,ipmix-gpu,pil --jsd on \
+step throughput 260 "$PY" pipelines/bench_throughput.py --rows dali-gpu,ipmix-native-gpu,ipmix-gpu,pil --jsd both \
   --batch-size 256 --cpu-batch-size 256 --size 224 --workers "$WORKERS" --batches "$BENCH_BATCHES" \
   --gpu-warmup 60 --plain-decode "$PLAIN_DECODE" --cache-dir "$CACHE" --json "$D/throughput.json"
 mem_s=$(( $(left) - 60 )); [ "$mem_s" -gt "$MEM_MAX_S" ] && mem_s=$MEM_MAX_S
