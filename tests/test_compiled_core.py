@@ -272,3 +272,12 @@ def test_launches_fixed_by_t_alone(core, cfg):
     expected = ["ipx_prepare", "ipx_step"] * max(cfg.t, 1) + ["ipx_mix"]
     assert all(s == expected for s in seen), seen
     assert core.launches_per_view(cfg.t) == len(expected)
+
+
+def test_per_sample_runner_without_steps():
+    """t = 0 (no step rows at all): every chain is the image itself, so the view is the image."""
+    x, z = images(8, 8, count=2), images(8, 8, count=2, seed=1)
+    mixw = np.array([0.7, 0.2, 0.3, 0.5], np.float32)
+    steps = np.zeros((0, len(STEP_FIELDS)), np.uint32)
+    got = kernel_harness.run_sample(steps, mixw, 3, 0, x[0], z[0])
+    np.testing.assert_allclose(got, x[0].astype(np.float32), atol=1e-4)

@@ -84,6 +84,10 @@ static inline void ipx_run_sample(const IpxStep* steps, const float* mixw, int k
     unsigned char* buf[2] = {scratch, scratch + k * hw3};
     unsigned char* luts = scratch + 2 * k * hw3;
     const unsigned char* in = x;
+    if (t <= 0) {   // no steps: every chain is x itself (the mix reads k chain images)
+        for (int c = 0; c < k; ++c) memcpy(buf[0] + c * hw3, x, (size_t)hw3);
+        in = buf[0];
+    }
     for (int j = 0; j < t; ++j) {
         unsigned char* dst = buf[j & 1];
         ipx_prepare_host(steps, j, t, k, in, j == 0, x, h, w, luts, k);
