@@ -5,8 +5,10 @@
 
 Layout: both inputs are batches of HWC uint8 RGB images on the 0..255 scale, every image of a batch the
 same H x W (crop before IPMix), ``mixing`` holding one mixing picture per sample of the same size.
-Outputs are HWC float32 on the 0..255 scale (not normalised), layout ``"HWC"``; normalise afterwards
-(``fn.crop_mirror_normalize`` accepts float input). In JSD mode (``config.jsd``) the outputs are
+Outputs are HWC float32 on the 0..255 scale (not normalised), layout ``"HWC"``; or, with
+``normalize=dict(mean=..., std=..., layout="CHW", dtype="float32")``, normalised as
+``fn.crop_mirror_normalize`` would: the native CPU operator then writes them so in its final-mix loop
+(no extra pass over the images), the other backends run ``fn.crop_mirror_normalize`` after IPMix. In JSD mode (``config.jsd``) the outputs are
 ``(clean, view1, view2)``: the input as float32 and two independent IPMix views sharing the mixing picture.
 
 Two backends (``backend=``). ``"native"`` (the default when the plugin is built, see
@@ -27,13 +29,54 @@ from typing import Optional
 
 import numpy as np
 from nvidia.dali import fn as dali_fn
+from nvidia.dali import types
 from nvidia.dali.pipeline import do_not_convert
 
 from .augment import ipmix_views
 from .config import IPMixConfig
 from .execute import array_module
 
-__all__ = ["ipmix", "make_ipmix_function"]
+__all__ = ["ipmix", "make_ipmix_function", "normalize_args"]
+
+_DTYPES = {"float32": types.FLOAT, "float16": types.FLOAT16}
+
+
+def normalize_args(normalize: Optional[dict]) -> Optional[dict]:
+    """``normalize`` of :func:`ipmix` checked and completed: ``mean`` and ``std`` as 3 floats each
+    (0..255 scale, std > 0), ``layout`` ``"CHW"`` (default) or ``"HWC"``, ``dtype`` ``"float32"``
+    (default) or ``"float16"``; None stays None."""
+    if normalize is None:
+        return None
+    if not isinstance(normalize, dict):
+        raise TypeError(f"normalize must be a dict(mean=..., std=..., layout=..., dtype=...), got "
+                        f"{type(normalize).__name__}")
+    unknown = set(normalize) - {"mean", "std", "layout", "dtype"}
+    if unknown or not {"mean", "std"} <= set(normalize):
+        raise ValueError(f"normalize={normalize!r}: give mean and std (and optionally layout, dtype); "
+                         f"unknown keys: {sorted(unknown)}")
+    out = {}
+    for key in ("mean", "std"):
+        values = [float(v) for v in np.atleast_1d(np.asarray(normalize[key], np.float64))]
+        values = values * 3 if len(values) == 1 else values
+        if len(values) != 3:
+            raise ValueError(f"normalize[{key!r}] has {len(values)} values; expected 1 or 3 "
+                             f"(per RGB channel, 0..255 scale)")
+        out[key] = values
+    if min(out["std"]) <= 0:
+        raise ValueError(f"normalize['std']={out['std']}: every std must be > 0")
+    out["layout"] = normalize.get("layout", "CHW")
+    if out["layout"] not in ("CHW", "HWC"):
+        raise ValueError(f"normalize['layout']={out['layout']!r} is invalid: use 'CHW' or 'HWC'")
+    out["dtype"] = normalize.get("dtype", "float32")
+    if out["dtype"] not in _DTYPES:
+        raise ValueError(f"normalize['dtype']={out['dtype']!r} is invalid: use 'float32' or 'float16'")
+    return out
+
+
+def _crop_mirror_normalize(image, norm):
+    """The unfused path of ``normalize``: HWC float32 (0..255) -> ``norm``'s layout and type."""
+    return dali_fn.crop_mirror_normalize(image, dtype=_DTYPES[norm["dtype"]], output_layout=norm["layout"],
+                                         mean=norm["mean"], std=norm["std"])
 
 
 def _stack(batch, name):
@@ -125,7 +168,7 @@ def _dali_stream_ptr():
 
 def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optional[int] = None,
           device: Optional[str] = None, num_threads: int = 1, backend: Optional[str] = None,
-          return_plan: bool = False):
+          return_plan: bool = False, normalize: Optional[dict] = None):
     """IPMix on a batch of DataNodes.
 
     Args:
@@ -143,10 +186,16 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
             native when built, else python (:func:`dali_ipmix.native.default_backend`).
         return_plan: native only: also return, per view, its plan record and plan-table rows
             (see :mod:`dali_ipmix.native`; ``native.plan_from_records`` makes an ``IPMixPlan``).
+        normalize: None (outputs HWC float32, 0..255), or ``dict(mean=, std=, layout=, dtype=)``:
+            every image output becomes ``(v - mean[c]) / std[c]`` (mean and std: 1 or 3 floats on the
+            0..255 scale), in ``layout`` ``"CHW"`` (default) or ``"HWC"``, of ``dtype``
+            ``"float32"`` (default) or ``"float16"``, exactly as ``fn.crop_mirror_normalize(...,
+            mean=mean, std=std, output_layout=layout)`` of the unnormalised output. Fused into the
+            native CPU operator's final mix; a separate ``crop_mirror_normalize`` elsewhere.
 
     Returns:
-        One DataNode (float32 HWC, 0..255), or with ``config.jsd`` a tuple ``(clean, view1, view2)``;
-        with ``return_plan`` a tuple with ``plan, table`` per view appended.
+        One DataNode (float32 HWC, 0..255, or as ``normalize`` says), or with ``config.jsd`` a tuple
+        ``(clean, view1, view2)``; with ``return_plan`` a tuple with ``plan, table`` per view appended.
     """
     from . import native
     config = IPMixConfig.imagenet() if config is None else config
@@ -164,14 +213,20 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
     if device == "cpu" and any(on_gpu):
         raise ValueError("ipmix: device='cpu' but an input is on the GPU; DALI cannot move data "
                          "back to the CPU inside a pipeline, use device='gpu'")
+    norm = normalize_args(normalize)
     if backend == "native":
         native.load()
         if device == "gpu":
             images, mixing = images.gpu(), mixing.gpu()
         extra = {} if seed is None else {"seed": int(seed)}
+        fused = norm is not None and device == "cpu"   # the GPU operator writes HWC float32 only
+        if fused:
+            extra.update(mean=norm["mean"], std=norm["std"], output_layout=norm["layout"],
+                         dtype=_DTYPES[norm["dtype"]])
         out = getattr(dali_fn, native.OPERATOR)(images, mixing, device=device, return_plan=return_plan,
                                                 **native.operator_args(config), **extra)
-        return tuple(out) if isinstance(out, (list, tuple)) else out
+        out = tuple(out) if isinstance(out, (list, tuple)) else out
+        return out if norm is None or fused else _normalize_images(out, norm, 3 if config.jsd else 1)
     if device == "gpu":
         if importlib.util.find_spec("cupy") is None:
             raise ImportError("fn.ipmix on the GPU runs IPMix with CuPy, which is not installed: "
@@ -181,4 +236,12 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
     out = dali_fn.python_function(
         images, mixing, function=make_ipmix_function(config, seed, num_threads), batch_processing=True,
         num_outputs=num_outputs, device=device, output_layouts=["HWC"] * num_outputs)
-    return tuple(out) if config.jsd else out
+    out = tuple(out) if config.jsd else out
+    return out if norm is None else _normalize_images(out, norm, num_outputs)
+
+
+def _normalize_images(out, norm, num_images):
+    """``out`` (one DataNode or a tuple whose first ``num_images`` are images) with those normalised."""
+    if not isinstance(out, tuple):
+        return _crop_mirror_normalize(out, norm)
+    return tuple(_crop_mirror_normalize(o, norm) if i < num_images else o for i, o in enumerate(out))

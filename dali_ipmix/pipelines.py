@@ -144,12 +144,20 @@ def _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_que
                     prefetch_queue_depth=prefetch_queue_depth, **kwargs)
 
 
+def _normalization(dtype):
+    """The pipelines' normalisation as ``fn.ipmix``'s ``normalize``: ImageNet mean/std on the 0..255
+    scale, CHW ``dtype``."""
+    return dict(mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD], layout="CHW",
+                dtype=dtype)
+
+
 def _normalize(images, dtype, crop=None):
     """HWC (uint8 or float 0..255) -> CHW ``dtype``, ImageNet mean/std; optional centre crop (h, w)."""
+    norm = _normalization(dtype)
     extra = {} if crop is None else dict(crop=crop, crop_pos_x=0.5, crop_pos_y=0.5)
     return fn.crop_mirror_normalize(
-        images, dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT, output_layout="CHW",
-        mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD], **extra)
+        images, dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT, output_layout=norm["layout"],
+        mean=norm["mean"], std=norm["std"], **extra)
 
 
 def _train_crop(jpegs, preset: Preset, size, device):
@@ -272,11 +280,13 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         mixing = _mixing_pictures(mix_paths, recipe, size, device)
         from . import native
         backend = native.default_backend() if backend is None else backend
+        # Normalised by fn.ipmix: in the native CPU operator's final mix (no pass of its own), else by
+        # crop_mirror_normalize after it; the same values either way.
         views = ipmix(images, mixing, config=config, seed=seeds["ipmix"], device=device,
-                      num_threads=pipe.num_threads, backend=backend)
+                      num_threads=pipe.num_threads, backend=backend, normalize=_normalization(dtype))
         views = views if config.jsd else (views,)
         labels = labels.gpu() if device == "gpu" else labels
-        pipe.set_outputs(*[_normalize(v, dtype) for v in views], labels)
+        pipe.set_outputs(*views, labels)
     names = ("clean", "view1", "view2", "label") if config.jsd else ("images", "label")
     pipe.ipmix_info = _info(names, config.jsd, data, mix_files, shard_id, num_shards, device, size,
                             dtype, recipe.name, config, seed, batch_size, seeds["shuffle"], augment_seed,

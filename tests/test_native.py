@@ -147,6 +147,99 @@ def test_gpu_operator_is_registered_when_nvcc_was_found():
     assert "IpmixNative" in backend.RegisteredGPUOps()
 
 
+# ---------------------------------------------------------------------------------- fused normalisation
+
+MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+
+
+@pytest.mark.parametrize("layout, dtype", [("CHW", "float32"), ("HWC", "float32"), ("CHW", "float16")])
+@pytest.mark.parametrize("jsd", [True, False])
+def test_fused_normalisation_equals_crop_mirror_normalize(layout, dtype, jsd):
+    """normalize= writes what crop_mirror_normalize makes of the plain outputs of the same draws,
+    bit for bit (both compute (v - mean) * (1 / std) in float32); the plan outputs stay as they are."""
+    from nvidia.dali import types
+    config = IPMixConfig.imagenet(jsd=jsd)
+    x, z = photos(4, 20, 26), photos(4, 20, 26, seed=1)
+    norm = dict(mean=MEAN, std=STD, layout=layout, dtype=dtype)
+    images = 3 if jsd else 1
+
+    @pipeline_def(batch_size=4, num_threads=2, device_id=None)
+    def pipe():
+        a = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True)
+        b = dali_fn.external_source(source=lambda: z, layout="HWC", batch=True)
+        plain = ipmix(a, b, config=config, seed=3, backend="native", return_plan=True)
+        fused = ipmix(a, b, config=config, seed=3, backend="native", return_plan=True, normalize=norm)
+        ref = [dali_fn.crop_mirror_normalize(
+            o, output_layout=layout, mean=MEAN, std=STD,
+            dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT) for o in plain[:images]]
+        return (*ref, *plain[images:], *fused)
+    p = pipe()
+    p.build()
+    for _ in range(2):
+        outs = p.run()
+        n = len(outs) // 2
+        for o in range(n):
+            assert outs[n + o].layout() == outs[o].layout()
+            want, got = np.stack([np.array(t) for t in outs[o]]), np.stack([np.array(t) for t in outs[n + o]])
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+        shape = (4, 3, 20, 26) if layout == "CHW" else (4, 20, 26, 3)
+        assert np.stack([np.array(t) for t in outs[n]]).shape == shape
+
+
+def test_layout_alone_keeps_the_values():
+    """output_layout="CHW" without mean/std: the plain outputs transposed, 0..255."""
+    config = IPMixConfig.cifar()
+    x, z = photos(3, 16, 12), photos(3, 16, 12, seed=2)
+    (plain,) = run(x, z, config, seed=4)
+
+    @pipeline_def(batch_size=3, num_threads=2, device_id=None)
+    def pipe():
+        a = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True)
+        b = dali_fn.external_source(source=lambda: z, layout="HWC", batch=True)
+        native.load()
+        return tuple(dali_fn.ipmix_native(a, b, seed=4, output_layout="CHW",
+                                          **native.operator_args(config)))
+    p = pipe()
+    p.build()
+    for want, got in zip(plain, p.run()):
+        np.testing.assert_array_equal(np.stack([np.array(t) for t in got]),
+                                      np.stack(want).transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mean=[1.0, 2.0, 3.0]), r"`mean` and `std` go together"),
+    (dict(mean=[1.0, 2.0], std=[1.0, 1.0]), r"argument `mean` has 2 values; expected 1 or 3"),
+    (dict(mean=[0.0], std=[1.0, 0.0, 1.0]), r"argument `std` has entry 0: every std must be > 0"),
+    (dict(output_layout="HCW"), r"argument `output_layout`=\"HCW\" is invalid"),
+])
+def test_bad_normalisation_arguments_are_named(kwargs, match):
+    x, z = ok_batch()
+
+    @pipeline_def(batch_size=3, num_threads=1, device_id=None)
+    def pipe():
+        a = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True)
+        b = dali_fn.external_source(source=lambda: z, layout="HWC", batch=True)
+        native.load()
+        return dali_fn.ipmix_native(a, b, **kwargs)
+    with pytest.raises(RuntimeError, match=match):
+        p = pipe()
+        p.build()
+        p.run()
+
+
+def test_bad_normalize_dict_is_named():
+    from dali_ipmix.fn import normalize_args
+    with pytest.raises(ValueError, match="give mean and std"):
+        normalize_args(dict(mean=MEAN))
+    with pytest.raises(ValueError, match="expected 1 or 3"):
+        normalize_args(dict(mean=MEAN[:2], std=STD))
+    with pytest.raises(ValueError, match="layout"):
+        normalize_args(dict(mean=MEAN, std=STD, layout="NCHW"))
+    assert normalize_args(dict(mean=1, std=2)) == dict(mean=[1.0] * 3, std=[2.0] * 3, layout="CHW",
+                                                        dtype="float32")
+
+
 # ---------------------------------------------------------------------------------- bad inputs
 
 def ok_batch(n=3, h=8, w=8):

@@ -45,6 +45,32 @@ def test_training_outputs_are_finite_normalised_chw(dali_tree, dali_mixing, dali
         assert labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1, 2}
 
 
+@pytest.mark.parametrize("backend, dtype", [("native", "float32"), ("native", "float16"),
+                                            ("python", "float32")])
+def test_fused_normalisation_gives_the_tensors_of_crop_mirror_normalize(
+        monkeypatch, dali_tree, dali_mixing, dali_cpu, backend, dtype):
+    """The training pipeline normalises inside fn.ipmix (fused into the native CPU operator); the
+    batches equal those of IPMix followed by the pipelines' own crop_mirror_normalize."""
+    from dali_ipmix import native, pipelines
+    if backend == "native" and not native.available():
+        pytest.skip("native plugin not built")
+    kwargs = dict(mixing_root=dali_mixing, batch_size=5, preset="imagenet", size=16, dtype=dtype,
+                  seed=7, backend=backend, **dali_cpu)
+    fused = first_batches(training_pipeline(dali_tree[0], **kwargs), 2)
+    ipmix = pipelines.ipmix
+
+    def unfused(*args, normalize, **kw):
+        out = ipmix(*args, **kw)
+        out = out if isinstance(out, tuple) else (out,)
+        return tuple(pipelines._normalize(o, normalize["dtype"]) for o in out)
+    monkeypatch.setattr(pipelines, "ipmix", unfused)
+    plain = first_batches(training_pipeline(dali_tree[0], **kwargs), 2)
+    for a, b in zip(fused, plain):
+        for x, y in zip(flat(a), flat(b)):
+            assert x.dtype == y.dtype and x.shape == y.shape
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+
+
 def test_clean_view_is_the_cropped_image_and_labels_match_folders(dali_tree, dali_mixing, dali_cpu):
     pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=8, preset="imagenet",
                              size=16, seed=3, **dali_cpu)

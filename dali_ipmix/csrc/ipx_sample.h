@@ -59,11 +59,13 @@ static inline long long ipx_sparse_scratch_bytes(int k, int h, int w) {
     return (long long)(k + 1) * h * w * 3 + 1536;
 }
 
-// One whole sample: steps (k * t rows, chain-major), mixw (1 + k), x and z (h x w x 3 uint8), out
-// (h x w x 3 float32, 0..255); scratch of ipx_sparse_scratch_bytes(k, h, w).
-static inline void ipx_run_sample_sparse(const IpxStep* steps, const float* mixw, int k, int t,
-                                         const unsigned char* x, const unsigned char* z, int h, int w,
-                                         unsigned char* scratch, float* out) {
+// The k chains of one sample: steps (k * t rows, chain-major), x and z (h x w x 3 uint8); scratch of
+// ipx_sparse_scratch_bytes(k, h, w). Returns the chains' final images (k x h x w x 3 uint8, chain c
+// at + c * h * w * 3), which lie in scratch.
+static inline const unsigned char* ipx_run_chains_sparse(const IpxStep* steps, int k, int t,
+                                                         const unsigned char* x,
+                                                         const unsigned char* z, int h, int w,
+                                                         unsigned char* scratch) {
     const long long hw3 = (long long)h * w * 3;
     unsigned char* finals = scratch;              // chain c ends in finals + c * hw3
     unsigned char* work = scratch + k * hw3;      // the other buffer of an image-level step
@@ -101,7 +103,68 @@ static inline void ipx_run_sample_sparse(const IpxStep* steps, const float* mixw
         }
         if (cur != own) memcpy(own, cur, hw3);
     }
+    return finals;
+}
+
+// One whole sample: steps (k * t rows, chain-major), mixw (1 + k), x and z (h x w x 3 uint8), out
+// (h x w x 3 float32, 0..255); scratch of ipx_sparse_scratch_bytes(k, h, w).
+static inline void ipx_run_sample_sparse(const IpxStep* steps, const float* mixw, int k, int t,
+                                         const unsigned char* x, const unsigned char* z, int h, int w,
+                                         unsigned char* scratch, float* out) {
+    const long long hw3 = (long long)h * w * 3;
+    const unsigned char* finals = ipx_run_chains_sparse(steps, k, t, x, z, h, w, scratch);
     for (long long i = 0; i < hw3; ++i) out[i] = ipx_final_mix_pixel(x[i], finals + i, hw3, mixw, k);
+}
+
+// ------------------------------------------------------------------ normalised output
+
+// Normalisation fused into the final mix: out = (v - mean[c]) * inv_std[c] for the mixed value v
+// (0..255) of channel c, as DALI's crop_mirror_normalize computes it (float32 subtraction, then a
+// multiplication by the reciprocal; inv_std[c] = (float)(1.0 / (double)std[c]), DALI's rounding).
+struct IpxNorm {
+    float mean[3];      // per channel, 0..255 scale
+    float inv_std[3];   // per channel, reciprocal of the standard deviation on the 0..255 scale
+    bool chw;           // planar output (3, h, w) instead of interleaved (h, w, 3)
+};
+
+// An IpxNorm from mean and std (3 floats each, 0..255 scale; std > 0).
+static inline IpxNorm ipx_norm(const float* mean, const float* std, bool chw) {
+    IpxNorm n;
+    for (int c = 0; c < 3; ++c) {
+        n.mean[c] = mean[c];
+        n.inv_std[c] = (float)(1.0 / (double)std[c]);
+    }
+    n.chw = chw;
+    return n;
+}
+
+// ipx_run_sample_sparse's final mix written normalised: x (h x w x 3 uint8), finals the k chain images
+// of ipx_run_chains_sparse, mixw (1 + k); out (3 x h x w when norm.chw, else h x w x 3) of T, each
+// value passed through convert (float -> T). k = 0 with mixw = {0} writes x itself, normalised.
+template <typename T, typename Convert>
+static inline void ipx_mix_normalized(const unsigned char* x, const unsigned char* finals,
+                                      const float* mixw, int k, int h, int w, const IpxNorm& norm,
+                                      Convert convert, T* out) {
+    const long long hw = (long long)h * w, hw3 = hw * 3;
+    const float m0 = norm.mean[0], m1 = norm.mean[1], m2 = norm.mean[2];
+    const float s0 = norm.inv_std[0], s1 = norm.inv_std[1], s2 = norm.inv_std[2];
+    T* plane1 = out + hw;
+    T* plane2 = out + 2 * hw;
+    for (long long p = 0; p < hw; ++p) {
+        const long long i = p * 3;
+        float v0 = ipx_final_mix_pixel(x[i], finals + i, hw3, mixw, k);
+        float v1 = ipx_final_mix_pixel(x[i + 1], finals + i + 1, hw3, mixw, k);
+        float v2 = ipx_final_mix_pixel(x[i + 2], finals + i + 2, hw3, mixw, k);
+        if (norm.chw) {
+            out[p] = convert((v0 - m0) * s0);
+            plane1[p] = convert((v1 - m1) * s1);
+            plane2[p] = convert((v2 - m2) * s2);
+        } else {
+            out[i] = convert((v0 - m0) * s0);
+            out[i + 1] = convert((v1 - m1) * s1);
+            out[i + 2] = convert((v2 - m2) * s2);
+        }
+    }
 }
 
 #endif  // DALI_IPMIX_IPX_SAMPLE_H

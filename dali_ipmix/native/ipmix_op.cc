@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "dali/core/convert.h"
 #include "ipx_sample.h"
 
 namespace dali_ipmix {
@@ -70,6 +71,40 @@ IpxConfig ReadConfig(const OpSpec &spec) {
       Fail(Msg("argument `op_codes` has entry ", c, ": op codes are 0..", IPX_NUM_OPS - 1,
                " (dali_ipmix.table.OP_CODES)"));
   return cfg;
+}
+
+OutputSpec ReadOutputSpec(const OpSpec &spec, bool gpu) {
+  OutputSpec out;
+  auto mean = spec.GetRepeatedArgument<float>("mean");
+  auto std = spec.GetRepeatedArgument<float>("std");
+  std::string layout = spec.GetArgument<std::string>("output_layout");
+  out.type = spec.GetArgument<::dali::DALIDataType>("dtype");
+  if (mean.empty() != std.empty())
+    Fail(Msg("arguments `mean` and `std` go together: got ", mean.size(), " and ", std.size(),
+             " values"));
+  for (auto *arg : {&mean, &std}) {
+    if (arg->size() == 1) arg->resize(3, arg->front());   // one value for every channel
+    if (!arg->empty() && arg->size() != 3)
+      Fail(Msg("argument `", arg == &mean ? "mean" : "std", "` has ", arg->size(),
+               " values; expected 1 or 3 (per RGB channel, 0..255 scale)"));
+  }
+  for (float s : std)
+    if (!(s > 0)) Fail(Msg("argument `std` has entry ", s, ": every std must be > 0"));
+  if (layout != "HWC" && layout != "CHW")
+    Fail(Msg("argument `output_layout`=\"", layout, "\" is invalid: use \"HWC\" or \"CHW\""));
+  if (out.type != DALI_FLOAT && out.type != DALI_FLOAT16)
+    Fail(Msg("argument `dtype`=", ::dali::TypeTable::GetTypeInfo(out.type).name(),
+             " is invalid: use FLOAT or FLOAT16"));
+  out.fused = !mean.empty() || layout == "CHW" || out.type != DALI_FLOAT;
+  if (mean.empty()) {   // layout or type only: v - 0 and v * 1 are exact, the values stay 0..255
+    mean.assign(3, 0.0f);
+    std.assign(3, 1.0f);
+  }
+  out.norm = ipx_norm(mean.data(), std.data(), layout == "CHW");
+  if (out.fused && gpu)
+    Fail("arguments `mean`, `std`, `output_layout` and `dtype` are CPU only: on the GPU, normalise "
+         "the HWC float32 outputs afterwards (fn.crop_mirror_normalize)");
+  return out;
 }
 
 std::vector<std::pair<int, int>> CheckInputs(const Workspace &ws, const IpxConfig &cfg,
@@ -134,6 +169,35 @@ void DrawSample(const IpxConfig &cfg, int64_t seed, uint64_t batch, int sample, 
   }
 }
 
+namespace {
+
+// float -> output element, as crop_mirror_normalize converts its float result.
+template <typename T>
+struct ToOutput {
+  T operator()(float v) const { return ::dali::ConvertSat<T>(v); }
+};
+
+// Image output o, sample s, as T.
+template <typename T>
+T *OutputOf(Workspace &ws, int o, int s) {
+  return ws.Output<CPUBackend>(o).mutable_tensor<T>(s);
+}
+
+// One sample's image output, normalised: the clean image when k == 0 (mixw = {0}), else the final mix
+// of the chain images `finals`.
+void WriteNormalized(const OutputSpec &out, const unsigned char *x, const unsigned char *finals,
+                     const float *mixw, int k, int h, int w, void *dst) {
+  if (out.type == DALI_FLOAT16) {
+    ipx_mix_normalized(x, finals, mixw, k, h, w, out.norm, ToOutput<::dali::float16>(),
+                       static_cast<::dali::float16 *>(dst));
+  } else {
+    ipx_mix_normalized(x, finals, mixw, k, h, w, out.norm, ToOutput<float>(),
+                       static_cast<float *>(dst));
+  }
+}
+
+}  // namespace
+
 template <>
 void IpmixOp<CPUBackend>::RunImpl(Workspace &ws) {
   const auto &x = ws.Input<CPUBackend>(0);
@@ -150,9 +214,16 @@ void IpmixOp<CPUBackend>::RunImpl(Workspace &ws) {
         DrawSample(cfg_, seed_, batch, s, v, h, w, return_plan_, &plan);
         thread_local std::vector<unsigned char> scratch;
         scratch.resize(ipx_sparse_scratch_bytes(k, h, w));
-        ipx_run_sample_sparse(plan.rows.data(), plan.mixw.data(), k, tt, x.tensor<uint8_t>(s),
-                       z.tensor<uint8_t>(s), h, w, scratch.data(),
-                       ws.Output<CPUBackend>(ViewOutput(v)).mutable_tensor<float>(s));
+        const uint8_t *xs = x.tensor<uint8_t>(s), *zs = z.tensor<uint8_t>(s);
+        if (out_.fused) {
+          const unsigned char *finals =
+              ipx_run_chains_sparse(plan.rows.data(), k, tt, xs, zs, h, w, scratch.data());
+          WriteNormalized(out_, xs, finals, plan.mixw.data(), k, h, w,
+                          ws.Output<CPUBackend>(ViewOutput(v)).raw_mutable_tensor(s));
+        } else {
+          ipx_run_sample_sparse(plan.rows.data(), plan.mixw.data(), k, tt, xs, zs, h, w,
+                                scratch.data(), OutputOf<float>(ws, ViewOutput(v), s));
+        }
         if (return_plan_) {
           auto &rec = ws.Output<CPUBackend>(PlanOutput(v));
           std::copy(plan.record.begin(), plan.record.end(), rec.mutable_tensor<double>(s));
@@ -164,15 +235,23 @@ void IpmixOp<CPUBackend>::RunImpl(Workspace &ws) {
       }, hw3 * k * tt);
     }
     if (jsd_) {
-      pool.AddWork([&, s, hw3](int) {
+      pool.AddWork([&, s, h, w, hw3](int) {
         const uint8_t *src = x.tensor<uint8_t>(s);
-        float *dst = ws.Output<CPUBackend>(0).mutable_tensor<float>(s);
+        if (out_.fused) {
+          const float no_mix[1] = {0.0f};   // (1 - 0) * x: the image itself
+          WriteNormalized(out_, src, src, no_mix, 0, h, w,
+                          ws.Output<CPUBackend>(0).raw_mutable_tensor(s));
+          return;
+        }
+        float *dst = OutputOf<float>(ws, 0, s);
         for (int64_t i = 0; i < hw3; ++i) dst[i] = src[i];
       }, hw3);
     }
   }
   pool.RunAll();
-  for (int o = 0; o < NumImageOutputs(); ++o) ws.Output<CPUBackend>(o).SetLayout("HWC");
+  const ::dali::TensorLayout layout = out_.norm.chw ? ::dali::TensorLayout("CHW")
+                                                    : ::dali::TensorLayout("HWC");
+  for (int o = 0; o < NumImageOutputs(); ++o) ws.Output<CPUBackend>(o).SetLayout(layout);
 }
 
 }  // namespace dali_ipmix
@@ -182,7 +261,9 @@ DALI_REGISTER_OPERATOR(IpmixNative, ::dali_ipmix::IpmixOp<::dali::CPUBackend>, :
 DALI_SCHEMA(IpmixNative)
     .DocStr(R"(IPMix (NeurIPS 2023) augmentation of HWC uint8 RGB images with per-sample mixing pictures.
 
-Outputs HWC float32 on 0..255: one view, or with ``jsd`` (clean, view1, view2). With ``return_plan``
+Outputs HWC float32 on 0..255: one view, or with ``jsd`` (clean, view1, view2). On the CPU, ``mean``
+and ``std`` (and ``output_layout``, ``dtype``) write every image output normalised instead, in the
+final-mix loop, as fn.crop_mirror_normalize of the default output would. With ``return_plan``
 each view adds two debug outputs: its plan record (float64) and its plan-table rows (uint32); see
 dali_ipmix.native. Prefer ``dali_ipmix.fn.ipmix(..., backend="native")``, which fills the arguments
 from an IPMixConfig.)")
@@ -208,4 +289,13 @@ from an IPMixConfig.)")
         std::vector<int>{3, 1, 9, 2, 10, 11, 12, 13, 14, 0})
     .AddOptionalArg("jsd", "output (clean, view1, view2) instead of one view", false)
     .AddOptionalArg("return_plan", "add each view's plan record and table rows as outputs", false)
+    .AddOptionalArg("mean",
+                    "CPU: write every image output normalised, (v - mean) / std per channel (1 or 3 "
+                    "values, 0..255 scale; with `std`), as fn.crop_mirror_normalize computes it",
+                    std::vector<float>{})
+    .AddOptionalArg("std", "CPU: per-channel standard deviation of the normalisation (1 or 3 values "
+                    "> 0, 0..255 scale; with `mean`)", std::vector<float>{})
+    .AddOptionalArg("output_layout", "CPU: layout of the image outputs, \"HWC\" or \"CHW\"",
+                    std::string("HWC"))
+    .AddOptionalTypeArg("dtype", "CPU: type of the image outputs, FLOAT or FLOAT16", DALI_FLOAT)
     .AddRandomSeedArg();

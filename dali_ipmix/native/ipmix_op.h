@@ -1,7 +1,9 @@
 // IpmixNative: IPMix as a native DALI operator (fn.ipmix_native; dali_ipmix.fn.ipmix(backend="native")).
 //
 // Inputs: images and mixing pictures, HWC uint8 RGB (0..255), sample i of both of one H x W (H, W >= 2).
-// Outputs: one view (HWC float32, 0..255), or with jsd (clean, view1, view2); with return_plan, per
+// Outputs: one view (HWC float32, 0..255), or with jsd (clean, view1, view2); on the CPU, with `mean`
+// and `std` (and/or `output_layout` "CHW", `dtype` float16) every image output is written normalised,
+// (v - mean[c]) / std[c] in the asked layout and type, in the final-mix loop; with return_plan, per
 // view two more: the plan record (float64, ipx_plan.h's ipx_write_plan) and the plan-table rows the
 // view ran (uint32: k * max(t, 1) IpxStep rows of 26 words, then m and the k chain weights as float32).
 //
@@ -19,6 +21,7 @@
 // The compiled core first: outside nvcc it defines __host__/__device__ as empty, which the CUDA
 // headers that DALI includes then redefine (silently, as system headers) after the core is parsed.
 #include "ipx_plan.h"
+#include "ipx_sample.h"
 #include "dali/pipeline/operator/operator.h"
 
 namespace dali_ipmix {
@@ -33,6 +36,15 @@ struct SamplePlan {
 
 // The operator's arguments as an IpxConfig; throws naming the argument on an invalid value.
 IpxConfig ReadConfig(const ::dali::OpSpec &spec);
+
+// The fused output normalisation (`mean`, `std`, `output_layout`, `dtype`), or throws naming the
+// argument. *fused is false when the arguments ask for the default output (HWC float32, 0..255).
+struct OutputSpec {
+  bool fused = false;
+  IpxNorm norm{};
+  ::dali::DALIDataType type = DALI_FLOAT;
+};
+OutputSpec ReadOutputSpec(const ::dali::OpSpec &spec, bool gpu);
 
 // Checks the inputs of a batch; throws naming the input, the sample and the rule. Returns the
 // per-sample (H, W). `uniform` additionally requires one size across the batch (GPU).
@@ -56,7 +68,8 @@ class IpmixOp : public ::dali::Operator<Backend> {
         cfg_(ReadConfig(spec)),
         jsd_(spec.GetArgument<bool>("jsd")),
         return_plan_(spec.GetArgument<bool>("return_plan")),
-        seed_(spec.GetArgument<int64_t>("seed")) {}
+        seed_(spec.GetArgument<int64_t>("seed")),
+        out_(ReadOutputSpec(spec, std::is_same<Backend, ::dali::GPUBackend>::value)) {}
 
   IpmixOp(const IpmixOp &) = delete;
   IpmixOp &operator=(const IpmixOp &) = delete;
@@ -70,9 +83,15 @@ class IpmixOp : public ::dali::Operator<Backend> {
     sizes_ = CheckInputs(ws, cfg_, std::is_same<Backend, ::dali::GPUBackend>::value);
     int n = static_cast<int>(sizes_.size());
     ::dali::TensorListShape<> images(n, 3);
-    for (int i = 0; i < n; ++i) images.set_tensor_shape(i, {sizes_[i].first, sizes_[i].second, 3});
+    for (int i = 0; i < n; ++i) {
+      const int h = sizes_[i].first, w = sizes_[i].second;
+      if (out_.norm.chw)
+        images.set_tensor_shape(i, {3, h, w});
+      else
+        images.set_tensor_shape(i, {h, w, 3});
+    }
     output_desc.clear();
-    for (int o = 0; o < NumImageOutputs(); ++o) output_desc.push_back({images, DALI_FLOAT});
+    for (int o = 0; o < NumImageOutputs(); ++o) output_desc.push_back({images, out_.type});
     if (return_plan_) {
       auto plan = ::dali::uniform_list_shape(n, ::dali::TensorShape<1>{ipx_plan_doubles(cfg_)});
       auto table = ::dali::uniform_list_shape(n, ::dali::TensorShape<1>{TableWords(cfg_)});
@@ -94,6 +113,7 @@ class IpmixOp : public ::dali::Operator<Backend> {
   IpxConfig cfg_;
   bool jsd_, return_plan_;
   int64_t seed_;
+  OutputSpec out_;
   uint64_t batch_ = 0;   // batches run so far: part of every draw's key
   std::vector<std::pair<int, int>> sizes_;
 };
