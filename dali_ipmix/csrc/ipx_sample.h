@@ -12,6 +12,12 @@
 // (translate, mirror, rotate by 0 degrees) lands every output pixel centre on an input pixel centre,
 // where ipx_warp_pixel's bilinear weights are exactly 0 and its value the input pixel itself (or black
 // outside the image); such warps are copied pixel by pixel (as the NumPy executor does).
+//
+// The loops here are host-only rewrites of the per-pixel bodies, row by row, with the same float32
+// operations in the same order (so the same bytes): per-row terms hoisted out of the affine warp,
+// per-step tables of the pixel-level ops' per-value terms (a uint8 operand has 256 values), and a
+// final mix that g++ can vectorise. ipx_core.cuh stays the one source of the kernels' semantics; the
+// tests check this file against ipx_host.h's ipx_run_sample (the kernels' grid) byte for byte.
 #ifndef DALI_IPMIX_IPX_SAMPLE_H
 #define DALI_IPMIX_IPX_SAMPLE_H
 
@@ -26,6 +32,119 @@ static inline bool ipx_exact_axis_map(const float* m, int h, int w) {
     return m[1] == 0.0f && m[3] == 0.0f && (m[0] == 1.0f || m[0] == -1.0f) &&
            (m[4] == 1.0f || m[4] == -1.0f) && floorf(m[2]) == m[2] && floorf(m[5]) == m[5] &&
            fabsf(m[2]) < big && fabsf(m[5]) < big && h < big && w < big;
+}
+
+// ipx_clampf (fminf(fmaxf(v, lo), hi)) without the libm calls g++ emits for fminf/fmaxf: the same
+// value for every v, NaN included (-> lo), and the same zero (fmaxf(-0, 0) is -0 in glibc, as here).
+static inline float ipx_clampf_host(float v, float lo, float hi) {
+    return v >= lo ? (v <= hi ? v : hi) : lo;
+}
+
+static inline unsigned char ipx_to_uint8_host(float v) {   // ipx_to_uint8
+    return (unsigned char)floorf(ipx_clampf_host(v, 0.0f, 1.0f) * 255.0f + 0.5f);
+}
+
+// ipx_image_op_pixel for the pixels u0 <= u < u1 of row v, written to dst ((u1 - u0) x 3 bytes).
+static inline void ipx_image_op_span(int op, const float* p, const unsigned char* lut,
+                                     const unsigned char* img, int h, int w, int v, int u0, int u1,
+                                     unsigned char* dst) {
+    const unsigned char* row = img + (long long)v * w * 3;
+    if (ipx_is_lut_op(op)) {
+        for (int u = u0; u < u1; ++u, dst += 3) {
+            const unsigned char* px = row + u * 3;
+            dst[0] = lut[px[0]];
+            dst[1] = lut[256 + px[1]];
+            dst[2] = lut[512 + px[2]];
+        }
+        return;
+    }
+    if (op < IPX_FIRST_AFFINE) {   // color, sharpness: the shared body, pixel by pixel
+        for (int u = u0; u < u1; ++u, dst += 3) ipx_image_op_pixel(op, p, lut, img, h, w, u, v, dst);
+        return;
+    }
+    // ipx_warp_pixel, its row terms computed once per row.
+    const float fv = (float)v + 0.5f;
+    const float rx = p[1] * fv + p[2], ry = p[4] * fv + p[5];
+    const float fw = (float)w, fh = (float)h;
+    for (int u = u0; u < u1; ++u, dst += 3) {
+        float fu = (float)u + 0.5f;
+        float xs = rx + p[0] * fu;
+        float ys = ry + p[3] * fu;
+        if (!(xs >= 0.0f && xs < fw && ys >= 0.0f && ys < fh)) {
+            dst[0] = 0; dst[1] = 0; dst[2] = 0;
+            continue;
+        }
+        xs = xs - 0.5f;
+        ys = ys - 0.5f;
+        float fx0 = floorf(xs), fy0 = floorf(ys);
+        float dx = xs - fx0, dy = ys - fy0;
+        int x0 = (int)fx0, y0 = (int)fy0;
+        int xa = ipx_clampi(x0, 0, w - 1) * 3, xb = ipx_clampi(x0 + 1, 0, w - 1) * 3;
+        const unsigned char* ra = img + (long long)ipx_clampi(y0, 0, h - 1) * w * 3;
+        const unsigned char* rb = img + (long long)ipx_clampi(y0 + 1, 0, h - 1) * w * 3;
+        for (int c = 0; c < 3; ++c) {
+            float p00 = (float)ra[xa + c], p01 = (float)ra[xb + c];
+            float p10 = (float)rb[xa + c], p11 = (float)rb[xb + c];
+            float top = p00 + (p01 - p00) * dx;
+            float bottom = p10 + (p11 - p10) * dx;
+            float val = top + (bottom - top) * dy;
+            dst[c] = (unsigned char)ipx_clampf_host(floorf(val), 0.0f, 255.0f);
+        }
+    }
+}
+
+// One patch step on the rectangle rows v0 <= v < v1, columns u0 <= u < u1 of the chain image img,
+// in place (ipx_step_pixel for act == IPX_ACT_PATCH); `row` holds w x 3 bytes of scratch.
+static inline void ipx_patch_rect(const IpxStep* e, unsigned char* img, const unsigned char* x,
+                                  const unsigned char* z, const unsigned char* luts, int h, int w,
+                                  int v0, int v1, int u0, int u1, unsigned char* row) {
+    // The per-value terms of ipx_patch_pixel: a (chain) and b (source) are uint8, so each term has 256
+    // values, computed here once with the same float32 operations.
+    float ta[256], tb[256];
+    unsigned char ua[256], ub[256];
+    const int op = e->pixel_op;
+    for (int i = 0; i < 256; ++i) {
+        float f = (float)i / 255.0f;
+        if (op == IPX_ADD) {
+            ta[i] = e->wa * (2.0f * f - 1.0f);
+            tb[i] = e->wb * (2.0f * f - 1.0f);
+        } else if (op == IPX_MULTIPLY) {
+            ta[i] = powf(2.0f * f, e->wa);
+            tb[i] = powf(fmaxf(2.0f * f, 1e-37f), e->wb);
+        } else {
+            ua[i] = ub[i] = ipx_to_uint8_host(f);
+        }
+    }
+    const unsigned int hkey = ipx_lowbias32(e->key);
+    const int n = (u1 - u0) * 3;
+    for (int v = v0; v < v1; ++v) {
+        unsigned char* a = img + ((long long)v * w + u0) * 3;
+        const unsigned char* b;
+        if (e->src_op == IPX_NO_OP) {
+            b = z + ((long long)v * w + u0) * 3;
+        } else {
+            ipx_image_op_span(e->src_op, e->s, luts + 768, x, h, w, v, u0, u1, row);
+            b = row;
+        }
+        if (op == IPX_ADD) {
+            for (int i = 0; i < n; ++i) a[i] = ipx_to_uint8_host((ta[a[i]] + tb[b[i]] + 1.0f) / 2.0f);
+        } else if (op == IPX_MULTIPLY) {
+            for (int i = 0; i < n; ++i) a[i] = ipx_to_uint8_host(ta[a[i]] * tb[b[i]] / 2.0f);
+        } else {
+            const unsigned int r = (unsigned int)(v - e->top);
+            const bool elems = op == IPX_RANDOM_ELEMS;
+            for (int u = u0; u < u1; ++u) {
+                const unsigned int base = (r * 65536u + (unsigned int)(u - e->left)) * 4u;
+                unsigned char* pa = a + (u - u0) * 3;
+                const unsigned char* pb = b + (u - u0) * 3;
+                for (int ch = 0; ch < 3; ++ch) {
+                    unsigned int counter = base + (elems ? (unsigned int)ch : 0u);
+                    float noise = (float)(ipx_lowbias32(counter ^ hkey) >> 8) * (1.0f / 16777216.0f);
+                    pa[ch] = noise < e->prob ? ua[pa[ch]] : ub[pb[ch]];
+                }
+            }
+        }
+    }
 }
 
 // ipx_warp_pixel over the whole image for an exact axis map: output (u, v) = input (c + a u - (a < 0),
@@ -54,9 +173,9 @@ static inline void ipx_warp_exact(const float* m, const unsigned char* src, int 
 }
 
 // Bytes of scratch ipx_run_sample_sparse needs: k final chain images, one working image, 2 x 3 x 256
-// lookup tables.
+// lookup tables, one row of a patch source.
 static inline long long ipx_sparse_scratch_bytes(int k, int h, int w) {
-    return (long long)(k + 1) * h * w * 3 + 1536;
+    return (long long)(k + 1) * h * w * 3 + 1536 + (long long)w * 3;
 }
 
 // The k chains of one sample: steps (k * t rows, chain-major), x and z (h x w x 3 uint8); scratch of
@@ -70,6 +189,7 @@ static inline const unsigned char* ipx_run_chains_sparse(const IpxStep* steps, i
     unsigned char* finals = scratch;              // chain c ends in finals + c * hw3
     unsigned char* work = scratch + k * hw3;      // the other buffer of an image-level step
     unsigned char* luts = work + hw3;
+    unsigned char* row = luts + 1536;
     for (int c = 0; c < k; ++c) {
         unsigned char* own = finals + c * hw3;
         const unsigned char* cur = x;
@@ -85,8 +205,7 @@ static inline const unsigned char* ipx_run_chains_sparse(const IpxStep* steps, i
                     continue;
                 }
                 for (int v = 0; v < h; ++v)
-                    for (int u = 0; u < w; ++u)
-                        ipx_step_pixel(e, cur, x, z, luts, h, w, u, v, dst + ((long long)v * w + u) * 3);
+                    ipx_image_op_span(e->op, e->p, luts, cur, h, w, v, 0, w, dst + (long long)v * w * 3);
                 cur = dst;
             } else {
                 if (cur == x) {   // the chain's first change: it gets its own copy
@@ -96,14 +215,27 @@ static inline const unsigned char* ipx_run_chains_sparse(const IpxStep* steps, i
                 unsigned char* img = (unsigned char*)cur;
                 int v0 = ipx_clampi(e->top, 0, h), v1 = ipx_clampi(e->top + e->rect_h, 0, h);
                 int u0 = ipx_clampi(e->left, 0, w), u1 = ipx_clampi(e->left + e->rect_w, 0, w);
-                for (int v = v0; v < v1; ++v)
-                    for (int u = u0; u < u1; ++u)
-                        ipx_step_pixel(e, img, x, z, luts, h, w, u, v, img + ((long long)v * w + u) * 3);
+                if (v0 < v1 && u0 < u1) ipx_patch_rect(e, img, x, z, luts, h, w, v0, v1, u0, u1, row);
             }
         }
         if (cur != own) memcpy(own, cur, hw3);
     }
     return finals;
+}
+
+// ipx_final_mix_pixel for n consecutive elements: x (n bytes), chain c's at finals + c * stride, out
+// (n floats); a pass per chain over the span (each element's sum still in chain order), so that the
+// loops vectorise.
+static inline void ipx_mix_span(const unsigned char* x, const unsigned char* finals, long long stride,
+                                const float* mixw, int k, long long n, float* out) {
+    const float m = mixw[0], keep = 1.0f - m;
+    for (long long i = 0; i < n; ++i) out[i] = keep * (float)x[i];
+    for (int c = 0; c < k; ++c) {
+        const float wc = m * mixw[1 + c];
+        const unsigned char* y = finals + c * stride;
+        for (long long i = 0; i < n; ++i) out[i] = out[i] + wc * (float)y[i];
+    }
+    for (long long i = 0; i < n; ++i) out[i] = ipx_clampf_host(out[i], 0.0f, 255.0f);
 }
 
 // One whole sample: steps (k * t rows, chain-major), mixw (1 + k), x and z (h x w x 3 uint8), out
@@ -113,7 +245,7 @@ static inline void ipx_run_sample_sparse(const IpxStep* steps, const float* mixw
                                          unsigned char* scratch, float* out) {
     const long long hw3 = (long long)h * w * 3;
     const unsigned char* finals = ipx_run_chains_sparse(steps, k, t, x, z, h, w, scratch);
-    for (long long i = 0; i < hw3; ++i) out[i] = ipx_final_mix_pixel(x[i], finals + i, hw3, mixw, k);
+    ipx_mix_span(x, finals, hw3, mixw, k, hw3, out);
 }
 
 // ------------------------------------------------------------------ normalised output
@@ -146,23 +278,27 @@ static inline void ipx_mix_normalized(const unsigned char* x, const unsigned cha
                                       const float* mixw, int k, int h, int w, const IpxNorm& norm,
                                       Convert convert, T* out) {
     const long long hw = (long long)h * w, hw3 = hw * 3;
-    const float m0 = norm.mean[0], m1 = norm.mean[1], m2 = norm.mean[2];
-    const float s0 = norm.inv_std[0], s1 = norm.inv_std[1], s2 = norm.inv_std[2];
-    T* plane1 = out + hw;
-    T* plane2 = out + 2 * hw;
-    for (long long p = 0; p < hw; ++p) {
-        const long long i = p * 3;
-        float v0 = ipx_final_mix_pixel(x[i], finals + i, hw3, mixw, k);
-        float v1 = ipx_final_mix_pixel(x[i + 1], finals + i + 1, hw3, mixw, k);
-        float v2 = ipx_final_mix_pixel(x[i + 2], finals + i + 2, hw3, mixw, k);
+    // Blocks of kBlock pixels: mixed and normalised in a float buffer with per-element mean and
+    // 1 / std patterns (vectorisable), then stored in the output's layout and type.
+    enum { kBlock = 256 };
+    float buf[kBlock * 3], mean[kBlock * 3], inv[kBlock * 3];
+    for (int i = 0; i < kBlock * 3; ++i) {
+        mean[i] = norm.mean[i % 3];
+        inv[i] = norm.inv_std[i % 3];
+    }
+    T* planes[3] = {out, out + hw, out + 2 * hw};
+    for (long long p0 = 0; p0 < hw; p0 += kBlock) {
+        const int np = (int)(hw - p0 < kBlock ? hw - p0 : kBlock), n = np * 3;
+        ipx_mix_span(x + p0 * 3, finals + p0 * 3, hw3, mixw, k, n, buf);
+        for (int i = 0; i < n; ++i) buf[i] = (buf[i] - mean[i]) * inv[i];
         if (norm.chw) {
-            out[p] = convert((v0 - m0) * s0);
-            plane1[p] = convert((v1 - m1) * s1);
-            plane2[p] = convert((v2 - m2) * s2);
+            for (int c = 0; c < 3; ++c) {
+                T* plane = planes[c] + p0;
+                for (int j = 0; j < np; ++j) plane[j] = convert(buf[j * 3 + c]);
+            }
         } else {
-            out[i] = convert((v0 - m0) * s0);
-            out[i + 1] = convert((v1 - m1) * s1);
-            out[i + 2] = convert((v2 - m2) * s2);
+            T* dst = out + p0 * 3;
+            for (int i = 0; i < n; ++i) dst[i] = convert(buf[i]);
         }
     }
 }
