@@ -207,6 +207,17 @@ def test_layout_alone_keeps_the_values():
                                       np.stack(want).transpose(0, 3, 1, 2))
 
 
+def operator_pipeline(x, z, **kwargs):
+    """A CPU pipeline definition running the native operator itself with ``kwargs`` on batches x, z."""
+    @pipeline_def(batch_size=len(x), num_threads=1, device_id=None)
+    def pipe():
+        a = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True)
+        b = dali_fn.external_source(source=lambda: z, layout="HWC", batch=True)
+        native.load()
+        return dali_fn.ipmix_native(a, b, **kwargs)
+    return pipe
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(mean=[1.0, 2.0, 3.0]), r"`mean` and `std` go together"),
     (dict(mean=[1.0, 2.0], std=[1.0, 1.0]), r"argument `mean` has 2 values; expected 1 or 3"),
@@ -214,14 +225,7 @@ def test_layout_alone_keeps_the_values():
     (dict(output_layout="HCW"), r"argument `output_layout`=\"HCW\" is invalid"),
 ])
 def test_bad_normalisation_arguments_are_named(kwargs, match):
-    x, z = ok_batch()
-
-    @pipeline_def(batch_size=3, num_threads=1, device_id=None)
-    def pipe():
-        a = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True)
-        b = dali_fn.external_source(source=lambda: z, layout="HWC", batch=True)
-        native.load()
-        return dali_fn.ipmix_native(a, b, **kwargs)
+    pipe = operator_pipeline(*ok_batch(), **kwargs)
     with pytest.raises(RuntimeError, match=match):
         p = pipe()
         p.build()
@@ -278,14 +282,7 @@ def test_bad_layout_is_named():
 
 
 def test_bad_arguments_are_named():
-    x, z = ok_batch()
-
-    @pipeline_def(batch_size=3, num_threads=1, device_id=None)
-    def pipe():
-        a = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True)
-        b = dali_fn.external_source(source=lambda: z, layout="HWC", batch=True)
-        native.load()
-        return dali_fn.ipmix_native(a, b, k=0)
+    pipe = operator_pipeline(*ok_batch(), k=0)
     with pytest.raises(RuntimeError, match="argument `k`=0 is invalid: must be >= 1"):
         p = pipe()
         p.build()

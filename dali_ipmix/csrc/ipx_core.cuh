@@ -174,26 +174,29 @@ IPX_FN void ipx_lut_channel(int op, float param, int cut, const int* hist, long 
 
 // ------------------------------------------------------------------ per-pixel ops
 
-// One output pixel (3 channels) of the bilinear affine warp with black fill (execute.warp_affine_batched):
-// src is one h x w x 3 image, mat its 2x3 matrix (a b c d e f) mapping the output pixel centre
-// (u + 0.5, v + 0.5) to the input point; edge neighbours clamped, result truncated.
-IPX_FN void ipx_warp_pixel(const unsigned char* src, const float* mat, int h, int w, int u, int v,
-                           unsigned char* dst) {
-    float fu = (float)u + 0.5f, fv = (float)v + 0.5f;
-    float xs = (mat[1] * fv + mat[2]) + mat[0] * fu;
-    float ys = (mat[4] * fv + mat[5]) + mat[3] * fu;
-    if (!(xs >= 0.0f && xs < (float)w && ys >= 0.0f && ys < (float)h)) {
-        dst[0] = 0; dst[1] = 0; dst[2] = 0;
-        return;
-    }
+// The four source taps of a bilinear sample at the input point (xs, ys) of an h x w x 3 image (PIL's
+// convention: pixel centres at +0.5; a point outside [0, w) x [0, h) is black, returns false; edge
+// neighbours clamped): rows ra (top) and rb (bottom), byte offsets xa (left) and xb (right), weights.
+IPX_FN bool ipx_bilinear_taps(const unsigned char* src, int h, int w, float xs, float ys,
+                              const unsigned char** ra, const unsigned char** rb, int* xa, int* xb,
+                              float* dx, float* dy) {
+    if (!(xs >= 0.0f && xs < (float)w && ys >= 0.0f && ys < (float)h)) return false;
     xs = xs - 0.5f;
     ys = ys - 0.5f;
     float fx0 = floorf(xs), fy0 = floorf(ys);
-    float dx = xs - fx0, dy = ys - fy0;
+    *dx = xs - fx0;
+    *dy = ys - fy0;
     int x0 = (int)fx0, y0 = (int)fy0;
-    int xa = ipx_clampi(x0, 0, w - 1) * 3, xb = ipx_clampi(x0 + 1, 0, w - 1) * 3;
-    const unsigned char* ra = src + (long long)ipx_clampi(y0, 0, h - 1) * w * 3;
-    const unsigned char* rb = src + (long long)ipx_clampi(y0 + 1, 0, h - 1) * w * 3;
+    *xa = ipx_clampi(x0, 0, w - 1) * 3;
+    *xb = ipx_clampi(x0 + 1, 0, w - 1) * 3;
+    *ra = src + (long long)ipx_clampi(y0, 0, h - 1) * w * 3;
+    *rb = src + (long long)ipx_clampi(y0 + 1, 0, h - 1) * w * 3;
+    return true;
+}
+
+// The 3 channels of a bilinear sample from its taps (ipx_bilinear_taps), truncated as PIL does.
+IPX_FN void ipx_bilinear_interp(const unsigned char* ra, const unsigned char* rb, int xa, int xb,
+                                float dx, float dy, unsigned char* dst) {
     for (int c = 0; c < 3; ++c) {
         float p00 = (float)ra[xa + c], p01 = (float)ra[xb + c];
         float p10 = (float)rb[xa + c], p11 = (float)rb[xb + c];
@@ -202,6 +205,24 @@ IPX_FN void ipx_warp_pixel(const unsigned char* src, const float* mat, int h, in
         float val = top + (bottom - top) * dy;
         dst[c] = (unsigned char)ipx_clampf(floorf(val), 0.0f, 255.0f);
     }
+}
+
+// One output pixel (3 channels) of the bilinear affine warp with black fill (execute.warp_affine_batched):
+// src is one h x w x 3 image, mat its 2x3 matrix (a b c d e f) mapping the output pixel centre
+// (u + 0.5, v + 0.5) to the input point; the result is truncated.
+IPX_FN void ipx_warp_pixel(const unsigned char* src, const float* mat, int h, int w, int u, int v,
+                           unsigned char* dst) {
+    float fu = (float)u + 0.5f, fv = (float)v + 0.5f;
+    float xs = (mat[1] * fv + mat[2]) + mat[0] * fu;
+    float ys = (mat[4] * fv + mat[5]) + mat[3] * fu;
+    const unsigned char *ra, *rb;
+    int xa, xb;
+    float dx, dy;
+    if (!ipx_bilinear_taps(src, h, w, xs, ys, &ra, &rb, &xa, &xb, &dx, &dy)) {
+        dst[0] = 0; dst[1] = 0; dst[2] = 0;
+        return;
+    }
+    ipx_bilinear_interp(ra, rb, xa, xb, dx, dy, dst);
 }
 
 // Pixel (u, v) of image-level op `op` applied to `img` (h x w x 3); `p` its parameters, `lut` its

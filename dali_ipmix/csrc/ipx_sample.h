@@ -99,34 +99,21 @@ static inline void ipx_image_op_span(int op, const float* p, const unsigned char
     // ipx_warp_pixel, its row terms computed once per row.
     const float fv = (float)v + 0.5f;
     const float rx = p[1] * fv + p[2], ry = p[4] * fv + p[5];
-    const float fw = (float)w, fh = (float)h;
     for (int u = u0; u < u1; ++u, dst += 3) {
         float fu = (float)u + 0.5f;
         float xs = rx + p[0] * fu;
         float ys = ry + p[3] * fu;
-        if (!(xs >= 0.0f && xs < fw && ys >= 0.0f && ys < fh)) {
+        const unsigned char *ra, *rb;
+        int xa, xb;
+        float dx, dy;
+        if (!ipx_bilinear_taps(img, h, w, xs, ys, &ra, &rb, &xa, &xb, &dx, &dy)) {
             dst[0] = 0; dst[1] = 0; dst[2] = 0;
             continue;
         }
-        xs = xs - 0.5f;
-        ys = ys - 0.5f;
-        float fx0 = floorf(xs), fy0 = floorf(ys);
-        float dx = xs - fx0, dy = ys - fy0;
-        int x0 = (int)fx0, y0 = (int)fy0;
-        int xa = ipx_clampi(x0, 0, w - 1) * 3, xb = ipx_clampi(x0 + 1, 0, w - 1) * 3;
-        const unsigned char* ra = img + (long long)ipx_clampi(y0, 0, h - 1) * w * 3;
-        const unsigned char* rb = img + (long long)ipx_clampi(y0 + 1, 0, h - 1) * w * 3;
 #if defined(__SSE2__)
         ipx_bilinear3(ra + xa, ra + xb, rb + xa, rb + xb, dx, dy, dst);
 #else
-        for (int c = 0; c < 3; ++c) {
-            float p00 = (float)ra[xa + c], p01 = (float)ra[xb + c];
-            float p10 = (float)rb[xa + c], p11 = (float)rb[xb + c];
-            float top = p00 + (p01 - p00) * dx;
-            float bottom = p10 + (p11 - p10) * dx;
-            float val = top + (bottom - top) * dy;
-            dst[c] = (unsigned char)ipx_clampf_host(floorf(val), 0.0f, 255.0f);
-        }
+        ipx_bilinear_interp(ra, rb, xa, xb, dx, dy, dst);
 #endif
     }
 }
