@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import math
 import threading
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 

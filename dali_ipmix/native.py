@@ -136,7 +136,6 @@ def split_table(table, config: IPMixConfig):
     """A table output ((N, W) uint32) as ``(steps, mixw)``: (N * k * max(t, 1), 26) uint32 rows and
     (N, 1 + k) float32, the layout of ``table.pack_plan``."""
     table = np.asarray(table, np.uint32)
-    n, k = table.shape[0], config.k
-    rows = k * max(config.t, 1) * len(TABLE_FIELDS)
+    rows = config.k * max(config.t, 1) * len(TABLE_FIELDS)
     steps = table[:, :rows].reshape(-1, len(TABLE_FIELDS))
     return steps, np.ascontiguousarray(table[:, rows:]).view(np.float32)

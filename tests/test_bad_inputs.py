@@ -395,7 +395,7 @@ def test_directory_links_back_into_the_tree_are_not_followed(tree, dali_mixing, 
 
 
 def test_directory_link_to_a_folder_outside_is_followed(tree, dali_mixing, tmp_path):
-    outside = make_tree(tmp_path / "elsewhere", per_class=(2,), start=50)
+    make_tree(tmp_path / "elsewhere", per_class=(2,), start=50)
     os.symlink(os.path.join(str(tmp_path / "elsewhere"), "class_0"), os.path.join(tree[0], "class_2", "more"))
     info = train(tree[0], dali_mixing).ipmix_info
     assert info.num_samples == 11

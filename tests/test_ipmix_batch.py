@@ -6,7 +6,6 @@ import pytest
 from scipy import stats
 
 from dali_ipmix import IPMixConfig, ipmix_batch
-from dali_ipmix.plan import draw_plan
 from dali_ipmix.reference import execute_plan_reference, ipmix_reference
 
 from photos import photos
