@@ -46,7 +46,6 @@ are made once into ``--cache-dir`` and reused.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import gc
 import json
@@ -182,26 +181,12 @@ def run_plain_dali(row, ctx):
         del it, pipe
 
 
-@contextlib.contextmanager
-def _backend(name):
-    """fn.ipmix's default backend (``DALI_IPMIX_BACKEND``) set to ``name`` while a pipeline is defined."""
-    old = os.environ.get("DALI_IPMIX_BACKEND")
-    os.environ["DALI_IPMIX_BACKEND"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["DALI_IPMIX_BACKEND"]
-        else:
-            os.environ["DALI_IPMIX_BACKEND"] = old
-
-
 def run_ipmix(row, ctx):
     from dali_ipmix import IPMixConfig
     from dali_ipmix.iterator import IPMixIterator
     from dali_ipmix.pipelines import training_pipeline
-    with _backend("native" if row["kind"].startswith("ipmix-native") else "python"):
-        pipe = _ipmix_pipeline(row, ctx, IPMixConfig, training_pipeline)
+    backend = "native" if row["kind"].startswith("ipmix-native") else "python"
+    pipe = _ipmix_pipeline(row, ctx, IPMixConfig, training_pipeline, backend)
     it = IPMixIterator(pipe, last_batch_policy="fill")
     try:
         return _measure_iterator(row, ctx, endless(it, lambda out: out[1].shape[0]))
@@ -209,11 +194,11 @@ def run_ipmix(row, ctx):
         del it, pipe
 
 
-def _ipmix_pipeline(row, ctx, IPMixConfig, training_pipeline):
+def _ipmix_pipeline(row, ctx, IPMixConfig, training_pipeline, backend):
     return training_pipeline(ctx["data_root"], mixing_root=ctx["mixing_root"], batch_size=row["batch"],
                              preset="imagenet", size=ctx["size"],
                              config=IPMixConfig.imagenet(jsd=row["jsd"]), device=row["device"],
-                             num_threads=ctx["threads"], seed=0)
+                             num_threads=ctx["threads"], seed=0, backend=backend)
 
 
 def _measure_iterator(row, ctx, next_batch):
