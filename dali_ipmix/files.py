@@ -269,6 +269,28 @@ def _find_bad_images(paths, validate, num_workers):
     return [(p, r) for p, r in zip(paths, reasons) if r is not None]
 
 
+def all_shorter_sides_equal(paths: Sequence[str], side: int, num_workers: int = 8) -> bool:
+    """Whether every image's shorter side is ``side`` pixels, from the headers (PIL opens lazily);
+    stops at the first that differs. A file that cannot be opened counts as differing."""
+    from PIL import Image
+
+    def shorter(path):
+        try:
+            with Image.open(path) as im:
+                return min(im.size)
+        except Exception:   # unreadable here: let the pipeline's own checks and errors handle it
+            return None
+
+    paths = list(paths)
+    if not paths:
+        return False
+    with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(paths)))) as pool:
+        for start in range(0, len(paths), 256):   # chunks: an early mismatch stops the scan
+            if any(s != side for s in pool.map(shorter, paths[start:start + 256])):
+                return False
+    return True
+
+
 def check_images(paths: Sequence[str], validate: str = "header", on_bad_file: str = "error",
                  num_workers: int = 8) -> List[str]:
     """The paths that pass :func:`check_image`, in order; bad ones raise or are skipped with a warning."""

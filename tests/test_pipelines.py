@@ -262,3 +262,29 @@ def test_gpu_pipelines_warn_about_cpu_decoded_mixing_sets():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _warn_cpu_decoded_mixing(["fr/a.jpg", "fr/b.JPEG", "fr/c.png"], "fr")
+
+
+def test_mixing_pictures_at_the_preset_side_skip_the_identity_resize(dali_tree, tmp_path):
+    """Pictures whose shorter side already is the preset's mixing side are cropped without a resize
+    (known from their headers): the same tensors as with the resize, which is then the identity."""
+    from PIL import Image
+    from dali_ipmix.files import all_shorter_sides_equal
+    # CIFAR preset at 32 px: mixing pictures Resize(36) + RandomCrop(32).
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (h, w) in enumerate([(36, 40), (50, 36), (36, 36)]):
+        paths.append(str(tmp_path / f"m{i}.jpg"))
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1], quality=95)
+    assert all_shorter_sides_equal(paths, 36) and not all_shorter_sides_equal(paths, 35)
+    assert not all_shorter_sides_equal(paths + [str(tmp_path / "missing.jpg")], 36)
+
+    def first_batch(validate):
+        pipe = training_pipeline(dali_tree[0], mixing_root=str(tmp_path), batch_size=4, preset="cifar",
+                                 size=32, device="cpu", num_threads=1, seed=3, validate=validate)
+        (clean, v1, v2), labels = next(iter(IPMixIterator(pipe)))
+        return pipe.ipmix_info, [t.numpy() for t in (clean, v1, v2, labels)]
+    skipped, a = first_batch("header")
+    resized, b = first_batch("none")
+    assert skipped.mixing_resize is False and resized.mixing_resize is True
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
