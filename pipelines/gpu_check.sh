@@ -92,6 +92,9 @@ step host_profile 30 "$PY" pipelines/bench_core.py --host-profile
 step throughput 260 "$PY" pipelines/bench_throughput.py --rows dali-gpu,ipmix-native-gpu,ipmix-gpu,pil --jsd both \
   --batch-size 256 --cpu-batch-size 256 --size 224 --workers "$WORKERS" --batches "$BENCH_BATCHES" \
   --gpu-warmup 60 --plain-decode "$PLAIN_DECODE" --cache-dir "$CACHE" --json "$D/throughput.json"
+# Where the pipeline's time goes: the same training pipeline in variants, on the data just generated.
+step profile 150 "$PY" pipelines/gpu_profile.py --data "$(ls -d "$CACHE"/jpeg_* | head -1)" \
+  --mixing "$(ls -d "$CACHE"/fractals_*_jpeg | head -1)" --batches 30 --warmup 20 --threads "$WORKERS"
 mem_s=$(( $(left) - 60 )); [ "$mem_s" -gt "$MEM_MAX_S" ] && mem_s=$MEM_MAX_S
 step memory $((mem_s + 50)) "$PY" pipelines/gpu_memory_check.py --batches "$MEM_BATCHES" \
   --max-seconds "$((mem_s > 10 ? mem_s : 10))" --threads "$WORKERS" --cache-dir "$CACHE" --json "$D/memory.json"
@@ -114,6 +117,7 @@ def last_line(name, needle=""):
     except OSError:
         return ""
 result = {"cupy": last_line("cupy", " in "), "memory": last_line("memory", "VERDICT"),
+          "profile": last_line("profile", "native jsd   "),
           "host_profile": last_line("host_profile", "host_ms_per_jsd_batch")}
 core = load("bench_core.json")
 if core:
