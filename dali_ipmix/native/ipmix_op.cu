@@ -4,8 +4,9 @@
 // drawn on the host into pinned memory and uploaded with one async copy; then, as
 // dali_ipmix.table.TableExecutor launches them, per step j one ipx_prepare (min(N * k, 65535) blocks)
 // and one ipx_step, then ipx_mix. The kernels need one image size across the batch and contiguous
-// batches: inputs that are not one contiguous run of samples are gathered first, and the mix is
-// written to a scratch buffer when the output is not one either. Compile with --fmad=false.
+// batches: inputs that are not one contiguous run of samples are gathered first, and the clean view
+// and the mix are written to a scratch buffer when the output is not one either. Launches per batch:
+// (1 if JSD) + views x (2 steps + 1), whatever N. Compile with --fmad=false.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -53,6 +54,26 @@ const unsigned char *Contiguous(const List &list, int64_t bytes_per_sample,
   return dst;
 }
 
+// The output's samples as one float array when they lie back to back (the usual case), else a
+// scratch buffer that ScatterIfScratch copies out afterwards.
+template <typename List>
+float *PackedOrScratch(List &out, int n, int64_t floats_per_sample, ::dali::kernels::Scratchpad &scratch) {
+  float *base = out.template mutable_tensor<float>(0);
+  for (int s = 1; s < n; ++s)
+    if (out.template mutable_tensor<float>(s) != base + s * floats_per_sample)
+      return scratch.AllocateGPU<float>(n * floats_per_sample);
+  return base;
+}
+
+template <typename List>
+void ScatterIfScratch(List &out, const float *result, int n, int64_t floats_per_sample,
+                      cudaStream_t stream) {
+  if (result == out.template mutable_tensor<float>(0)) return;
+  for (int s = 0; s < n; ++s)
+    CUDA_CALL(cudaMemcpyAsync(out.template mutable_tensor<float>(s), result + s * floats_per_sample,
+                              floats_per_sample * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+}
+
 }  // namespace
 
 template <>
@@ -71,12 +92,12 @@ void IpmixOp<GPUBackend>::RunImpl(Workspace &ws) {
   const unsigned char *x = Contiguous(xin, hw3, scratch, stream);
   const unsigned char *z = Contiguous(zin, hw3, scratch, stream);
 
-  if (jsd_) {
+  if (jsd_) {   // one launch over the batch, as for the views (a scratch copy when not contiguous)
     auto &clean = ws.Output<GPUBackend>(0);
-    for (int s = 0; s < n; ++s)
-      ipx_to_float<<<Blocks(hw3), kThreads, 0, stream>>>(x + s * hw3, clean.mutable_tensor<float>(s),
-                                                         hw3);
+    float *base = PackedOrScratch(clean, n, hw3, scratch);
+    ipx_to_float<<<Blocks(n * hw3), kThreads, 0, stream>>>(x, base, n * hw3);
     CUDA_CALL(cudaGetLastError());
+    ScatterIfScratch(clean, base, n, hw3, stream);
   }
 
   const int64_t row_words = sizeof(IpxStep) / 4, rows_per_sample = static_cast<int64_t>(k) * tt;
@@ -115,16 +136,10 @@ void IpmixOp<GPUBackend>::RunImpl(Workspace &ws) {
       src_is_x = 0;
     }
     auto &out = ws.Output<GPUBackend>(ViewOutput(v));
-    float *result = out.mutable_tensor<float>(0);
-    bool packed = true;
-    for (int s = 1; s < n && packed; ++s) packed = out.mutable_tensor<float>(s) == result + s * hw3;
-    if (!packed) result = scratch.AllocateGPU<float>(n * hw3);
+    float *result = PackedOrScratch(out, n, hw3, scratch);
     ipx_mix<<<Blocks(n * hw3), kThreads, 0, stream>>>(x, src, mixw, result, k, hw3, n * hw3);
     CUDA_CALL(cudaGetLastError());
-    if (!packed)
-      for (int s = 0; s < n; ++s)
-        CUDA_CALL(cudaMemcpyAsync(out.mutable_tensor<float>(s), result + s * hw3, hw3 * sizeof(float),
-                                  cudaMemcpyDeviceToDevice, stream));
+    ScatterIfScratch(out, result, n, hw3, stream);
 
     if (return_plan_) {   // debug outputs: straight from the pinned table and the drawn records
       auto &rec = ws.Output<GPUBackend>(PlanOutput(v));
