@@ -24,6 +24,7 @@ from .fractals import write_fractal_set
 from .iterator import IPMixIterator
 from .photos import sample_photo
 from .pipelines import training_pipeline, validation_pipeline
+from .presets import get_preset
 
 __all__ = ["run_demo", "make_photo_dataset", "preview_grid"]
 
@@ -130,7 +131,9 @@ def run_demo(out_dir: str = "out/demo", *, device: Optional[str] = None, size: i
     make_photo_dataset(train_dir, per_class, size, seed)
     make_photo_dataset(val_dir, max(2, per_class // 4), size, seed + 1)
     log(f"[2/5] fractal mixing set: {n_fractals} pictures -> {mix_dir}")
-    write_fractal_set(mix_dir, n_fractals, size=max(64, size * 5 // 4), seed=seed, progress=progress)
+    # At the preset's mixing side, so the pipeline crops them without a resize.
+    write_fractal_set(mix_dir, n_fractals, size=max(8, get_preset("imagenet").mixing_side(size)), seed=seed,
+                      progress=progress)
 
     device = device or ("gpu" if torch.cuda.is_available() else "cpu")
     torch_device = torch.device("cuda" if device == "gpu" else "cpu")
