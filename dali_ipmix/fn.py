@@ -36,7 +36,7 @@ from .augment import ipmix_views
 from .config import IPMixConfig
 from .execute import array_module
 
-__all__ = ["ipmix", "make_ipmix_function", "normalize_args"]
+__all__ = ["ipmix", "make_ipmix_function", "normalize_args", "normalize_node"]
 
 _DTYPES = {"float32": types.FLOAT, "float16": types.FLOAT16}
 
@@ -73,10 +73,11 @@ def normalize_args(normalize: Optional[dict]) -> Optional[dict]:
     return out
 
 
-def _crop_mirror_normalize(image, norm):
-    """The unfused path of ``normalize``: HWC float32 (0..255) -> ``norm``'s layout and type."""
+def normalize_node(image, norm, **crop):
+    """``fn.crop_mirror_normalize`` as ``norm`` (from :func:`normalize_args`) says: HWC (uint8 or float
+    0..255) -> ``norm``'s layout and type; ``crop`` passes crop arguments through."""
     return dali_fn.crop_mirror_normalize(image, dtype=_DTYPES[norm["dtype"]], output_layout=norm["layout"],
-                                         mean=norm["mean"], std=norm["std"])
+                                         mean=norm["mean"], std=norm["std"], **crop)
 
 
 def _stack(batch, name):
@@ -243,5 +244,5 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
 def _normalize_images(out, norm, num_images):
     """``out`` (one DataNode or a tuple whose first ``num_images`` are images) with those normalised."""
     if not isinstance(out, tuple):
-        return _crop_mirror_normalize(out, norm)
-    return tuple(_crop_mirror_normalize(o, norm) if i < num_images else o for i, o in enumerate(out))
+        return normalize_node(out, norm)
+    return tuple(normalize_node(o, norm) if i < num_images else o for i, o in enumerate(out))

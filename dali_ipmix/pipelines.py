@@ -32,7 +32,7 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .epochs import Feed
 from .files import (LabelledFiles, all_shorter_sides_equal, list_image_folder, list_mixing_images,
                     read_file_list)
-from .fn import ipmix
+from .fn import ipmix, normalize_args, normalize_node
 from .iterator import shard_defaults
 from .presets import DEFAULT_PRESET, PRESETS, Preset, decoder_device, get_preset
 
@@ -155,11 +155,8 @@ def _normalization(dtype):
 
 def _normalize(images, dtype, crop=None):
     """HWC (uint8 or float 0..255) -> CHW ``dtype``, ImageNet mean/std; optional centre crop (h, w)."""
-    norm = _normalization(dtype)
     extra = {} if crop is None else dict(crop=crop, crop_pos_x=0.5, crop_pos_y=0.5)
-    return fn.crop_mirror_normalize(
-        images, dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT, output_layout=norm["layout"],
-        mean=norm["mean"], std=norm["std"], **extra)
+    return normalize_node(images, normalize_args(_normalization(dtype)), **extra)
 
 
 def _train_crop(jpegs, preset: Preset, size, device):
