@@ -9,7 +9,7 @@ once per process with ``nvidia.dali.plugin_manager.load_library``. Nothing here 
 
 Plan record (``return_plan=True``, one float64 vector per sample and view; ``csrc/ipx_plan.h``'s
 ``ipx_write_plan``): chain weights (k), m, chain kinds (k), op counts (k), then per chain and step
-(``max(t, 1)`` steps) the :data:`STEP_FIELDS`. Table output: the view's ``k * max(t, 1)`` IpxStep rows
+(``max(t, 1)`` steps) the :data:`RECORD_FIELDS`. Table output: the view's ``k * max(t, 1)`` IpxStep rows
 (26 uint32 words each) then ``m, w_0 .. w_k-1`` as float32 bits, what ``table.pack_plan`` writes.
 """
 
@@ -23,15 +23,15 @@ import numpy as np
 
 from .config import IPMixConfig
 from .plan import IPMixPlan
-from .table import OP_CODES, STEP_FIELDS as TABLE_FIELDS
+from .table import OP_CODES, STEP_FIELDS
 
 __all__ = ["OPERATOR", "library_path", "available", "default_backend", "load", "operator_args", "plan_from_records",
-           "split_table", "STEP_FIELDS", "NotBuiltError"]
+           "split_table", "RECORD_FIELDS", "NotBuiltError"]
 
 OPERATOR = "ipmix_native"                 # the fn.* name of the IpmixNative schema
 LIBRARY = "libdali_ipmix_native.so"
 #: Per-step fields of a plan record, in order (IPMixPlan field names).
-STEP_FIELDS = ("op", "level", "sign", "size", "top", "left", "rect_h", "rect_w", "pixel_op", "wa", "wb",
+RECORD_FIELDS = ("op", "level", "sign", "size", "top", "left", "rect_h", "rect_w", "pixel_op", "wa", "wb",
                "p", "mask_key", "from_image", "src_op", "src_level", "src_sign")
 _INT_FIELDS = {"op", "sign", "size", "top", "left", "rect_h", "rect_w", "pixel_op", "src_op", "src_sign"}
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -109,7 +109,7 @@ def plan_from_records(records, config: IPMixConfig, height: int, width: int) -> 
     records = np.asarray(records, np.float64)
     k, steps = config.k, max(config.t, 1)
     n = records.shape[0]
-    expect = 1 + 3 * k + k * steps * len(STEP_FIELDS)
+    expect = 1 + 3 * k + k * steps * len(RECORD_FIELDS)
     if records.ndim != 2 or records.shape[1] != expect:
         raise ValueError(f"plan records have shape {records.shape}; expected (N, {expect}) for "
                          f"k={k}, t={config.t}")
@@ -117,9 +117,9 @@ def plan_from_records(records, config: IPMixConfig, height: int, width: int) -> 
     m = records[:, k]
     kind = records[:, k + 1:2 * k + 1].astype(np.int64)
     n_ops = records[:, 2 * k + 1:3 * k + 1].astype(np.int64)
-    fields = records[:, 3 * k + 1:].reshape(n, k, steps, len(STEP_FIELDS))
+    fields = records[:, 3 * k + 1:].reshape(n, k, steps, len(RECORD_FIELDS))
     step = {}
-    for i, name in enumerate(STEP_FIELDS):
+    for i, name in enumerate(RECORD_FIELDS):
         value = fields[..., i]
         if name in _INT_FIELDS:
             value = value.astype(np.int64)
@@ -136,6 +136,6 @@ def split_table(table, config: IPMixConfig):
     """A table output ((N, W) uint32) as ``(steps, mixw)``: (N * k * max(t, 1), 26) uint32 rows and
     (N, 1 + k) float32, the layout of ``table.pack_plan``."""
     table = np.asarray(table, np.uint32)
-    rows = config.k * max(config.t, 1) * len(TABLE_FIELDS)
-    steps = table[:, :rows].reshape(-1, len(TABLE_FIELDS))
+    rows = config.k * max(config.t, 1) * len(STEP_FIELDS)
+    steps = table[:, :rows].reshape(-1, len(STEP_FIELDS))
     return steps, np.ascontiguousarray(table[:, rows:]).view(np.float32)
