@@ -17,3 +17,7 @@ IMAGENET_RESIZE = 256 / 224
 #: smallest set used where fewer distinct photos suffice (demo classes, test crops).
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
                  "retina", "motorcycle_left")
+
+#: Largest decoded mixing set a training pipeline keeps in memory by default (``mixing_cache=None``):
+#: 4 GiB holds about 21,000 pictures at 256 x 256 (PixMix's fractals: about 14,000).
+MIXING_CACHE_MAX_BYTES = 4 * 2**30

@@ -100,20 +100,27 @@ def _encode(path: str) -> np.ndarray:
 class Feed:
     """The ``source`` of a pipeline's ``fn.external_source``: one planned batch per call.
 
-    Each call returns ``(paths, labels)`` or, with mixing files, ``(paths, labels, mixing_paths)``:
-    lists of per-sample arrays (paths as UTF-8 bytes, uint8 1-D; labels int32 of shape (1,)). It
+    Each call returns ``(paths, labels)`` or, with mixing files, ``(paths, labels, mixing)``: lists of
+    per-sample arrays (paths as UTF-8 bytes, uint8 1-D; labels int32 of shape (1,); ``mixing`` the
+    mixing pictures' paths, or with ``mixing_cache`` their decoded pictures, HWC uint8 views of the
+    cache). Every array handed out lives as long as the feed and never changes, so the pipeline may
+    take them without a copy (``no_copy``). It
     raises ``StopIteration`` when the loaded epoch has no batch left, which ends DALI's epoch.
     :class:`dali_ipmix.IPMixIterator` loads the epochs; the batches handed out and not yet taken by
     the iterator are kept (``in_flight``) so that a read or decode error can name their files.
     """
 
     def __init__(self, files: Sequence[str], labels: Sequence[int], mixing_files: Sequence[str] = (),
-                 mixing_seed: Optional[int] = None):
+                 mixing_seed: Optional[int] = None, mixing_cache=None):
         self.files = tuple(files)
         self._paths = [_encode(f) for f in self.files]
         self._labels = [np.array([lab], dtype=np.int32) for lab in labels]
         self.mixing_files = tuple(mixing_files)
         self._mix_paths = [_encode(f) for f in self.mixing_files]
+        if mixing_cache is not None and len(mixing_cache) != len(self.mixing_files):
+            raise ValueError(f"mixing_cache holds {len(mixing_cache)} pictures for "
+                             f"{len(self.mixing_files)} mixing files")
+        self.mixing_cache = mixing_cache
         self.mixing_seed = mixing_seed
         self._queue: collections.deque = collections.deque()
         self.in_flight: collections.deque = collections.deque()
@@ -162,5 +169,6 @@ class Feed:
             self.in_flight.append((b, m))
         out = ([self._paths[i] for i in b], [self._labels[i] for i in b])
         if m is not None:
-            out += ([self._mix_paths[i] for i in m],)
+            mixing = self._mix_paths if self.mixing_cache is None else self.mixing_cache
+            out += ([mixing[i] for i in m],)
         return out

@@ -34,6 +34,7 @@ from .files import (LabelledFiles, all_shorter_sides_equal, list_image_folder, l
                     read_file_list)
 from .fn import ipmix, normalize_args, normalize_node
 from .iterator import shard_defaults
+from .mixing_cache import MIXING_CACHE_MAX_BYTES, MixingCache, estimate_bytes
 from .presets import DEFAULT_PRESET, PRESETS, Preset, decoder_device, get_preset
 
 __all__ = ["training_pipeline", "validation_pipeline", "resolve_preset", "PipelineInfo", "PRESETS",
@@ -67,6 +68,7 @@ class PipelineInfo:
     start_epoch: int = 0            # the first epoch this pipeline reads
     backend: Optional[str] = None   # fn.ipmix backend the training pipeline runs: "native" or "python"
     mixing_resize: bool = True      # False: every mixing picture already has the preset's shorter side
+    mixing_cache_bytes: int = 0     # decoded mixing pictures held in memory (0: decoded per batch)
 
 
 def resolve_preset(preset: Optional[str], config: Optional[IPMixConfig]) -> str:
@@ -134,7 +136,9 @@ def _seeds(seed, shard_id, start_epoch=0):
     return augment, dict(pipeline=derive(augment, 1, shard_id, start_epoch),
                          shuffle=derive(0 if seed is None else seed, 2),
                          mixing=derive(augment, 3, shard_id),
-                         ipmix=derive(augment, 4, shard_id, start_epoch))
+                         ipmix=derive(augment, 4, shard_id, start_epoch),
+                         mixing_crop_x=derive(augment, 5, shard_id, start_epoch),
+                         mixing_crop_y=derive(augment, 6, shard_id, start_epoch))
 
 
 def _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_queue_depth, kwargs):
@@ -173,9 +177,13 @@ def _read(paths):
 
 
 def _sources(feed, mixing: bool):
-    """The pipeline's inputs from ``feed``: encoded paths, labels int32 (1,) [, mixing paths]."""
-    return fn.external_source(source=feed, num_outputs=3 if mixing else 2, batch=True,
-                              dtype=[types.UINT8, types.INT32, types.UINT8][:3 if mixing else 2])
+    """The pipeline's inputs from ``feed``: encoded paths, labels int32 (1,) [, mixing paths, or the
+    decoded mixing pictures (HWC uint8) when the feed has a cache]. Taken without a copy: the feed's
+    arrays live as long as it and never change."""
+    n = 3 if mixing else 2
+    layout = [None, None, "HWC" if feed.mixing_cache is not None else None][:n]
+    return fn.external_source(source=feed, num_outputs=n, batch=True, no_copy=True,
+                              dtype=[types.UINT8, types.INT32, types.UINT8][:n], layout=layout)
 
 
 #: Mixing-set formats DALI's mixed decoder decodes on the GPU; the rest (PNG, ...) go to CPU threads.
@@ -193,17 +201,42 @@ def _warn_cpu_decoded_mixing(mix_files, mixing_root):
                       f"'dali-ipmix fractals OUT -n N' (JPEG by default).", stacklevel=3)
 
 
-def _mixing_pictures(mix_paths, preset: Preset, size, device, resize: bool = True):
+def _mixing_pictures(mixing, preset: Preset, size, device, seeds, resize: bool = True,
+                     cached: bool = False):
     """The mixing picture of each sample: HWC uint8 size x size, prepared as the preset says.
 
-    ``resize=False`` when every picture already has the preset's shorter side (checked from the
-    headers): the resize is then the identity (as PIL's, which returns a copy) and DALI's resampling
-    pass, a quarter of a CPU pipeline's time, is left out."""
-    mixing = fn.decoders.image(_read(mix_paths), device=decoder_device(device), output_type=types.RGB)
-    if resize:
-        mixing = fn.resize(mixing, resize_shorter=preset.mixing_side(size))
-    return fn.crop(mixing, crop=(size, size), crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
-                   crop_pos_y=fn.random.uniform(range=[0.0, 1.0]))
+    ``mixing``: the feed's mixing paths, or with ``cached`` the pictures already decoded and resized
+    (:class:`MixingCache`), which then only travel to the device. ``resize=False`` when every picture
+    already has the preset's shorter side (checked from the headers): the resize is then the identity
+    (as PIL's, which returns a copy) and DALI's resampling pass, a quarter of a CPU pipeline's time,
+    is left out. The crop's seeds are explicit, so cached and uncached graphs draw the same crops."""
+    if cached:
+        mixing = mixing.gpu() if device == "gpu" else mixing
+    else:
+        mixing = fn.decoders.image(_read(mixing), device=decoder_device(device), output_type=types.RGB)
+        if resize:
+            mixing = fn.resize(mixing, resize_shorter=preset.mixing_side(size))
+    return fn.crop(mixing, crop=(size, size),
+                   crop_pos_x=fn.random.uniform(range=[0.0, 1.0], seed=seeds["mixing_crop_x"]),
+                   crop_pos_y=fn.random.uniform(range=[0.0, 1.0], seed=seeds["mixing_crop_y"]))
+
+
+def _mixing_cache(files, side, mixing_cache, num_threads) -> Optional[MixingCache]:
+    """The decoded mixing set as ``mixing_cache`` asks (see :func:`training_pipeline`), or None."""
+    if mixing_cache is not None and not isinstance(mixing_cache, bool):
+        raise ValueError(f"mixing_cache={mixing_cache!r} is invalid: use True, False or None (cache "
+                         f"when the decoded set takes at most {MIXING_CACHE_MAX_BYTES / 2**30:g} GiB)")
+    if mixing_cache is False:
+        return None
+    if mixing_cache is None:
+        need = estimate_bytes(files, side)
+        if need is None or need > MIXING_CACHE_MAX_BYTES:
+            why = "some headers could not be read" if need is None else f"{need / 2**30:.1f} GiB"
+            warnings.warn(f"mixing pictures decoded per sample, not cached ({len(files)} pictures, {why}; "
+                          f"the default cache holds up to {MIXING_CACHE_MAX_BYTES / 2**30:g} GiB): pass "
+                          "mixing_cache=True to cache them anyway, or False to silence this", stacklevel=3)
+            return None
+    return MixingCache.build(files, side, num_threads)
 
 
 def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size: int,
@@ -214,7 +247,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
                       num_shards: Optional[int] = None, dtype: str = "float32",
                       validate: str = "header", on_bad_file: str = "error",
                       prefetch_queue_depth: int = 2, start_epoch: int = 0,
-                      backend: Optional[str] = None,
+                      backend: Optional[str] = None, mixing_cache: Optional[bool] = None,
                       **pipeline_kwargs) -> Pipeline:
     """An IPMix training pipeline (not yet built; :class:`IPMixIterator` builds it).
 
@@ -234,6 +267,13 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         num_threads: DALI CPU threads (default min(8, cores)); on the CPU IPMix uses as many.
         backend: IPMix backend of :func:`dali_ipmix.fn.ipmix`: ``"native"`` (the DALI plugin),
             ``"python"``, or ``None``: native when built (``pipe.ipmix_info.backend`` says which ran).
+        mixing_cache: decode the mixing pictures once, when the pipeline is made, and keep them in
+            host memory (:class:`dali_ipmix.mixing_cache.MixingCache`; page-locked with CUDA) instead
+            of decoding one per sample: ``None`` (default) when they take at most
+            ``constants.MIXING_CACHE_MAX_BYTES`` (4 GiB: about 21,000 pictures at 256 px) decoded,
+            else per sample with a warning; ``True`` always; ``False`` never. Same pictures, mixing
+            choice and crops either way (a GPU pipeline's cache is decoded on the CPU: within a grey
+            level of the GPU decoder's); ``pipe.ipmix_info.mixing_cache_bytes`` says what is held.
         seed: makes the run reproducible (sample order, mixing pictures, crops, IPMix draws). ``None``:
             the sample order of ``seed=0`` (so that ranks that each pass ``None`` still read disjoint
             shards) with augmentation seeded at random per process.
@@ -270,20 +310,24 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     if len(data) < num_shards:
         raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
     mix_files = list_mixing_images(mixing_root, validate, on_bad_file)
-    if device == "gpu":
-        _warn_cpu_decoded_mixing(mix_files, mixing_root)
     # Pictures already at the preset's shorter side need no resize (known only where headers are read).
     mixing_resize = validate == "none" or not all_shorter_sides_equal(mix_files, recipe.mixing_side(size))
     start_epoch = _check_start_epoch(start_epoch)
+    num_threads = num_threads or min(8, os.cpu_count() or 1)
+    cache = _mixing_cache(mix_files, recipe.mixing_side(size) if mixing_resize else None, mixing_cache,
+                          num_threads)
+    if device == "gpu" and cache is None:
+        _warn_cpu_decoded_mixing(mix_files, mixing_root)
     augment_seed, seeds = _seeds(seed, shard_id, start_epoch)
-    feed = Feed(data.files, data.labels, mix_files, seeds["mixing"])
+    feed = Feed(data.files, data.labels, mix_files, seeds["mixing"], mixing_cache=cache)
 
     pipe = _new_pipeline(batch_size, num_threads, device, device_id, seeds["pipeline"],
                          prefetch_queue_depth, pipeline_kwargs)
     with pipe:
         paths, labels, mix_paths = _sources(feed, mixing=True)
         images = _train_crop(_read(paths), recipe, size, device)
-        mixing = _mixing_pictures(mix_paths, recipe, size, device, resize=mixing_resize)
+        mixing = _mixing_pictures(mix_paths, recipe, size, device, seeds, resize=mixing_resize,
+                                  cached=cache is not None)
         from . import native
         backend = native.default_backend() if backend is None else backend
         # Normalised by fn.ipmix: in the native CPU operator's final mix (no pass of its own), else by
@@ -297,7 +341,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     pipe.ipmix_info = _info(names, config.jsd, data, mix_files, shard_id, num_shards, device, size,
                             dtype, recipe.name, config, seed, batch_size, seeds["shuffle"], augment_seed,
                             start_epoch)
-    pipe.ipmix_info = dataclasses.replace(pipe.ipmix_info, backend=backend, mixing_resize=mixing_resize)
+    pipe.ipmix_info = dataclasses.replace(pipe.ipmix_info, backend=backend, mixing_resize=mixing_resize,
+                                          mixing_cache_bytes=0 if cache is None else cache.nbytes)
     pipe.ipmix_feed = feed
     return pipe
 

@@ -17,7 +17,8 @@
 # MEM_BATCHES (1000), MEM_MAX_S (150: the memory check stops early after this many seconds),
 # PLAIN_DECODE (full: the plain DALI baseline decodes whole images; fused: decode-and-crop, as dali-ipmix),
 # SKIP (space-separated step names to leave out, e.g. "bench_core host_profile").
-# Writes at most 8 files to OUT_DIR (the device tool returns no more): *.log, *.json, summary.txt.
+# Writes 5 files to OUT_DIR (the device tool returns at most 8, so a caller may add its own two):
+# steps.log (every step's output, in order), bench_core.json, throughput.json, memory.json, summary.txt.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -31,6 +32,7 @@ MEM_BATCHES=${MEM_BATCHES:-1000}
 MEM_MAX_S=${MEM_MAX_S:-150}
 PLAIN_DECODE=${PLAIN_DECODE:-full}
 CACHE=${CACHE:-/tmp/dali-ipmix-bench}   # generated JPEGs/fractals: outside OUT_DIR, never sent back
+LOGS=$(mktemp -d)                       # one log per step, for the summary; all of them go to steps.log
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 START=$SECONDS
 declare -a SUMMARY=()
@@ -63,7 +65,7 @@ PY
 left() { echo $((TOTAL_S - (SECONDS - START))); }
 
 # step NAME LIMIT_S CMD...: runs CMD under `timeout` (at most LIMIT_S, at most what is left of TOTAL_S),
-# logs it to $D/NAME.log, and adds a summary line "NAME rc seconds".
+# logs it to $LOGS/NAME.log and $D/steps.log, and adds a summary line "NAME rc seconds".
 step() {
   local name=$1 limit=$2; shift 2
   if [[ " ${SKIP:-} " == *" $name "* ]]; then
@@ -78,8 +80,9 @@ step() {
   fi
   echo "== $name (limit ${limit} s): $* =="
   local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$D/$name.log"
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$LOGS/$name.log"
   local rc=${PIPESTATUS[0]}
+  { echo "== $name: $* (rc $rc)"; cat "$LOGS/$name.log"; } >> "$D/steps.log"
   [ "$rc" = 124 ] && echo "== $name: TIMED OUT after ${limit} s =="
   SUMMARY+=("$name|$rc|$((SECONDS - t0))")
 }
@@ -100,10 +103,10 @@ step memory $((mem_s + 50)) "$PY" pipelines/gpu_memory_check.py --batches "$MEM_
   --max-seconds "$((mem_s > 10 ? mem_s : 10))" --threads "$WORKERS" --cache-dir "$CACHE" --json "$D/memory.json"
 
 # The summary: one line per step with its key result, read from the logs and JSON files.
-printf '%s\n' "${SUMMARY[@]}" > "$D/.steps"
-"$PY" - "$D" <<'PY' 2>&1 | tee "$D/summary.txt"
+printf '%s\n' "${SUMMARY[@]}" > "$LOGS/.steps"
+"$PY" - "$D" "$LOGS" <<'PY' 2>&1 | tee "$D/summary.txt"
 import json, os, sys
-d = sys.argv[1]
+d, logs = sys.argv[1:3]
 def load(name):
     try:
         with open(os.path.join(d, name)) as f:
@@ -112,7 +115,7 @@ def load(name):
         return None
 def last_line(name, needle=""):
     try:
-        lines = [l.strip() for l in open(os.path.join(d, name + ".log")) if needle in l and l.strip()]
+        lines = [l.strip() for l in open(os.path.join(logs, name + ".log")) if needle in l and l.strip()]
         return lines[-1] if lines else ""
     except OSError:
         return ""
@@ -132,7 +135,7 @@ if tp:
         for r in tp["rows"])
 print("\n== summary (" + (tp["meta"]["gpu"] if tp and tp["meta"].get("gpu") else "GPU ?") + ") ==")
 print(f"{'step':<11s} {'rc':>5s} {'s':>5s}  result")
-for line in open(os.path.join(d, ".steps")).read().split("\n"):
+for line in open(os.path.join(logs, ".steps")).read().split("\n"):
     if line:
         name, rc, secs = line.split("|")
         print(f"{name:<11s} {rc:>5s} {secs:>5s}  {result.get(name, '')}")
@@ -147,4 +150,4 @@ if tp:
     for t in tp.get("targets", []):
         print("  " + t)
 PY
-rm -f "$D/.steps"
+rm -rf "$LOGS"

@@ -1,0 +1,166 @@
+"""Mixing pictures decoded once and kept in host memory for a training pipeline's life.
+
+Every IPMix sample reads one mixing picture. Decoding it per sample cost a third of a GPU pipeline's
+throughput (H200, batch 256, 224 px: 11,672 samples/s with JSD, 17,752 with no mixing pictures at all;
+``docs/performance.md``), yet the set is small and the same every epoch (PixMix's fractals: about
+14,000 pictures, 2.6 GiB decoded at 256 px). So the training pipeline decodes the set once, with the
+decoder and resize of its uncached graph run on the CPU (DALI's ``decoders.image`` and
+``resize(resize_shorter=side)``), into one host buffer (page-locked where CUDA is present, so that a
+GPU pipeline copies each batch by DMA), and feeds each batch's pictures to DALI as views of it: no
+decode, no resize and no host copy per batch; the random crop stays in the pipeline.
+
+    cache = MixingCache.build(files, side=256)        # HWC uint8 RGB, shorter side 256
+    cache[i]                                          # picture i: a view, never copied
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .constants import MIXING_CACHE_MAX_BYTES
+
+__all__ = ["MixingCache", "decoded_shape", "estimate_bytes", "MIXING_CACHE_MAX_BYTES"]
+
+_BUILD_BATCH = 64            # pictures per decoding batch
+_PROGRESS_FROM = 2000        # a build of this many pictures shows a progress bar
+
+
+def decoded_shape(width: int, height: int, side: Optional[int]) -> Tuple[int, int, int]:
+    """HWC shape of a ``width x height`` picture after ``resize_shorter=side`` (``None``: unresized),
+    with DALI's rounding of the longer side."""
+    if side is None:
+        return int(height), int(width), 3
+    scale = side / min(width, height)
+    return (side, max(1, round(width * scale)), 3) if height <= width else \
+        (max(1, round(height * scale)), side, 3)
+
+
+def estimate_bytes(paths: Sequence[str], side: Optional[int], num_workers: int = 8) -> Optional[int]:
+    """Bytes the decoded pictures would take, from their headers (PIL opens lazily); ``None`` when a
+    header cannot be read (the caller then decodes per batch and lets the pipeline's errors speak)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    def size(path):
+        try:
+            with Image.open(path) as im:
+                return int(np.prod(decoded_shape(*im.size, side)))
+        except Exception:
+            return None
+
+    paths = list(paths)
+    with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(paths) or 1))) as pool:
+        sizes = list(pool.map(size, paths, chunksize=64))
+    return None if any(s is None for s in sizes) else sum(sizes)
+
+
+class MixingCache:
+    """Decoded mixing pictures: ``cache[i]`` is picture ``i`` of ``files`` as HWC uint8 RGB (0..255),
+    its shorter side resized to ``side`` (or as decoded when ``side`` is None), a read-only view of
+    one buffer that lives as long as the cache.
+
+    Args:
+        pictures: the decoded pictures, in ``files`` order (copied into the cache's buffer).
+        files: their paths (for messages).
+    """
+
+    def __init__(self, pictures: Sequence[np.ndarray], files: Sequence[str] = ()):
+        self.files = tuple(files)
+        self.nbytes = int(sum(p.nbytes for p in pictures))
+        self._owner, flat, self.pinned = _host_buffer(self.nbytes)
+        views: List[np.ndarray] = []
+        pos = 0
+        for p in pictures:
+            view = flat[pos:pos + p.nbytes].reshape(p.shape)
+            view[...] = p
+            view.flags.writeable = False   # fed to DALI without a copy: must never change
+            views.append(view)
+            pos += p.nbytes
+        self._views = views
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def __getitem__(self, i) -> np.ndarray:
+        return self._views[i]
+
+    def __repr__(self):
+        return (f"MixingCache({len(self)} pictures, {self.nbytes / 2**20:.1f} MiB, "
+                f"{'page-locked' if self.pinned else 'pageable'})")
+
+    @classmethod
+    def build(cls, files: Sequence[str], side: Optional[int], num_threads: int = 4,
+              progress: Optional[bool] = None) -> "MixingCache":
+        """Decodes ``files`` with DALI on the CPU (RGB) and resizes their shorter side to ``side``
+        (``None``: no resize), in batches over ``num_threads`` threads. ``progress``: a progress bar
+        on stderr (default: from 2,000 pictures). A picture DALI cannot decode raises ``ValueError``
+        naming the files of its batch."""
+        files = list(files)
+        if not files:
+            raise ValueError("MixingCache.build: no mixing files given")
+        if isinstance(side, bool) or (side is not None and (not isinstance(side, (int, np.integer))
+                                                            or side < 1)):
+            raise ValueError(f"MixingCache.build: side={side!r} is invalid: expected an integer >= 1 "
+                             "or None (no resize)")
+        show = len(files) >= _PROGRESS_FROM if progress is None else progress
+        from tqdm import tqdm
+        with tqdm(total=len(files), desc="decoding mixing pictures", unit="img", disable=not show,
+                  file=sys.stderr, mininterval=1.0) as bar:
+            pictures = _decode(files, side, num_threads, bar.update)
+        return cls(pictures, files)
+
+
+def _decode(paths: List[str], side: Optional[int], num_threads: int, done) -> List[np.ndarray]:
+    """The pictures through the uncached graph's decode and resize, on the CPU, in batches of
+    ``_BUILD_BATCH`` (one DALI pipeline); ``done(n)`` after each batch."""
+    from nvidia.dali import fn, types
+    from nvidia.dali.pipeline import Pipeline
+
+    chunks = [paths[i:i + _BUILD_BATCH] for i in range(0, len(paths), _BUILD_BATCH)]
+    fed: List[List[str]] = []
+
+    def source():
+        fed.append(chunks[len(fed)])
+        return [np.frombuffer(p.encode("utf-8"), dtype=np.uint8) for p in fed[-1]]
+
+    pipe = Pipeline(batch_size=_BUILD_BATCH, num_threads=max(1, int(num_threads)), device_id=None,
+                    prefetch_queue_depth=1, seed=0)
+    with pipe:
+        encoded = fn.external_source(source=source, batch=True, dtype=types.UINT8)
+        images = fn.decoders.image(fn.io.file.read(encoded, dont_use_mmap=True), device="cpu",
+                                   output_type=types.RGB)
+        pipe.set_outputs(images if side is None else fn.resize(images, resize_shorter=side))
+    out: List[np.ndarray] = []
+    try:
+        pipe.build()
+        for chunk in chunks:
+            (batch,) = pipe.run()
+            out += [np.array(batch.at(i)) for i in range(len(chunk))]
+            done(len(chunk))
+    except Exception as err:
+        bad = fed[-1] if fed else paths
+        shown = ", ".join(bad[:8]) + (f" (+{len(bad) - 8} more)" if len(bad) > 8 else "")
+        raise ValueError(f"mixing cache: DALI could not decode one of these mixing pictures: {shown} "
+                         f"({type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}); "
+                         "check them with dali_ipmix.files.check_images(paths, 'full')") from None
+    finally:
+        del pipe
+    return out
+
+
+def _host_buffer(nbytes: int):
+    """``(owner, flat uint8 array, pinned)``: page-locked memory from torch where CUDA is present
+    (a GPU pipeline's per-batch copy is then a DMA), else ordinary memory."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            owner = torch.empty(max(1, nbytes), dtype=torch.uint8, pin_memory=True)
+            return owner, owner.numpy()[:nbytes], True
+    except Exception:   # no usable CUDA: ordinary memory serves a CPU pipeline as well
+        pass
+    flat = np.empty(nbytes, dtype=np.uint8)
+    return flat, flat, False

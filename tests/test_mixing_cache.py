@@ -1,0 +1,116 @@
+"""The decoded mixing-picture cache: pictures as DALI's decoder gives them, fed without a copy, and a
+training pipeline that gives the same tensors with and without it."""
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dali_ipmix import IPMixConfig, IPMixIterator
+from dali_ipmix import pipelines as pipelines_module
+from dali_ipmix.epochs import Feed
+from dali_ipmix.mixing_cache import MixingCache, decoded_shape, estimate_bytes
+from dali_ipmix.pipelines import training_pipeline
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    """JPEGs of three shapes (smooth, so that decoders agree closely) and their PIL decodes."""
+    yy, xx = np.mgrid[0:1:1j * 64, 0:1:1j * 80]
+    paths, arrays = [], []
+    for i, (h, w) in enumerate([(40, 56), (64, 48), (50, 50)]):
+        rgb = np.stack([xx[:h, :w], yy[:h, :w], (xx[:h, :w] + yy[:h, :w]) / 2], -1) * (200 + 20 * i)
+        paths.append(str(tmp_path / f"p{i}.jpg"))
+        Image.fromarray(rgb.astype(np.uint8)).save(paths[-1], quality=95)
+        arrays.append(np.asarray(Image.open(paths[-1]).convert("RGB")))
+    return paths, arrays
+
+
+def test_unresized_pictures_are_the_decoded_files_as_read_only_views(pictures):
+    paths, arrays = pictures
+    cache = MixingCache.build(paths, side=None, num_threads=1)
+    assert len(cache) == 3 and cache.nbytes == sum(a.nbytes for a in arrays)
+    for got, want in zip(cache, arrays):
+        assert got.shape == want.shape and got.dtype == np.uint8
+        assert np.abs(got.astype(int) - want).max() <= 1     # libjpeg-turbo both; IDCT may differ by 1
+        assert not got.flags.writeable
+    # Views of one buffer, back to back (nothing is copied per batch).
+    assert cache[1].__array_interface__["data"][0] - cache[0].__array_interface__["data"][0] == arrays[0].nbytes
+
+
+def test_resized_pictures_have_the_shorter_side_and_the_estimated_size(pictures):
+    paths, arrays = pictures
+    cache = MixingCache.build(paths, side=36, num_threads=2)
+    for got, want in zip(cache, arrays):
+        assert min(got.shape[:2]) == 36
+        assert got.shape == decoded_shape(want.shape[1], want.shape[0], 36)
+        # Same picture: the resized one against PIL's resize of the same decode, within resampling error.
+        ref = np.asarray(Image.fromarray(want).resize(got.shape[1::-1], Image.BILINEAR), dtype=float)
+        assert np.abs(got - ref).mean() < 3
+    assert estimate_bytes(paths, 36) == cache.nbytes
+    assert estimate_bytes(paths + [paths[0] + ".missing"], 36) is None
+
+
+def test_an_undecodable_picture_is_named(pictures, tmp_path):
+    paths, _ = pictures
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(open(paths[0], "rb").read()[:200])
+    with pytest.raises(ValueError, match="broken.jpg"):
+        MixingCache.build(paths + [str(bad)], side=None, num_threads=1)
+    with pytest.raises(ValueError, match="side=0 is invalid"):
+        MixingCache.build(paths, side=0)
+
+
+def test_feed_hands_out_the_cached_pictures_of_the_drawn_mixing_files(pictures):
+    paths, _ = pictures
+    cache = MixingCache.build(paths, side=None, num_threads=1)
+    feed = Feed(["a.jpg", "b.jpg"], [0, 1], paths, mixing_seed=5, mixing_cache=cache)
+    plain = Feed(["a.jpg", "b.jpg"], [0, 1], paths, mixing_seed=5)
+    for f in (feed, plain):
+        f.load([np.array([0, 1]), np.array([1])], epoch=2)
+    for _ in range(2):
+        got, want = feed()[2], plain()[2]
+        assert [g is cache[paths.index(bytes(w).decode())] for g, w in zip(got, want)] == [True] * len(got)
+    with pytest.raises(ValueError, match="mixing_cache holds 3 pictures for 2 mixing files"):
+        Feed(["a.jpg"], [0], paths[:2], mixing_seed=0, mixing_cache=cache)
+
+
+def _batches(pipe, n=2):
+    out = []
+    for i, (views, labels) in enumerate(IPMixIterator(pipe)):
+        out.append([v.numpy().copy() for v in views] + [labels.numpy().copy()])
+        if i + 1 == n:
+            return out
+
+
+def test_cached_and_uncached_pipelines_give_the_same_tensors(dali_tree, dali_mixing):
+    """Same mixing choice, same crops (explicit seeds), same decoder on the CPU: bit-identical views.
+    (Views differ from the clean image, so a different picture or crop would show.)"""
+    def make(cache):
+        return training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="imagenet",
+                                 size=16, config=IPMixConfig.imagenet(), device="cpu", num_threads=2,
+                                 seed=11, mixing_cache=cache)
+    cached, uncached = make(True), make(False)
+    assert cached.ipmix_info.mixing_cache_bytes > 0 and uncached.ipmix_info.mixing_cache_bytes == 0
+    a, b = _batches(cached), _batches(uncached)
+    assert any(not np.array_equal(batch[0], batch[1]) for batch in a)   # IPMix changed the views
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_default_caches_up_to_the_limit_and_warns_above_it(dali_tree, dali_mixing, monkeypatch):
+    def make(**kw):
+        return training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="cifar",
+                                 device="cpu", num_threads=1, seed=0, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert make().ipmix_info.mixing_cache_bytes > 0
+        assert make(mixing_cache=False).ipmix_info.mixing_cache_bytes == 0
+    monkeypatch.setattr(pipelines_module, "MIXING_CACHE_MAX_BYTES", 100)
+    with pytest.warns(UserWarning, match="decoded per sample, not cached .*mixing_cache=True"):
+        assert make().ipmix_info.mixing_cache_bytes == 0
+    assert make(mixing_cache=True).ipmix_info.mixing_cache_bytes > 100
+    with pytest.raises(ValueError, match="mixing_cache='yes' is invalid"):
+        make(mixing_cache="yes")
