@@ -2,8 +2,8 @@
 """Where the IPMix training pipeline's time goes: the same pipeline in variants, timed in one run.
 
 Each variant changes one thing against the JSD training pipeline of ``training_pipeline`` (ImageNet
-preset, 224 px, mixing pictures cached decoded) on the given data: mixing pictures decoded per sample
-(``mixing_cache=False``), then also from a PNG copy of the set (PNG is decoded on the CPU even by DALI's
+preset, 224 px, mixing pictures cached decoded in host memory) on the given data: the cache in GPU
+memory (``mixing_cache="device"``), mixing pictures decoded per sample (``mixing_cache=False``), then also from a PNG copy of the set (PNG is decoded on the CPU even by DALI's
 mixed decoder, JPEG on the GPU), IPMix's own work (``k=1,
 t=0``: the operator only mixes the clean image with itself), JSD off (one view), and the backend
 (native operator vs the python_function route), and a ceiling without mixing pictures at all (the
@@ -19,6 +19,9 @@ import os
 import time
 import warnings
 
+
+
+KEYS = ("cached", "device", "per-sample", "png", "k1t0", "ceiling", "nojsd", "python")
 
 
 def png_copy(src_dir, out_dir):
@@ -82,11 +85,18 @@ def main(argv=None):
     ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--variants", default="all",
+                    help="comma-separated keys of the variants to run (default: all): " + ", ".join(KEYS))
     args = ap.parse_args(argv)
 
     from dali_ipmix import IPMixConfig
     from dali_ipmix.pipelines import training_pipeline
-    mixing, mixing_png = args.mixing, png_copy(args.mixing, args.mixing.rstrip("/") + "_png")
+    keys = KEYS if args.variants == "all" else [k.strip() for k in args.variants.split(",")]
+    unknown = [k for k in keys if k not in KEYS]
+    if unknown:
+        ap.error(f"--variants: unknown {unknown}; choose from {', '.join(KEYS)}")
+    mixing = args.mixing
+    mixing_png = png_copy(mixing, mixing.rstrip("/") + "_png") if "png" in keys else None
 
     def variant(mixing, config, backend, cache=None):
         return lambda: training_pipeline(args.data, mixing_root=mixing, batch_size=args.batch_size,
@@ -94,15 +104,17 @@ def main(argv=None):
                                          num_threads=args.threads, seed=0, backend=backend,
                                          mixing_cache=cache)
     jsd, light = IPMixConfig.imagenet(), IPMixConfig.imagenet(k=1, t=0)
-    variants = [
-        ("native jsd", variant(mixing, jsd, "native")),
-        ("native jsd, decoded per sample", variant(mixing, jsd, "native", cache=False)),
-        ("  the same, PNG copy", variant(mixing_png, jsd, "native", cache=False)),
-        ("native jsd k=1 t=0", variant(mixing, light, "native")),
-        ("jsd outputs, no mixing pictures", without_mixing(variant(mixing, jsd, "native"))),
-        ("native no jsd", variant(mixing, IPMixConfig.imagenet(jsd=False), "native")),
-        ("python jsd", variant(mixing, jsd, "python")),
-    ]
+    variants = {
+        "cached": ("native jsd", variant(mixing, jsd, "native")),
+        "device": ("native jsd, cache in GPU memory", variant(mixing, jsd, "native", cache="device")),
+        "per-sample": ("native jsd, decoded per sample", variant(mixing, jsd, "native", cache=False)),
+        "png": ("  the same, PNG copy", variant(mixing_png, jsd, "native", cache=False)),
+        "k1t0": ("native jsd k=1 t=0", variant(mixing, light, "native")),
+        "ceiling": ("jsd outputs, no mixing pictures", without_mixing(variant(mixing, jsd, "native"))),
+        "nojsd": ("native no jsd", variant(mixing, IPMixConfig.imagenet(jsd=False), "native")),
+        "python": ("python jsd", variant(mixing, jsd, "python")),
+    }
+    variants = [variants[k] for k in keys]
     rows = []
     for name, make in variants:
         try:
