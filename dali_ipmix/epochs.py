@@ -103,10 +103,8 @@ class Feed:
     Each call returns ``(paths, labels)`` or, with mixing files, ``(paths, labels, mixing)``: lists of
     per-sample arrays (paths as UTF-8 bytes, uint8 1-D; labels int32 of shape (1,); ``mixing`` the
     mixing pictures' paths, or with ``mixing_cache`` their decoded pictures, HWC uint8 views of the
-    cache). A cache in GPU memory (``mixing_cache.device == "gpu"``) is not an output of the call:
-    :meth:`device_mixing` is the source of a second, GPU ``external_source`` that hands out the
-    same batch's pictures. Every array handed out lives as long as the feed and never changes, so the
-    pipeline may take them without a copy (``no_copy``). It
+    cache). Every array handed out lives as long as the feed and never changes, so the pipeline may
+    take them without a copy (``no_copy``). It
     raises ``StopIteration`` when the loaded epoch has no batch left, which ends DALI's epoch.
     :class:`dali_ipmix.IPMixIterator` loads the epochs; the batches handed out and not yet taken by
     the iterator are kept (``in_flight``) so that a read or decode error can name their files.
@@ -123,8 +121,6 @@ class Feed:
             raise ValueError(f"mixing_cache holds {len(mixing_cache)} pictures for "
                              f"{len(self.mixing_files)} mixing files")
         self.mixing_cache = mixing_cache
-        self.on_device = getattr(mixing_cache, "device", "cpu") == "gpu"
-        self._device_pending: collections.deque = collections.deque()
         self.mixing_seed = mixing_seed
         self._queue: collections.deque = collections.deque()
         self.in_flight: collections.deque = collections.deque()
@@ -138,7 +134,6 @@ class Feed:
             mixing = rng.integers(0, len(self.mixing_files), size=sum(len(b) for b in batches))
         with self._lock:
             self._queue.clear()
-            self._device_pending.clear()
             pos = 0
             for b in batches:
                 m = None if mixing is None else mixing[pos:pos + len(b)]
@@ -149,7 +144,6 @@ class Feed:
         """Drops the batches not yet handed out (the epoch then ends after those in flight)."""
         with self._lock:
             self._queue.clear()
-            self._device_pending.clear()
 
     def taken(self):
         """The iterator took the oldest batch in flight."""
@@ -173,19 +167,8 @@ class Feed:
                 raise StopIteration
             b, m = self._queue.popleft()
             self.in_flight.append((b, m))
-            if self.on_device:
-                self._device_pending.append(m)
         out = ([self._paths[i] for i in b], [self._labels[i] for i in b])
-        if m is not None and not self.on_device:
+        if m is not None:
             mixing = self._mix_paths if self.mixing_cache is None else self.mixing_cache
             out += ([mixing[i] for i in m],)
         return out
-
-    def device_mixing(self):
-        """The GPU mixing pictures of the batch :meth:`__call__` handed out last (DALI calls its
-        sources in the order they were made, once per iteration); ``StopIteration`` with it."""
-        with self._lock:
-            if not self._device_pending:
-                raise StopIteration
-            m = self._device_pending.popleft()
-        return [self.mixing_cache[i] for i in m]

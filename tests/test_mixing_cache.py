@@ -79,7 +79,7 @@ def test_feed_hands_out_the_cached_pictures_of_the_drawn_mixing_files(pictures):
 def _batches(pipe, n=2):
     out = []
     for i, (views, labels) in enumerate(IPMixIterator(pipe)):
-        out.append([v.cpu().numpy().copy() for v in views] + [labels.cpu().numpy().copy()])
+        out.append([v.numpy().copy() for v in views] + [labels.numpy().copy()])
         if i + 1 == n:
             return out
 
@@ -100,24 +100,6 @@ def test_cached_and_uncached_pipelines_give_the_same_tensors(dali_tree, dali_mix
             np.testing.assert_array_equal(u, v)
 
 
-@pytest.mark.cupy
-def test_gpu_pipelines_give_the_same_tensors_with_the_cache_in_host_or_device_memory(dali_tree, dali_mixing):
-    import torch
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU")
-
-    def make(cache):
-        return training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="imagenet",
-                                 size=16, device="gpu", num_threads=2, seed=11, mixing_cache=cache)
-    device = make("device")
-    assert device.ipmix_info.mixing_cache_bytes > 0
-    a, b = _batches(make(True), 3), _batches(device, 3)
-    assert any(not np.array_equal(batch[0], batch[1]) for batch in a)
-    for x, y in zip(a, b):
-        for u, v in zip(x, y):
-            np.testing.assert_array_equal(u, v)
-
-
 def test_default_caches_up_to_the_limit_and_warns_above_it(dali_tree, dali_mixing, monkeypatch):
     def make(**kw):
         return training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="cifar",
@@ -132,34 +114,3 @@ def test_default_caches_up_to_the_limit_and_warns_above_it(dali_tree, dali_mixin
     assert make(mixing_cache=True).ipmix_info.mixing_cache_bytes > 100
     with pytest.raises(ValueError, match="mixing_cache='yes' is invalid"):
         make(mixing_cache="yes")
-    with pytest.raises(ValueError, match="mixing_cache='device' needs device='gpu'"):
-        make(mixing_cache="device")
-
-
-class _FakeDeviceCache(list):
-    device = "gpu"
-
-
-def test_a_device_cache_is_handed_out_by_the_second_source_batch_by_batch():
-    """The GPU source gives the pictures of the batch the feed handed out just before, and stops with
-    it (DALI calls both every iteration, in the order they were made)."""
-    pictures = _FakeDeviceCache(f"picture {i}" for i in range(4))
-    feed = Feed(["a.jpg", "b.jpg", "c.jpg"], [0, 1, 2], [f"m{i}.jpg" for i in range(4)], mixing_seed=1,
-                mixing_cache=pictures)
-    plain = Feed(["a.jpg", "b.jpg", "c.jpg"], [0, 1, 2], [f"m{i}.jpg" for i in range(4)], mixing_seed=1)
-    batches = [np.array([2, 0]), np.array([1])]
-    for f in (feed, plain):
-        f.load(batches, epoch=3)
-    for _ in batches:
-        first, want = feed(), plain()
-        assert len(first) == 2 and [bytes(p).decode() for p in first[0]] == [bytes(p).decode() for p in want[0]]
-        assert feed.device_mixing() == [f"picture {bytes(p).decode()[1]}" for p in want[2]]
-    with pytest.raises(StopIteration):
-        feed()
-    with pytest.raises(StopIteration):
-        feed.device_mixing()
-    feed.load(batches, epoch=3)
-    feed()
-    feed.clear()                      # an epoch cut short: nothing left for the GPU source either
-    with pytest.raises(StopIteration):
-        feed.device_mixing()
