@@ -103,8 +103,11 @@ class Feed:
     Each call returns ``(paths, labels)`` or, with mixing files, ``(paths, labels, mixing)``: lists of
     per-sample arrays (paths as UTF-8 bytes, uint8 1-D; labels int32 of shape (1,); ``mixing`` the
     mixing pictures' paths, or with ``mixing_cache`` their decoded pictures, HWC uint8 views of the
-    cache). Every array handed out lives as long as the feed and never changes, so the pipeline may
-    take them without a copy (``no_copy``). It
+    cache). A cache in GPU memory (``mixing_cache.device == "gpu"``) is not an output of the call:
+    :meth:`device_mixing` is the source of a second, GPU ``external_source`` that hands out the
+    same batch's pictures. DALI calls both sources once per iteration, in no fixed order (it keeps
+    them in a set), so the n-th call of either gets the n-th batch, whichever came first. Every array handed out lives as long as the feed and never changes, so the
+    pipeline may take them without a copy (``no_copy``). It
     raises ``StopIteration`` when the loaded epoch has no batch left, which ends DALI's epoch.
     :class:`dali_ipmix.IPMixIterator` loads the epochs; the batches handed out and not yet taken by
     the iterator are kept (``in_flight``) so that a read or decode error can name their files.
@@ -121,6 +124,11 @@ class Feed:
             raise ValueError(f"mixing_cache holds {len(mixing_cache)} pictures for "
                              f"{len(self.mixing_files)} mixing files")
         self.mixing_cache = mixing_cache
+        self.on_device = getattr(mixing_cache, "device", "cpu") == "gpu"
+        # Batches taken from the queue and not yet handed out by every source (see _take).
+        self._taken: collections.deque = collections.deque()
+        self._calls = [0, 0] if self.on_device else [0]
+        self._first = 0   # call number of self._taken[0]
         self.mixing_seed = mixing_seed
         self._queue: collections.deque = collections.deque()
         self.in_flight: collections.deque = collections.deque()
@@ -134,6 +142,7 @@ class Feed:
             mixing = rng.integers(0, len(self.mixing_files), size=sum(len(b) for b in batches))
         with self._lock:
             self._queue.clear()
+            self._reset_calls()
             pos = 0
             for b in batches:
                 m = None if mixing is None else mixing[pos:pos + len(b)]
@@ -144,6 +153,31 @@ class Feed:
         """Drops the batches not yet handed out (the epoch then ends after those in flight)."""
         with self._lock:
             self._queue.clear()
+            self._reset_calls()
+
+    def _reset_calls(self):
+        self._taken.clear()
+        self._calls = [0] * len(self._calls)
+        self._first = 0
+
+    def _take(self, source: int):
+        """The batch ``(indices, mixing indices)`` of source ``source``'s next call (0: the feed, 1:
+        the GPU mixing source): the n-th call of each source gets the n-th batch of the queue.
+        Caller holds the lock. ``StopIteration`` when the epoch has no batch left for it."""
+        n = self._calls[source]
+        if n - self._first < len(self._taken):
+            item = self._taken[n - self._first]
+        else:
+            if not self._queue:
+                raise StopIteration
+            item = self._queue.popleft()
+            self.in_flight.append(item)
+            self._taken.append(item)
+        self._calls[source] += 1
+        while self._taken and min(self._calls) > self._first:   # every source has had it
+            self._taken.popleft()
+            self._first += 1
+        return item
 
     def taken(self):
         """The iterator took the oldest batch in flight."""
@@ -163,12 +197,18 @@ class Feed:
 
     def __call__(self):
         with self._lock:
-            if not self._queue:
-                raise StopIteration
-            b, m = self._queue.popleft()
-            self.in_flight.append((b, m))
+            b, m = self._take(0)
         out = ([self._paths[i] for i in b], [self._labels[i] for i in b])
-        if m is not None:
+        if m is not None and not self.on_device:
             mixing = self._mix_paths if self.mixing_cache is None else self.mixing_cache
             out += ([mixing[i] for i in m],)
         return out
+
+    def device_mixing(self):
+        """The source of the GPU mixing pictures: those of the batch that the feed's call of the same
+        iteration hands out (before or after this one); ``StopIteration`` with it."""
+        if not self.on_device:
+            raise RuntimeError("device_mixing: this feed has no mixing cache in GPU memory")
+        with self._lock:
+            _, m = self._take(1)
+        return [self.mixing_cache[i] for i in m]

@@ -22,7 +22,7 @@ import numpy as np
 
 from .constants import MIXING_CACHE_MAX_BYTES
 
-__all__ = ["MixingCache", "decoded_shape", "estimate_bytes", "MIXING_CACHE_MAX_BYTES"]
+__all__ = ["MixingCache", "DeviceMixingCache", "decoded_shape", "estimate_bytes", "MIXING_CACHE_MAX_BYTES"]
 
 _BUILD_BATCH = 64            # pictures per decoding batch
 _PROGRESS_FROM = 2000        # a build of this many pictures shows a progress bar
@@ -82,6 +82,8 @@ class MixingCache:
             pos += p.nbytes
         self._views = views
 
+    device = "cpu"
+
     def __len__(self) -> int:
         return len(self._views)
 
@@ -91,6 +93,11 @@ class MixingCache:
     def __repr__(self):
         return (f"MixingCache({len(self)} pictures, {self.nbytes / 2**20:.1f} MiB, "
                 f"{'page-locked' if self.pinned else 'pageable'})")
+
+    def to_device(self, device_id: int) -> "DeviceMixingCache":
+        """The same pictures in GPU ``device_id``'s memory (one copy, made now)."""
+        return DeviceMixingCache(self, device_id)
+
 
     @classmethod
     def build(cls, files: Sequence[str], side: Optional[int], num_threads: int = 4,
@@ -112,6 +119,38 @@ class MixingCache:
                   file=sys.stderr, mininterval=1.0) as bar:
             pictures = _decode(files, side, num_threads, bar.update)
         return cls(pictures, files)
+
+
+class DeviceMixingCache:
+    """A :class:`MixingCache` copied to GPU memory: ``cache[i]`` is a torch CUDA uint8 HWC view of one
+    buffer (no per-batch copy at all). The copy is finished before the constructor returns, so DALI's
+    streams may read the views without an event."""
+
+    device = "gpu"
+
+    def __init__(self, host: MixingCache, device_id: int):
+        import torch
+        self.files, self.nbytes, self.device_id = host.files, host.nbytes, int(device_id)
+        flat = torch.empty(max(1, host.nbytes), dtype=torch.uint8, device=f"cuda:{self.device_id}")
+        if host.nbytes:
+            flat[:host.nbytes].copy_(torch.from_numpy(host._owner if isinstance(host._owner, np.ndarray)
+                                                      else host._owner.numpy())[:host.nbytes])
+        torch.cuda.synchronize(self.device_id)
+        self._flat = flat
+        views, pos = [], 0
+        for p in host:
+            views.append(flat[pos:pos + p.nbytes].view(*p.shape))
+            pos += p.nbytes
+        self._views = views
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def __getitem__(self, i):
+        return self._views[i]
+
+    def __repr__(self):
+        return f"DeviceMixingCache({len(self)} pictures, {self.nbytes / 2**20:.1f} MiB, cuda:{self.device_id})"
 
 
 def _decode(paths: List[str], side: Optional[int], num_threads: int, done) -> List[np.ndarray]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 from nvidia.dali import fn, types
@@ -178,12 +178,17 @@ def _read(paths):
 
 def _sources(feed, mixing: bool):
     """The pipeline's inputs from ``feed``: encoded paths, labels int32 (1,) [, mixing paths, or the
-    decoded mixing pictures (HWC uint8) when the feed has a cache]. Taken without a copy: the feed's
-    arrays live as long as it and never change."""
-    n = 3 if mixing else 2
+    decoded mixing pictures (HWC uint8) when the feed has a cache: from a second, GPU source when the
+    cache is in GPU memory]. Taken without a copy: the feed's arrays live as long as it and never
+    change."""
+    n = 2 if not mixing or feed.on_device else 3
     layout = [None, None, "HWC" if feed.mixing_cache is not None else None][:n]
-    return fn.external_source(source=feed, num_outputs=n, batch=True, no_copy=True,
-                              dtype=[types.UINT8, types.INT32, types.UINT8][:n], layout=layout)
+    out = fn.external_source(source=feed, num_outputs=n, batch=True, no_copy=True,
+                             dtype=[types.UINT8, types.INT32, types.UINT8][:n], layout=layout)
+    if mixing and feed.on_device:   # made second: DALI calls it after feed, for the same batch
+        out = (*out, fn.external_source(source=feed.device_mixing, batch=True, device="gpu",
+                                        no_copy=True, dtype=types.UINT8, layout="HWC"))
+    return out
 
 
 #: Mixing-set formats DALI's mixed decoder decodes on the GPU; the rest (PNG, ...) go to CPU threads.
@@ -211,7 +216,7 @@ def _mixing_pictures(mixing, preset: Preset, size, device, seeds, resize: bool =
     (as PIL's, which returns a copy) and DALI's resampling pass, a quarter of a CPU pipeline's time,
     is left out. The crop's seeds are explicit, so cached and uncached graphs draw the same crops."""
     if cached:
-        mixing = mixing.gpu() if device == "gpu" else mixing
+        mixing = mixing.gpu() if device == "gpu" else mixing   # .gpu() of GPU data is itself
     else:
         mixing = fn.decoders.image(_read(mixing), device=decoder_device(device), output_type=types.RGB)
         if resize:
@@ -221,11 +226,18 @@ def _mixing_pictures(mixing, preset: Preset, size, device, seeds, resize: bool =
                    crop_pos_y=fn.random.uniform(range=[0.0, 1.0], seed=seeds["mixing_crop_y"]))
 
 
-def _mixing_cache(files, side, mixing_cache, num_threads) -> Optional[MixingCache]:
+#: ``mixing_cache`` values of :func:`training_pipeline`.
+MIXING_CACHE_CHOICES = (None, True, False, "device")
+
+
+def _mixing_cache(files, side, mixing_cache, num_threads, device, device_id):
     """The decoded mixing set as ``mixing_cache`` asks (see :func:`training_pipeline`), or None."""
-    if mixing_cache is not None and not isinstance(mixing_cache, bool):
-        raise ValueError(f"mixing_cache={mixing_cache!r} is invalid: use True, False or None (cache "
-                         f"when the decoded set takes at most {MIXING_CACHE_MAX_BYTES / 2**30:g} GiB)")
+    if not any(mixing_cache is c for c in MIXING_CACHE_CHOICES) and mixing_cache != "device":
+        raise ValueError(f"mixing_cache={mixing_cache!r} is invalid: use None (cache in host memory when "
+                         f"the decoded set takes at most {MIXING_CACHE_MAX_BYTES / 2**30:g} GiB), True "
+                         "(host memory, any size), 'device' (GPU memory) or False (decode per sample)")
+    if mixing_cache == "device" and device != "gpu":
+        raise ValueError("mixing_cache='device' needs device='gpu' (it keeps the pictures in GPU memory)")
     if mixing_cache is False:
         return None
     if mixing_cache is None:
@@ -236,7 +248,11 @@ def _mixing_cache(files, side, mixing_cache, num_threads) -> Optional[MixingCach
                           f"the default cache holds up to {MIXING_CACHE_MAX_BYTES / 2**30:g} GiB): pass "
                           "mixing_cache=True to cache them anyway, or False to silence this", stacklevel=3)
             return None
-    return MixingCache.build(files, side, num_threads)
+    cache = MixingCache.build(files, side, num_threads)
+    if mixing_cache == "device":
+        import torch
+        return cache.to_device(torch.cuda.current_device() if device_id is None else device_id)
+    return cache
 
 
 def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size: int,
@@ -247,7 +263,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
                       num_shards: Optional[int] = None, dtype: str = "float32",
                       validate: str = "header", on_bad_file: str = "error",
                       prefetch_queue_depth: int = 2, start_epoch: int = 0,
-                      backend: Optional[str] = None, mixing_cache: Optional[bool] = None,
+                      backend: Optional[str] = None, mixing_cache: Union[None, bool, str] = None,
                       **pipeline_kwargs) -> Pipeline:
     """An IPMix training pipeline (not yet built; :class:`IPMixIterator` builds it).
 
@@ -271,7 +287,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
             host memory (:class:`dali_ipmix.mixing_cache.MixingCache`; page-locked with CUDA) instead
             of decoding one per sample: ``None`` (default) when they take at most
             ``constants.MIXING_CACHE_MAX_BYTES`` (4 GiB: about 21,000 pictures at 256 px) decoded,
-            else per sample with a warning; ``True`` always; ``False`` never. Same pictures, mixing
+            else per sample with a warning; ``True`` always; ``"device"`` in GPU memory (GPU pipelines:
+            no per-batch copy from the host); ``False`` never. Same pictures, mixing
             choice and crops either way (a GPU pipeline's cache is decoded on the CPU: within a grey
             level of the GPU decoder's); ``pipe.ipmix_info.mixing_cache_bytes`` says what is held.
         seed: makes the run reproducible (sample order, mixing pictures, crops, IPMix draws). ``None``:
@@ -315,7 +332,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     start_epoch = _check_start_epoch(start_epoch)
     num_threads = num_threads or min(8, os.cpu_count() or 1)
     cache = _mixing_cache(mix_files, recipe.mixing_side(size) if mixing_resize else None, mixing_cache,
-                          num_threads)
+                          num_threads, device, device_id)
     if device == "gpu" and cache is None:
         _warn_cpu_decoded_mixing(mix_files, mixing_root)
     augment_seed, seeds = _seeds(seed, shard_id, start_epoch)

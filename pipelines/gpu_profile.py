@@ -2,16 +2,16 @@
 """Where the IPMix training pipeline's time goes: the same pipeline in variants, timed in one run.
 
 Each variant changes one thing against the JSD training pipeline of ``training_pipeline`` (ImageNet
-preset, 224 px, mixing pictures cached decoded in host memory) on the given data: mixing pictures
-decoded per sample (``mixing_cache=False``), then also from a PNG copy of the set (PNG is decoded on the CPU even by DALI's
-mixed decoder, JPEG on the GPU), IPMix's own work (``k=1,
-t=0``: the operator only mixes the clean image with itself), JSD off (one view), and the backend
-(native operator vs the python_function route), and a ceiling without mixing pictures at all (the
-IPMix node replaced by normalisation only, so DALI prunes the mixing pictures' read and decode: what
-any way of supplying mixing pictures faster could reach). Rows are samples/s after warm-up, wall clock
-with a device sync, batch ``--batch-size``.
+preset, 224 px, mixing pictures cached decoded in host memory) on the given data: the cache in GPU
+memory (``mixing_cache="device"``); mixing pictures decoded per sample (``mixing_cache=False``), then
+also from a PNG copy of the set (PNG is decoded on the CPU even by DALI's mixed decoder, JPEG on the
+GPU); IPMix's own work (``k=1, t=0``: the operator only mixes the clean image with itself); JSD off
+(one view); the backend (native operator vs the python_function route); and a ceiling without mixing
+pictures at all (the IPMix node replaced by normalisation only, so DALI prunes the mixing pictures'
+read and decode: what any way of supplying mixing pictures faster could reach). Rows are samples/s
+after warm-up, wall clock with a device sync, batch ``--batch-size``; ``--variants`` picks some.
 
-    python pipelines/gpu_profile.py --data DIR --mixing DIR [--device gpu] [--batches 30]
+    python pipelines/gpu_profile.py --data DIR --mixing DIR [--device gpu] [--batches 30] [--variants cached,ceiling]
 """
 
 import argparse
@@ -21,7 +21,7 @@ import warnings
 
 
 
-KEYS = ("cached", "per-sample", "png", "k1t0", "ceiling", "nojsd", "python")
+KEYS = ("cached", "device", "per-sample", "png", "k1t0", "ceiling", "nojsd", "python")
 
 
 def png_copy(src_dir, out_dir):
@@ -106,6 +106,7 @@ def main(argv=None):
     jsd, light = IPMixConfig.imagenet(), IPMixConfig.imagenet(k=1, t=0)
     variants = {
         "cached": ("native jsd", variant(mixing, jsd, "native")),
+        "device": ("native jsd, cache in GPU memory", variant(mixing, jsd, "native", cache="device")),
         "per-sample": ("native jsd, decoded per sample", variant(mixing, jsd, "native", cache=False)),
         "png": ("  the same, PNG copy", variant(mixing_png, jsd, "native", cache=False)),
         "k1t0": ("native jsd k=1 t=0", variant(mixing, light, "native")),

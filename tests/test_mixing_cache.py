@@ -79,7 +79,7 @@ def test_feed_hands_out_the_cached_pictures_of_the_drawn_mixing_files(pictures):
 def _batches(pipe, n=2):
     out = []
     for i, (views, labels) in enumerate(IPMixIterator(pipe)):
-        out.append([v.numpy().copy() for v in views] + [labels.numpy().copy()])
+        out.append([v.cpu().numpy().copy() for v in views] + [labels.cpu().numpy().copy()])
         if i + 1 == n:
             return out
 
@@ -100,6 +100,24 @@ def test_cached_and_uncached_pipelines_give_the_same_tensors(dali_tree, dali_mix
             np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.cupy
+def test_gpu_pipelines_give_the_same_tensors_with_the_cache_in_host_or_device_memory(dali_tree, dali_mixing):
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+
+    def make(cache):
+        return training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="imagenet",
+                                 size=16, device="gpu", num_threads=2, seed=11, mixing_cache=cache)
+    device = make("device")
+    assert device.ipmix_info.mixing_cache_bytes > 0
+    a, b = _batches(make(True), 3), _batches(device, 3)
+    assert any(not np.array_equal(batch[0], batch[1]) for batch in a)
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            np.testing.assert_array_equal(u, v)
+
+
 def test_default_caches_up_to_the_limit_and_warns_above_it(dali_tree, dali_mixing, monkeypatch):
     def make(**kw):
         return training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="cifar",
@@ -114,3 +132,81 @@ def test_default_caches_up_to_the_limit_and_warns_above_it(dali_tree, dali_mixin
     assert make(mixing_cache=True).ipmix_info.mixing_cache_bytes > 100
     with pytest.raises(ValueError, match="mixing_cache='yes' is invalid"):
         make(mixing_cache="yes")
+    with pytest.raises(ValueError, match="mixing_cache='device' needs device='gpu'"):
+        make(mixing_cache="device")
+
+
+class _FakeDeviceCache(list):
+    device = "gpu"
+
+
+@pytest.mark.parametrize("gpu_source_first", [False, True])
+def test_a_device_cache_is_handed_out_by_the_second_source_batch_by_batch(gpu_source_first):
+    """The GPU source gives the pictures of the batch the feed hands out in the same iteration, and
+    stops with it, whichever of the two DALI calls first (it keeps its sources in a set: on the H200
+    the GPU source came first and, paired by call order, stopped the epoch at once)."""
+    pictures = _FakeDeviceCache(f"picture {i}" for i in range(4))
+    feed = Feed(["a.jpg", "b.jpg", "c.jpg"], [0, 1, 2], [f"m{i}.jpg" for i in range(4)], mixing_seed=1,
+                mixing_cache=pictures)
+    plain = Feed(["a.jpg", "b.jpg", "c.jpg"], [0, 1, 2], [f"m{i}.jpg" for i in range(4)], mixing_seed=1)
+    batches = [np.array([2, 0]), np.array([1])]
+
+    def iteration():
+        if gpu_source_first:
+            gpu = feed.device_mixing()
+            return feed(), gpu
+        first = feed()
+        return first, feed.device_mixing()
+
+    for epoch in (3, 4):
+        for f in (feed, plain):
+            f.load(batches, epoch=epoch)
+        for _ in batches:
+            (paths, labels), gpu = iteration()
+            want = plain()
+            assert [bytes(p).decode() for p in paths] == [bytes(p).decode() for p in want[0]]
+            assert gpu == [f"picture {bytes(p).decode()[1]}" for p in want[2]]
+        with pytest.raises(StopIteration):
+            feed.device_mixing() if gpu_source_first else feed()
+        with pytest.raises(StopIteration):
+            feed() if gpu_source_first else feed.device_mixing()
+    assert len(feed._taken) == 0
+    feed.load(batches, epoch=3)
+    iteration()
+    feed.clear()                      # an epoch cut short: nothing left for either source
+    for source in (feed, feed.device_mixing):
+        with pytest.raises(StopIteration):
+            source()
+    with pytest.raises(RuntimeError, match="no mixing cache in GPU memory"):
+        plain.device_mixing()
+
+
+def test_a_two_source_pipeline_runs_whole_epochs(dali_tree, dali_mixing, monkeypatch):
+    """The pipeline of mixing_cache='device' with its GPU source stood in for by a CPU one (no GPU
+    here): three whole epochs, the same tensors as the host cache gives."""
+    from dali_ipmix import mixing_cache as cache_module
+    real_source = pipelines_module.fn.external_source
+
+    def cpu_source(*args, **kwargs):
+        kwargs["device"] = "cpu"
+        return real_source(*args, **kwargs)
+
+    class HostPretendingDevice(cache_module.MixingCache):
+        device = "gpu"
+
+    def make(cache):
+        return training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="imagenet",
+                                 size=16, device="cpu", num_threads=2, seed=5, mixing_cache=cache)
+    want = [_batches(make(True), 6)]
+    monkeypatch.setattr(pipelines_module.fn, "external_source", cpu_source)
+    monkeypatch.setattr(pipelines_module, "MixingCache", HostPretendingDevice)
+    pipe = make(True)
+    assert pipe.ipmix_feed.on_device
+    it = IPMixIterator(pipe)
+    for epoch in range(3):
+        got = [[v.numpy().copy() for v in views] + [labels.numpy().copy()] for views, labels in it]
+        assert len(got) == len(it) == 6
+        if epoch == 0:
+            for x, y in zip(got, want[0]):
+                for u, v in zip(x, y):
+                    np.testing.assert_array_equal(u, v)
