@@ -269,26 +269,34 @@ def _find_bad_images(paths, validate, num_workers):
     return [(p, r) for p, r in zip(paths, reasons) if r is not None]
 
 
-def all_shorter_sides_equal(paths: Sequence[str], side: int, num_workers: int = 8) -> bool:
-    """Whether every image's shorter side is ``side`` pixels, from the headers (PIL opens lazily);
-    stops at the first that differs. A file that cannot be opened counts as differing."""
+def header_sizes(paths: Sequence[str], num_workers: int = 8) -> List[Optional[Tuple[int, int]]]:
+    """``(width, height)`` of each image from its header (PIL opens lazily, nothing is decoded);
+    ``None`` for a file that cannot be opened (the pipeline's own checks and errors then speak)."""
     from PIL import Image
 
-    def shorter(path):
+    def size(path):
         try:
             with Image.open(path) as im:
-                return min(im.size)
-        except Exception:   # unreadable here: let the pipeline's own checks and errors handle it
+                return tuple(im.size)
+        except Exception:
             return None
 
     paths = list(paths)
     if not paths:
-        return False
+        return []
     with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(paths)))) as pool:
-        for start in range(0, len(paths), 256):   # chunks: an early mismatch stops the scan
-            if any(s != side for s in pool.map(shorter, paths[start:start + 256])):
-                return False
-    return True
+        return list(pool.map(size, paths, chunksize=64))
+
+
+def shorter_sides_equal(sizes: Sequence[Optional[Tuple[int, int]]], side: int) -> bool:
+    """Whether every ``(width, height)`` of :func:`header_sizes` has its shorter side ``side``
+    (an unreadable one, ``None``, counts as differing; no sizes: False)."""
+    return bool(sizes) and all(s is not None and min(s) == side for s in sizes)
+
+
+def all_shorter_sides_equal(paths: Sequence[str], side: int, num_workers: int = 8) -> bool:
+    """Whether every image's shorter side is ``side`` pixels, from the headers."""
+    return shorter_sides_equal(header_sizes(paths, num_workers), side)
 
 
 def check_images(paths: Sequence[str], validate: str = "header", on_bad_file: str = "error",

@@ -38,24 +38,12 @@ def decoded_shape(width: int, height: int, side: Optional[int]) -> Tuple[int, in
         (max(1, round(height * scale)), side, 3)
 
 
-def estimate_bytes(paths: Sequence[str], side: Optional[int], num_workers: int = 8) -> Optional[int]:
-    """Bytes the decoded pictures would take, from their headers (PIL opens lazily); ``None`` when a
-    header cannot be read (the caller then decodes per batch and lets the pipeline's errors speak)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from PIL import Image
-
-    def size(path):
-        try:
-            with Image.open(path) as im:
-                return int(np.prod(decoded_shape(*im.size, side)))
-        except Exception:
-            return None
-
-    paths = list(paths)
-    with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(paths) or 1))) as pool:
-        sizes = list(pool.map(size, paths, chunksize=64))
-    return None if any(s is None for s in sizes) else sum(sizes)
+def estimate_bytes(sizes: Sequence[Optional[Tuple[int, int]]], side: Optional[int]) -> Optional[int]:
+    """Bytes the decoded pictures would take, from their ``(width, height)``
+    (:func:`dali_ipmix.files.header_sizes`); ``None`` when a size is unknown."""
+    if any(s is None for s in sizes):
+        return None
+    return sum(int(np.prod(decoded_shape(w, h, side))) for w, h in sizes)
 
 
 class MixingCache:

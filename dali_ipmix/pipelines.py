@@ -30,8 +30,8 @@ from nvidia.dali.pipeline import Pipeline
 from .config import IPMixConfig
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .epochs import Feed
-from .files import (LabelledFiles, all_shorter_sides_equal, list_image_folder, list_mixing_images,
-                    read_file_list)
+from .files import (LabelledFiles, header_sizes, list_image_folder, list_mixing_images, read_file_list,
+                    shorter_sides_equal)
 from .fn import ipmix, normalize_args, normalize_node
 from .iterator import shard_defaults
 from .mixing_cache import MIXING_CACHE_MAX_BYTES, MixingCache, estimate_bytes
@@ -230,8 +230,9 @@ def _mixing_pictures(mixing, preset: Preset, size, device, seeds, resize: bool =
 MIXING_CACHE_CHOICES = (None, True, False, "device")
 
 
-def _mixing_cache(files, side, mixing_cache, num_threads, device, device_id):
-    """The decoded mixing set as ``mixing_cache`` asks (see :func:`training_pipeline`), or None."""
+def _mixing_cache(files, sizes, side, mixing_cache, num_threads, device, device_id):
+    """The decoded mixing set as ``mixing_cache`` asks (see :func:`training_pipeline`), or None;
+    ``sizes``: the files' header sizes (None: not read)."""
     if not any(mixing_cache is c for c in MIXING_CACHE_CHOICES) and mixing_cache != "device":
         raise ValueError(f"mixing_cache={mixing_cache!r} is invalid: use None (cache in host memory when "
                          f"the decoded set takes at most {MIXING_CACHE_MAX_BYTES / 2**30:g} GiB), True "
@@ -241,7 +242,7 @@ def _mixing_cache(files, side, mixing_cache, num_threads, device, device_id):
     if mixing_cache is False:
         return None
     if mixing_cache is None:
-        need = estimate_bytes(files, side)
+        need = estimate_bytes(sizes or header_sizes(files), side)
         if need is None or need > MIXING_CACHE_MAX_BYTES:
             why = "some headers could not be read" if need is None else f"{need / 2**30:.1f} GiB"
             warnings.warn(f"mixing pictures decoded per sample, not cached ({len(files)} pictures, {why}; "
@@ -328,11 +329,12 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
     mix_files = list_mixing_images(mixing_root, validate, on_bad_file)
     # Pictures already at the preset's shorter side need no resize (known only where headers are read).
-    mixing_resize = validate == "none" or not all_shorter_sides_equal(mix_files, recipe.mixing_side(size))
+    sizes = None if validate == "none" else header_sizes(mix_files)
+    mixing_resize = sizes is None or not shorter_sides_equal(sizes, recipe.mixing_side(size))
     start_epoch = _check_start_epoch(start_epoch)
     num_threads = num_threads or min(8, os.cpu_count() or 1)
-    cache = _mixing_cache(mix_files, recipe.mixing_side(size) if mixing_resize else None, mixing_cache,
-                          num_threads, device, device_id)
+    cache = _mixing_cache(mix_files, sizes, recipe.mixing_side(size) if mixing_resize else None,
+                          mixing_cache, num_threads, device, device_id)
     if device == "gpu" and cache is None:
         _warn_cpu_decoded_mixing(mix_files, mixing_root)
     augment_seed, seeds = _seeds(seed, shard_id, start_epoch)

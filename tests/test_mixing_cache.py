@@ -10,6 +10,7 @@ from PIL import Image
 from dali_ipmix import IPMixConfig, IPMixIterator
 from dali_ipmix import pipelines as pipelines_module
 from dali_ipmix.epochs import Feed
+from dali_ipmix.files import header_sizes
 from dali_ipmix.mixing_cache import MixingCache, decoded_shape, estimate_bytes
 from dali_ipmix.pipelines import training_pipeline
 
@@ -48,8 +49,8 @@ def test_resized_pictures_have_the_shorter_side_and_the_estimated_size(pictures)
         # Same picture: the resized one against PIL's resize of the same decode, within resampling error.
         ref = np.asarray(Image.fromarray(want).resize(got.shape[1::-1], Image.BILINEAR), dtype=float)
         assert np.abs(got - ref).mean() < 3
-    assert estimate_bytes(paths, 36) == cache.nbytes
-    assert estimate_bytes(paths + [paths[0] + ".missing"], 36) is None
+    assert estimate_bytes(header_sizes(paths), 36) == cache.nbytes
+    assert estimate_bytes(header_sizes(paths + [paths[0] + ".missing"]), 36) is None
 
 
 def test_an_undecodable_picture_is_named(pictures, tmp_path):
