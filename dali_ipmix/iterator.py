@@ -224,10 +224,16 @@ def _torch_device(pipeline):
     return torch.device("cuda", pipeline.device_id) if pipeline.device_id is not None else torch.device("cpu")
 
 
-def _to_torch(tensor_list, device):
-    """A dense DALI batch as a torch tensor on ``device`` (a copy: DALI reuses its buffers)."""
+def _to_torch(tensor_list, device, copy: bool = True):
+    """A dense DALI batch as a torch tensor on ``device``. ``copy=False`` (pipelines on DALI's dynamic
+    executor, its default) shares DALI's memory through DLPack, which keeps it alive for as long as
+    the tensor lives (DALI's own PyTorch iterator does the same); otherwise DALI reuses its output
+    buffers, so the batch is copied."""
     import torch
     dense = tensor_list.as_tensor()
+    if not copy:
+        with device:
+            return torch.from_dlpack(dense)
     out = torch.empty(dense.shape(), dtype=to_torch_type[dense.dtype], device=device)
     feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(device) if device.type == "cuda"
                  else None)
@@ -249,6 +255,7 @@ class _FedEpochs:
         self.output_names = info.output_names
         self.device = _torch_device(pipeline)
         pipeline.build()
+        self.copy = not getattr(pipeline, "exec_dynamic", False)
 
     def __len__(self):
         return len(self.plan)
@@ -263,7 +270,7 @@ class _FedEpochs:
     def next(self):
         outs = self.pipeline.outputs()
         self.feed.taken()
-        batch = {n: _to_torch(t, self.device) for n, t in zip(self.output_names, outs)}
+        batch = {n: _to_torch(t, self.device, self.copy) for n, t in zip(self.output_names, outs)}
         self.pipeline.schedule_run()   # keeps the queue full; a no-op once the feed has run dry
         return batch
 
