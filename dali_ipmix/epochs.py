@@ -100,8 +100,9 @@ def _encode(path: str) -> np.ndarray:
 class Feed:
     """The ``source`` of a pipeline's ``fn.external_source``: one planned batch per call.
 
-    Each call returns ``(paths, labels)`` or, with mixing files, ``(paths, labels, mixing)``: lists of
-    per-sample arrays (paths as UTF-8 bytes, uint8 1-D; labels int32 of shape (1,); ``mixing`` the
+    Each call returns ``(paths, labels)`` or, with mixing files, ``(paths, labels, mixing)``: paths a
+    list of UTF-8 byte arrays (uint8 1-D), labels one int32 array of shape (N, 1) (one array, not N:
+    DALI wraps each list item on the caller's thread), ``mixing`` a list of the
     mixing pictures' paths, or with ``mixing_cache`` their decoded pictures, HWC uint8 views of the
     cache). A cache in GPU memory (``mixing_cache.device == "gpu"``) is not an output of the call:
     :meth:`device_mixing` is the source of a second, GPU ``external_source`` that hands out the
@@ -117,7 +118,7 @@ class Feed:
                  mixing_seed: Optional[int] = None, mixing_cache=None):
         self.files = tuple(files)
         self._paths = [_encode(f) for f in self.files]
-        self._labels = [np.array([lab], dtype=np.int32) for lab in labels]
+        self._labels = np.asarray(labels, dtype=np.int64).astype(np.int32).reshape(-1, 1)
         self.mixing_files = tuple(mixing_files)
         self._mix_paths = [_encode(f) for f in self.mixing_files]
         if mixing_cache is not None and len(mixing_cache) != len(self.mixing_files):
@@ -146,7 +147,9 @@ class Feed:
             pos = 0
             for b in batches:
                 m = None if mixing is None else mixing[pos:pos + len(b)]
-                self._queue.append((b, m))
+                # The labels array lives in the queue item until the iterator took the batch: DALI
+                # reads it without a copy.
+                self._queue.append((b, m, self._labels[b]))
                 pos += len(b)
 
     def clear(self):
@@ -161,7 +164,7 @@ class Feed:
         self._first = 0
 
     def _take(self, source: int):
-        """The batch ``(indices, mixing indices)`` of source ``source``'s next call (0: the feed, 1:
+        """The batch ``(indices, mixing indices, labels)`` of source ``source``'s next call (0: the feed, 1:
         the GPU mixing source): the n-th call of each source gets the n-th batch of the queue.
         Caller holds the lock. ``StopIteration`` when the epoch has no batch left for it."""
         n = self._calls[source]
@@ -190,15 +193,15 @@ class Feed:
         with self._lock:
             batches = list(self.in_flight)
         out = []
-        for b, m in batches:
+        for b, m, _ in batches:
             out += [self.files[i] for i in b]
             out += [] if m is None else [self.mixing_files[i] for i in m]
         return list(dict.fromkeys(out))
 
     def __call__(self):
         with self._lock:
-            b, m = self._take(0)
-        out = ([self._paths[i] for i in b], [self._labels[i] for i in b])
+            b, m, labels = self._take(0)
+        out = ([self._paths[i] for i in b], labels)
         if m is not None and not self.on_device:
             mixing = self._mix_paths if self.mixing_cache is None else self.mixing_cache
             out += ([mixing[i] for i in m],)
@@ -210,5 +213,5 @@ class Feed:
         if not self.on_device:
             raise RuntimeError("device_mixing: this feed has no mixing cache in GPU memory")
         with self._lock:
-            _, m = self._take(1)
+            _, m, _ = self._take(1)
         return [self.mixing_cache[i] for i in m]

@@ -166,6 +166,8 @@ def test_a_device_cache_is_handed_out_by_the_second_source_batch_by_batch(gpu_so
             (paths, labels), gpu = iteration()
             want = plain()
             assert [bytes(p).decode() for p in paths] == [bytes(p).decode() for p in want[0]]
+            assert labels.dtype == np.int32 and labels.tolist() == [["abc".index(bytes(p).decode()[0])]
+                                                                    for p in paths]
             assert gpu == [f"picture {bytes(p).decode()[1]}" for p in want[2]]
         with pytest.raises(StopIteration):
             feed.device_mixing() if gpu_source_first else feed()
