@@ -5,8 +5,8 @@ throughput (H200, batch 256, 224 px: 11,672 samples/s with JSD, 17,752 with no m
 ``docs/performance.md``), yet the set is small and the same every epoch (PixMix's fractals: about
 14,000 pictures, 2.6 GiB decoded at 256 px). So the training pipeline decodes the set once, with the
 decoder and resize of its uncached graph run on the CPU (DALI's ``decoders.image`` and
-``resize(resize_shorter=side)``), into one host buffer (page-locked where CUDA is present, so that a
-GPU pipeline copies each batch by DMA), and feeds each batch's pictures to DALI as views of it: no
+``resize(resize_shorter=side)``), into one host buffer (page-locked for a GPU pipeline, so that it
+copies each batch by DMA), and feeds each batch's pictures to DALI as views of it: no
 decode, no resize and no host copy per batch; the random crop stays in the pipeline.
 
     cache = MixingCache.build(files, side=256)        # HWC uint8 RGB, shorter side 256
@@ -54,12 +54,15 @@ class MixingCache:
     Args:
         pictures: the decoded pictures, in ``files`` order (copied into the cache's buffer).
         files: their paths (for messages).
+        pin: page-locked memory (for a GPU pipeline: its per-batch copy is then a DMA); needs CUDA
+            (falls back to ordinary memory without it). A CPU pipeline leaves it off: pinning would
+            start a CUDA context for nothing.
     """
 
-    def __init__(self, pictures: Sequence[np.ndarray], files: Sequence[str] = ()):
+    def __init__(self, pictures: Sequence[np.ndarray], files: Sequence[str] = (), pin: bool = False):
         self.files = tuple(files)
         self.nbytes = int(sum(p.nbytes for p in pictures))
-        self._owner, flat, self.pinned = _host_buffer(self.nbytes)
+        self._owner, flat, self.pinned = _host_buffer(self.nbytes, pin)
         views: List[np.ndarray] = []
         pos = 0
         for p in pictures:
@@ -89,11 +92,11 @@ class MixingCache:
 
     @classmethod
     def build(cls, files: Sequence[str], side: Optional[int], num_threads: int = 4,
-              progress: Optional[bool] = None) -> "MixingCache":
+              progress: Optional[bool] = None, pin: bool = False) -> "MixingCache":
         """Decodes ``files`` with DALI on the CPU (RGB) and resizes their shorter side to ``side``
         (``None``: no resize), in batches over ``num_threads`` threads. ``progress``: a progress bar
-        on stderr (default: from 2,000 pictures). A picture DALI cannot decode raises ``ValueError``
-        naming the files of its batch."""
+        on stderr (default: from 2,000 pictures); ``pin``: as for the constructor. A picture DALI
+        cannot decode raises ``ValueError`` naming the files of its batch."""
         files = list(files)
         if not files:
             raise ValueError("MixingCache.build: no mixing files given")
@@ -106,7 +109,7 @@ class MixingCache:
         with tqdm(total=len(files), desc="decoding mixing pictures", unit="img", disable=not show,
                   file=sys.stderr, mininterval=1.0) as bar:
             pictures = _decode(files, side, num_threads, bar.update)
-        return cls(pictures, files)
+        return cls(pictures, files, pin)
 
 
 class DeviceMixingCache:
@@ -179,15 +182,15 @@ def _decode(paths: List[str], side: Optional[int], num_threads: int, done) -> Li
     return out
 
 
-def _host_buffer(nbytes: int):
-    """``(owner, flat uint8 array, pinned)``: page-locked memory from torch where CUDA is present
-    (a GPU pipeline's per-batch copy is then a DMA), else ordinary memory."""
+def _host_buffer(nbytes: int, pin: bool):
+    """``(owner, flat uint8 array, pinned)``: with ``pin``, page-locked memory from torch where CUDA
+    is present (falls back to ordinary memory when it is not, or the pinning fails)."""
     try:
         import torch
-        if torch.cuda.is_available():
+        if pin and torch.cuda.is_available():
             owner = torch.empty(max(1, nbytes), dtype=torch.uint8, pin_memory=True)
             return owner, owner.numpy()[:nbytes], True
-    except Exception:   # no usable CUDA: ordinary memory serves a CPU pipeline as well
+    except Exception:   # no usable CUDA or too much to pin: ordinary memory works, a little slower
         pass
     flat = np.empty(nbytes, dtype=np.uint8)
     return flat, flat, False

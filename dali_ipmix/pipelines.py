@@ -249,7 +249,7 @@ def _mixing_cache(files, sizes, side, mixing_cache, num_threads, device, device_
                           f"the default cache holds up to {MIXING_CACHE_MAX_BYTES / 2**30:g} GiB): pass "
                           "mixing_cache=True to cache them anyway, or False to silence this", stacklevel=3)
             return None
-    cache = MixingCache.build(files, side, num_threads)
+    cache = MixingCache.build(files, side, num_threads, pin=device == "gpu")
     if mixing_cache == "device":
         import torch
         return cache.to_device(torch.cuda.current_device() if device_id is None else device_id)
@@ -285,7 +285,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         backend: IPMix backend of :func:`dali_ipmix.fn.ipmix`: ``"native"`` (the DALI plugin),
             ``"python"``, or ``None``: native when built (``pipe.ipmix_info.backend`` says which ran).
         mixing_cache: decode the mixing pictures once, when the pipeline is made, and keep them in
-            host memory (:class:`dali_ipmix.mixing_cache.MixingCache`; page-locked with CUDA) instead
+            host memory (:class:`dali_ipmix.mixing_cache.MixingCache`; page-locked on the GPU) instead
             of decoding one per sample: ``None`` (default) when they take at most
             ``constants.MIXING_CACHE_MAX_BYTES`` (4 GiB: about 21,000 pictures at 256 px) decoded,
             else per sample with a warning; ``True`` always; ``"device"`` in GPU memory (GPU pipelines:
