@@ -74,7 +74,16 @@ struct IpxStep {
     float prob;       // random_pixels / random_elems mask threshold
 };
 
-IPX_FN float ipx_clampf(float v, float lo, float hi) { return fminf(fmaxf(v, lo), hi); }
+// fminf(fmaxf(v, lo), hi). Host code spells it with comparisons: g++ calls libm for fminf/fmaxf (12
+// calls per pixel of a sharpness step), and the comparisons give the same value for every v, NaN
+// included (-> lo), and the same zero (fmaxf(-0, 0) is -0 in glibc, as here).
+IPX_FN float ipx_clampf(float v, float lo, float hi) {
+#ifdef __CUDA_ARCH__
+    return fminf(fmaxf(v, lo), hi);
+#else
+    return v >= lo ? (v <= hi ? v : hi) : lo;
+#endif
+}
 IPX_FN int ipx_clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 IPX_FN bool ipx_is_lut_op(int op) { return op >= 0 && op < IPX_FIRST_BLEND; }
 IPX_FN bool ipx_needs_histogram(int op) { return op == IPX_OP_EQUALIZE || op == IPX_OP_AUTOCONTRAST; }

@@ -38,16 +38,6 @@ static inline bool ipx_exact_axis_map(const float* m, int h, int w) {
            fabsf(m[2]) < big && fabsf(m[5]) < big && h < big && w < big;
 }
 
-// ipx_clampf (fminf(fmaxf(v, lo), hi)) without the libm calls g++ emits for fminf/fmaxf: the same
-// value for every v, NaN included (-> lo), and the same zero (fmaxf(-0, 0) is -0 in glibc, as here).
-static inline float ipx_clampf_host(float v, float lo, float hi) {
-    return v >= lo ? (v <= hi ? v : hi) : lo;
-}
-
-static inline unsigned char ipx_to_uint8_host(float v) {   // ipx_to_uint8
-    return (unsigned char)floorf(ipx_clampf_host(v, 0.0f, 1.0f) * 255.0f + 0.5f);
-}
-
 #if defined(__SSE2__)
 // The 3 channels of one pixel (3 bytes at p) as the first 3 lanes of a float vector.
 static inline __m128 ipx_load_rgb(const unsigned char* p) {
@@ -137,7 +127,7 @@ static inline void ipx_patch_rect(const IpxStep* e, unsigned char* img, const un
             ta[i] = powf(2.0f * f, e->wa);
             tb[i] = powf(fmaxf(2.0f * f, 1e-37f), e->wb);
         } else {
-            ua[i] = ub[i] = ipx_to_uint8_host(f);
+            ua[i] = ub[i] = ipx_to_uint8(f);
         }
     }
     const unsigned int hkey = ipx_lowbias32(e->key);
@@ -152,9 +142,9 @@ static inline void ipx_patch_rect(const IpxStep* e, unsigned char* img, const un
             b = row;
         }
         if (op == IPX_ADD) {
-            for (int i = 0; i < n; ++i) a[i] = ipx_to_uint8_host((ta[a[i]] + tb[b[i]] + 1.0f) / 2.0f);
+            for (int i = 0; i < n; ++i) a[i] = ipx_to_uint8((ta[a[i]] + tb[b[i]] + 1.0f) / 2.0f);
         } else if (op == IPX_MULTIPLY) {
-            for (int i = 0; i < n; ++i) a[i] = ipx_to_uint8_host(ta[a[i]] * tb[b[i]] / 2.0f);
+            for (int i = 0; i < n; ++i) a[i] = ipx_to_uint8(ta[a[i]] * tb[b[i]] / 2.0f);
         } else {
             const unsigned int r = (unsigned int)(v - e->top);
             const bool elems = op == IPX_RANDOM_ELEMS;
@@ -260,7 +250,7 @@ static inline void ipx_mix_span(const unsigned char* x, const unsigned char* fin
         const unsigned char* y = finals + c * stride;
         for (long long i = 0; i < n; ++i) out[i] = out[i] + wc * (float)y[i];
     }
-    for (long long i = 0; i < n; ++i) out[i] = ipx_clampf_host(out[i], 0.0f, 255.0f);
+    for (long long i = 0; i < n; ++i) out[i] = ipx_clampf(out[i], 0.0f, 255.0f);
 }
 
 // One whole sample: steps (k * t rows, chain-major), mixw (1 + k), x and z (h x w x 3 uint8), out
