@@ -47,14 +47,21 @@ static inline __m128 ipx_load_rgb(const unsigned char* p) {
     return _mm_cvtepi32_ps(v);
 }
 
-// ipx_warp_pixel's interpolation of the 3 channels at once: the same float32 operations per lane,
-// then floor (truncation, one down where that rounded up), clamp to 0..255 (saturating packs), store.
-static inline void ipx_bilinear3(const unsigned char* a0, const unsigned char* a1,
-                                 const unsigned char* b0, const unsigned char* b1, float dx, float dy,
-                                 unsigned char* dst) {
+// The pixel at p and its right neighbour (p + 3) as float vectors (channels in lanes 0-2; lane 3 holds
+// a neighbouring byte and is never stored), from one 8-byte load: p[0..7] must lie in the image.
+static inline void ipx_load_rgb_pair(const unsigned char* p, __m128* left, __m128* right) {
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i v = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i*)p), zero);   // 8 x u16
+    *left = _mm_cvtepi32_ps(_mm_unpacklo_epi16(v, zero));
+    *right = _mm_cvtepi32_ps(_mm_unpacklo_epi16(_mm_srli_si128(v, 6), zero));
+}
+
+// ipx_warp_pixel's interpolation of the 3 channels at once from its four taps (lanes 0-2): the same
+// float32 operations per lane, then floor (truncation, one down where that rounded up), clamp to
+// 0..255 (saturating packs), store 3 bytes.
+static inline void ipx_bilinear3_taps(__m128 p00, __m128 p01, __m128 p10, __m128 p11, float dx,
+                                      float dy, unsigned char* dst) {
     const __m128 vdx = _mm_set1_ps(dx), vdy = _mm_set1_ps(dy);
-    const __m128 p00 = ipx_load_rgb(a0), p01 = ipx_load_rgb(a1);
-    const __m128 p10 = ipx_load_rgb(b0), p11 = ipx_load_rgb(b1);
     const __m128 top = _mm_add_ps(p00, _mm_mul_ps(_mm_sub_ps(p01, p00), vdx));
     const __m128 bottom = _mm_add_ps(p10, _mm_mul_ps(_mm_sub_ps(p11, p10), vdx));
     const __m128 val = _mm_add_ps(top, _mm_mul_ps(_mm_sub_ps(bottom, top), vdy));
@@ -65,6 +72,24 @@ static inline void ipx_bilinear3(const unsigned char* a0, const unsigned char* a
     dst[0] = (unsigned char)rgb;
     dst[1] = (unsigned char)(rgb >> 8);
     dst[2] = (unsigned char)(rgb >> 16);
+}
+
+// ipx_bilinear_interp with SSE2: rows ra, rb, byte offsets xa, xb (ipx_bilinear_taps); end is one past
+// the image. Right neighbours (xb = xa + 3, every tap but the clamped edges) come in pairs from one
+// load each where the 8 bytes lie in the image; the rest a pixel at a time.
+static inline void ipx_bilinear3(const unsigned char* ra, const unsigned char* rb, int xa, int xb,
+                                 float dx, float dy, const unsigned char* end, unsigned char* dst) {
+    __m128 p00, p01, p10, p11;
+    if (xb == xa + 3 && rb + xa + 8 <= end && ra + xa + 8 <= end) {
+        ipx_load_rgb_pair(ra + xa, &p00, &p01);
+        ipx_load_rgb_pair(rb + xa, &p10, &p11);
+    } else {
+        p00 = ipx_load_rgb(ra + xa);
+        p01 = ipx_load_rgb(ra + xb);
+        p10 = ipx_load_rgb(rb + xa);
+        p11 = ipx_load_rgb(rb + xb);
+    }
+    ipx_bilinear3_taps(p00, p01, p10, p11, dx, dy, dst);
 }
 #endif
 
@@ -89,7 +114,46 @@ static inline void ipx_image_op_span(int op, const float* p, const unsigned char
     // ipx_warp_pixel, its row terms computed once per row.
     const float fv = (float)v + 0.5f;
     const float rx = p[1] * fv + p[2], ry = p[4] * fv + p[5];
-    for (int u = u0; u < u1; ++u, dst += 3) {
+    int u = u0;
+#if defined(__SSE2__)
+    // Four pixels at a time up to the taps: ipx_warp_pixel's and ipx_bilinear_taps' float32
+    // operations, lane by lane (floor as truncation, one down where that rounded up: exact for the
+    // points inside the image, the only ones used), then each pixel's clamps and interpolation.
+    const unsigned char* end = img + (long long)h * w * 3;
+    const __m128 vp0 = _mm_set1_ps(p[0]), vp3 = _mm_set1_ps(p[3]), vrx = _mm_set1_ps(rx),
+                 vry = _mm_set1_ps(ry), half = _mm_set1_ps(0.5f), zero = _mm_setzero_ps(),
+                 fw = _mm_set1_ps((float)w), fh = _mm_set1_ps((float)h);
+    for (; u + 4 <= u1; u += 4) {
+        const __m128 fu = _mm_add_ps(_mm_cvtepi32_ps(_mm_setr_epi32(u, u + 1, u + 2, u + 3)), half);
+        __m128 xs = _mm_add_ps(vrx, _mm_mul_ps(vp0, fu));
+        __m128 ys = _mm_add_ps(vry, _mm_mul_ps(vp3, fu));
+        const int inside = _mm_movemask_ps(_mm_and_ps(
+            _mm_and_ps(_mm_cmpge_ps(xs, zero), _mm_cmplt_ps(xs, fw)),
+            _mm_and_ps(_mm_cmpge_ps(ys, zero), _mm_cmplt_ps(ys, fh))));
+        xs = _mm_sub_ps(xs, half);
+        ys = _mm_sub_ps(ys, half);
+        __m128i ix = _mm_cvttps_epi32(xs), iy = _mm_cvttps_epi32(ys);
+        ix = _mm_add_epi32(ix, _mm_castps_si128(_mm_cmplt_ps(xs, _mm_cvtepi32_ps(ix))));
+        iy = _mm_add_epi32(iy, _mm_castps_si128(_mm_cmplt_ps(ys, _mm_cvtepi32_ps(iy))));
+        alignas(16) float dxs[4], dys[4];
+        alignas(16) int x0s[4], y0s[4];
+        _mm_store_ps(dxs, _mm_sub_ps(xs, _mm_cvtepi32_ps(ix)));
+        _mm_store_ps(dys, _mm_sub_ps(ys, _mm_cvtepi32_ps(iy)));
+        _mm_store_si128((__m128i*)x0s, ix);
+        _mm_store_si128((__m128i*)y0s, iy);
+        for (int i = 0; i < 4; ++i, dst += 3) {
+            if (!((inside >> i) & 1)) {
+                dst[0] = 0; dst[1] = 0; dst[2] = 0;
+                continue;
+            }
+            const int xa = ipx_clampi(x0s[i], 0, w - 1) * 3, xb = ipx_clampi(x0s[i] + 1, 0, w - 1) * 3;
+            const unsigned char* ra = img + (long long)ipx_clampi(y0s[i], 0, h - 1) * w * 3;
+            const unsigned char* rb = img + (long long)ipx_clampi(y0s[i] + 1, 0, h - 1) * w * 3;
+            ipx_bilinear3(ra, rb, xa, xb, dxs[i], dys[i], end, dst);
+        }
+    }
+#endif
+    for (; u < u1; ++u, dst += 3) {
         float fu = (float)u + 0.5f;
         float xs = rx + p[0] * fu;
         float ys = ry + p[3] * fu;
@@ -101,7 +165,7 @@ static inline void ipx_image_op_span(int op, const float* p, const unsigned char
             continue;
         }
 #if defined(__SSE2__)
-        ipx_bilinear3(ra + xa, ra + xb, rb + xa, rb + xb, dx, dy, dst);
+        ipx_bilinear3(ra, rb, xa, xb, dx, dy, end, dst);
 #else
         ipx_bilinear_interp(ra, rb, xa, xb, dx, dy, dst);
 #endif
