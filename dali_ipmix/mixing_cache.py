@@ -60,18 +60,15 @@ class MixingCache:
     """
 
     def __init__(self, pictures: Sequence[np.ndarray], files: Sequence[str] = (), pin: bool = False):
-        self.files = tuple(files)
-        self.nbytes = int(sum(p.nbytes for p in pictures))
-        self._owner, flat, self.pinned = _host_buffer(self.nbytes, pin)
-        views: List[np.ndarray] = []
-        pos = 0
+        packer = _Packer(sum(p.nbytes for p in pictures), pin)
         for p in pictures:
-            view = flat[pos:pos + p.nbytes].reshape(p.shape)
-            view[...] = p
-            view.flags.writeable = False   # fed to DALI without a copy: must never change
-            views.append(view)
-            pos += p.nbytes
-        self._views = views
+            packer.add(p)
+        self._adopt(packer, files)
+
+    def _adopt(self, packer: "_Packer", files: Sequence[str]):
+        self.files = tuple(files)
+        self.nbytes, self._owner, self.pinned = packer.used, packer.owner, packer.pinned
+        self._views = packer.views()
 
     device = "cpu"
 
@@ -92,10 +89,13 @@ class MixingCache:
 
     @classmethod
     def build(cls, files: Sequence[str], side: Optional[int], num_threads: int = 4,
-              progress: Optional[bool] = None, pin: bool = False) -> "MixingCache":
+              progress: Optional[bool] = None, pin: bool = False,
+              expected_bytes: Optional[int] = None) -> "MixingCache":
         """Decodes ``files`` with DALI on the CPU (RGB) and resizes their shorter side to ``side``
-        (``None``: no resize), in batches over ``num_threads`` threads. ``progress``: a progress bar
-        on stderr (default: from 2,000 pictures); ``pin``: as for the constructor. A picture DALI
+        (``None``: no resize), in batches over ``num_threads`` threads, each batch straight into the
+        cache's buffer (sized from ``expected_bytes``, e.g. :func:`estimate_bytes`, and grown if the
+        pictures need more), so the peak memory is the cache plus one batch. ``progress``: a progress
+        bar on stderr (default: from 2,000 pictures); ``pin``: as for the constructor. A picture DALI
         cannot decode raises ``ValueError`` naming the files of its batch."""
         files = list(files)
         if not files:
@@ -106,10 +106,44 @@ class MixingCache:
                              "or None (no resize)")
         show = len(files) >= _PROGRESS_FROM if progress is None else progress
         from tqdm import tqdm
+        packer = _Packer(expected_bytes or 0, pin)
         with tqdm(total=len(files), desc="decoding mixing pictures", unit="img", disable=not show,
                   file=sys.stderr, mininterval=1.0) as bar:
-            pictures = _decode(files, side, num_threads, bar.update)
-        return cls(pictures, files, pin)
+            _decode(files, side, num_threads, packer.add, bar.update)
+        cache = cls.__new__(cls)
+        cache._adopt(packer, files)
+        return cache
+
+
+class _Packer:
+    """Pictures copied one after the other into one host buffer (:func:`_host_buffer`), which grows
+    (a new buffer, the bytes so far copied over) when a picture does not fit."""
+
+    def __init__(self, capacity: int, pin: bool):
+        self.pin, self.used = pin, 0
+        self.owner, self._flat, self.pinned = _host_buffer(int(capacity), pin)
+        self._layout: List[Tuple[int, Tuple[int, ...]]] = []
+
+    def add(self, picture: np.ndarray):
+        n = picture.nbytes
+        if self.used + n > self._flat.size:
+            # Geometric growth: a set with no size estimate is copied O(log n) times, not n.
+            grown = max(self.used + n, self._flat.size * 3 // 2, 1 << 20)
+            owner, flat, pinned = _host_buffer(grown, self.pin)
+            flat[:self.used] = self._flat[:self.used]
+            self.owner, self._flat, self.pinned = owner, flat, pinned
+        self._flat[self.used:self.used + n] = np.ascontiguousarray(picture).reshape(-1)
+        self._layout.append((self.used, tuple(picture.shape)))
+        self.used += n
+
+    def views(self) -> List[np.ndarray]:
+        """Read-only views of the pictures: fed to DALI without a copy, they must never change."""
+        out = []
+        for pos, shape in self._layout:
+            view = self._flat[pos:pos + int(np.prod(shape))].reshape(shape)
+            view.flags.writeable = False
+            out.append(view)
+        return out
 
 
 class DeviceMixingCache:
@@ -144,9 +178,10 @@ class DeviceMixingCache:
         return f"DeviceMixingCache({len(self)} pictures, {self.nbytes / 2**20:.1f} MiB, cuda:{self.device_id})"
 
 
-def _decode(paths: List[str], side: Optional[int], num_threads: int, done) -> List[np.ndarray]:
+def _decode(paths: List[str], side: Optional[int], num_threads: int, sink, done):
     """The pictures through the uncached graph's decode and resize, on the CPU, in batches of
-    ``_BUILD_BATCH`` (one DALI pipeline); ``done(n)`` after each batch."""
+    ``_BUILD_BATCH`` (one DALI pipeline): ``sink(picture)`` for each, in order (the array is DALI's
+    and valid only during the call), ``done(n)`` after each batch."""
     from nvidia.dali import fn, types
     from nvidia.dali.pipeline import Pipeline
 
@@ -164,12 +199,12 @@ def _decode(paths: List[str], side: Optional[int], num_threads: int, done) -> Li
         images = fn.decoders.image(fn.io.file.read(encoded, dont_use_mmap=True), device="cpu",
                                    output_type=types.RGB)
         pipe.set_outputs(images if side is None else fn.resize(images, resize_shorter=side))
-    out: List[np.ndarray] = []
     try:
         pipe.build()
         for chunk in chunks:
             (batch,) = pipe.run()
-            out += [np.array(batch.at(i)) for i in range(len(chunk))]
+            for i in range(len(chunk)):
+                sink(batch.at(i))
             done(len(chunk))
     except Exception as err:
         bad = fed[-1] if fed else paths
@@ -179,7 +214,6 @@ def _decode(paths: List[str], side: Optional[int], num_threads: int, done) -> Li
                          "check them with dali_ipmix.files.check_images(paths, 'full')") from None
     finally:
         del pipe
-    return out
 
 
 def _host_buffer(nbytes: int, pin: bool):

@@ -241,15 +241,15 @@ def _mixing_cache(files, sizes, side, mixing_cache, num_threads, device, device_
         raise ValueError("mixing_cache='device' needs device='gpu' (it keeps the pictures in GPU memory)")
     if mixing_cache is False:
         return None
+    need = estimate_bytes(sizes or header_sizes(files), side)
     if mixing_cache is None:
-        need = estimate_bytes(sizes or header_sizes(files), side)
         if need is None or need > MIXING_CACHE_MAX_BYTES:
             why = "some headers could not be read" if need is None else f"{need / 2**30:.1f} GiB"
             warnings.warn(f"mixing pictures decoded per sample, not cached ({len(files)} pictures, {why}; "
                           f"the default cache holds up to {MIXING_CACHE_MAX_BYTES / 2**30:g} GiB): pass "
                           "mixing_cache=True to cache them anyway, or False to silence this", stacklevel=3)
             return None
-    cache = MixingCache.build(files, side, num_threads, pin=device == "gpu")
+    cache = MixingCache.build(files, side, num_threads, pin=device == "gpu", expected_bytes=need)
     if mixing_cache == "device":
         import torch
         return cache.to_device(torch.cuda.current_device() if device_id is None else device_id)

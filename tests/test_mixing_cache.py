@@ -53,6 +53,18 @@ def test_resized_pictures_have_the_shorter_side_and_the_estimated_size(pictures)
     assert estimate_bytes(header_sizes(paths + [paths[0] + ".missing"]), 36) is None
 
 
+@pytest.mark.parametrize("expected", [None, 1, 10**6])
+def test_pictures_decode_into_one_buffer_whatever_size_it_was_given(pictures, expected):
+    """Too small a size (grown while decoding) or too large: the same pictures, back to back."""
+    paths, arrays = pictures
+    cache = MixingCache.build(paths * 3, side=None, num_threads=1, expected_bytes=expected)
+    assert cache.nbytes == 3 * sum(a.nbytes for a in arrays) and len(cache) == 9
+    for i, got in enumerate(cache):
+        assert got.shape == arrays[i % 3].shape and np.abs(got.astype(int) - arrays[i % 3]).max() <= 1
+    starts = [c.__array_interface__["data"][0] for c in cache]
+    assert all(b - a == cache[i].nbytes for i, (a, b) in enumerate(zip(starts, starts[1:])))
+
+
 def test_an_undecodable_picture_is_named(pictures, tmp_path):
     paths, _ = pictures
     bad = tmp_path / "broken.jpg"
