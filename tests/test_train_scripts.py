@@ -50,7 +50,7 @@ def test_imagenet_script_dali_jsd_checkpoint_and_resume(tmp_path, data):
               "--jsd", "--device", "cpu", "--arch", "resnet18", "--size", "32", "-b", "8", "-j", "1",
               "--output", out, "-p", "1"]
     log = run_script([*common, "--epochs", "1", "--seed", "3", "--dump-labels", tmp_path / "d1"])  # 2 steps
-    assert "resumed" not in log
+    assert "resumed" not in log and "mixing pictures cached (" in log
     ckpt = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)
     assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
     assert (out / "model_best.pth").is_file()
@@ -90,8 +90,9 @@ def test_cifar_script_defaults_jsd_checkpoint_and_resume(tmp_path, data):
     out = tmp_path / "run"
     common = [SCRIPTS / "train_cifar.py", folder, "--mixing-root", data["mix"], "--device", "cpu",
               "--arch", "wrn-10-1", "-b", "16", "-j", "1", "--output", out]
-    log = run_script([*common, "--epochs", "1"])
+    log = run_script([*common, "--epochs", "1", "--mixing-cache", "off"])
     assert "jsd True" in log  # the paper's recipe: JSD on by default
+    assert "mixing pictures decoded per sample" in log
     assert (folder.parent / "cifar-10-batches-py-imagefolder" / "complete.json").is_file()
     args = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)["args"]
     assert (args["lr"], args["momentum"], args["weight_decay"]) == (0.1, 0.9, 5e-4)
@@ -149,6 +150,8 @@ def test_bad_arguments_stop_with_a_message(tmp_path, data):
     base = ["--device", "cpu", "--output", tmp_path / "o"]
     assert "DATA/train" in _main("train_imagenet", [tmp_path / "nope", *base])
     assert "needs --mixing-root" in _main("train_imagenet", [data["inet"], "--arch", "resnet18", *base])
+    assert "needs --device cuda" in _main("train_imagenet", [data["inet"], "--arch", "resnet18", "--mixing-root",
+                                                             data["mix"], "--mixing-cache", "device", *base])
     assert "dali-ipmix" in _main("train_imagenet", [data["inet"], "--loader", "pytorch", "--jsd", "--arch",
                                                     "resnet18", *base])
     assert "torchvision" in _main("train_imagenet", [data["inet"], "--arch", "resnet5000", *base])

@@ -38,6 +38,9 @@ def add_common_args(parser: argparse.ArgumentParser, **defaults) -> argparse.Arg
     a("--loader", choices=("dali-ipmix", "pytorch"), default="dali-ipmix",
       help="dali-ipmix: the DALI IPMix pipeline; pytorch: torchvision ImageFolder + standard transforms")
     a("--mixing-root", help="folder of mixing pictures (e.g. `dali-ipmix fractals DIR`); needed by dali-ipmix")
+    a("--mixing-cache", choices=("auto", "host", "device", "off"), default="auto",
+      help="dali-ipmix: decode the mixing pictures once and keep them in memory (auto: in host memory "
+           "up to 4 GiB decoded; host: any size; device: in GPU memory; off: decode one per sample)")
     a("--validate-files", choices=("header", "full", "none"), default="header",
       help="dali-ipmix: check every image file before training (none: trust a known-good data set)")
     a("--jsd", action=argparse.BooleanOptionalAction, default=False,
@@ -66,6 +69,20 @@ def add_common_args(parser: argparse.ArgumentParser, **defaults) -> argparse.Arg
     a("--dump-labels", default="", help="debug: each rank writes the labels it trained on to DIR/rank{R}.json")
     parser.set_defaults(**defaults)
     return parser
+
+
+def _pipeline_summary(loader) -> str:
+    """``", IPMix backend B, mixing pictures cached (X MiB)"`` for a dali-ipmix loader, else ``""``."""
+    info = getattr(loader, "info", None)
+    if info is None or info.backend is None:
+        return ""
+    cache = (f"cached ({info.mixing_cache_bytes / 2**20:.1f} MiB)" if info.mixing_cache_bytes
+             else "decoded per sample")
+    return f", IPMix backend {info.backend}, mixing pictures {cache}"
+
+
+#: --mixing-cache -> training_pipeline(mixing_cache=...)
+MIXING_CACHE_CHOICES = {"auto": None, "host": True, "device": "device", "off": False}
 
 
 # ------------------------------------------------------------------------------------ processes
@@ -131,6 +148,8 @@ def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, star
     if not args.mixing_root and not args.evaluate:
         raise SystemExit("--loader dali-ipmix needs --mixing-root (a folder of mixing pictures)")
     gpu = d.device.type == "cuda"
+    if args.mixing_cache == "device" and not gpu:
+        raise SystemExit("--mixing-cache device keeps the mixing pictures in GPU memory: it needs --device cuda")
     common = dict(batch_size=args.batch_size, preset=preset, size=size, device="gpu" if gpu else "cpu",
                   device_id=d.local_rank if gpu else None, num_threads=args.workers,
                   shard_id=d.rank, num_shards=d.world,
@@ -149,7 +168,7 @@ def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, star
     # start_epoch: a resumed run reads the samples an uninterrupted one reads in that epoch.
     train = training_pipeline(file_root=str(train_dir), mixing_root=args.mixing_root,
                               config=IPMixConfig.from_preset(preset, jsd=args.jsd), start_epoch=start_epoch,
-                              **common)
+                              mixing_cache=MIXING_CACHE_CHOICES[args.mixing_cache], **common)
     return IPMixIterator(train, last_batch_policy="drop"), val
 
 
@@ -283,7 +302,8 @@ def run(args, build_model, train_dir, val_dir, preset: str, size: int):
         return state
     _check_equal_lengths(d, train_loader)
     log(d, f"{preset}: {len(names)} classes, {d.world} process(es) on {d.device}, loader {args.loader}, "
-           f"jsd {args.jsd}, {len(train_loader)} steps/epoch of {args.batch_size} per process")
+           f"jsd {args.jsd}, {len(train_loader)} steps/epoch of {args.batch_size} per process"
+           + _pipeline_summary(train_loader))
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     dumps = []
