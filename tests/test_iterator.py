@@ -284,12 +284,16 @@ def test_own_reader_pipeline_skips_dalis_empty_batch_and_drains_after_break(dali
     assert sorted(got) == list(range(N))
 
 
-def test_batches_share_dalis_memory_and_stay_intact_while_held(dali_tree, dali_mixing):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.cupy)])
+def test_batches_share_dalis_memory_and_stay_intact_while_held(dali_tree, dali_mixing, device):
     """On DALI's dynamic executor (its default) batches come without a copy, through DLPack: each keeps
     its memory, so a batch held across the next ones keeps its values, and they equal the copied
     batches of the same pipeline on the classic executor."""
+    if device == "gpu" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+
     def make(**kw):
-        return training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, device="cpu",
+        return training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, device=device,
                                  num_threads=2, seed=9, preset="cifar", size=16, **kw)
     shared, copied = IPMixIterator(make()), IPMixIterator(make(exec_dynamic=False))
     assert not shared._epochs.copy and copied._epochs.copy
@@ -297,6 +301,7 @@ def test_batches_share_dalis_memory_and_stay_intact_while_held(dali_tree, dali_m
     for (clean, view1, view2), labels in shared:
         held.append((clean, view1, view2, labels))
         snapshots.append([t.clone() for t in held[-1]])
+        assert all(t.device.type == ("cuda" if device == "gpu" else "cpu") for t in held[-1])
     assert len(held) == len(shared) > 3
     for batch, snapshot, ((clean, view1, view2), labels) in zip(held, snapshots, copied):
         for t, s, c in zip(batch, snapshot, (clean, view1, view2, labels)):
