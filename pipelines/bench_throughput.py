@@ -52,14 +52,14 @@ import json
 import os
 import platform
 import sys
-import time
 import traceback
 
 import numpy as np
 
 from dali_ipmix.constants import IMAGENET_MEAN, IMAGENET_STD
 from dali_ipmix.presets import IMAGENET
-from dali_ipmix._scripts.benchdata import add_data_args, endless, environment, log, prepare_data
+from dali_ipmix._scripts.benchdata import (add_data_args, endless, environment, log, plain_dali_pipeline,
+                                           prepare_data, timed_batches)
 
 ROW_KINDS = ("dali-gpu", "ipmix-native-gpu", "ipmix-gpu", "dali-cpu", "ipmix-native-cpu", "ipmix-cpu",
              "pil")
@@ -120,53 +120,6 @@ def skip_reason(row, env):
         if not native.available():
             return "native DALI plugin not built (run ./scripts/setup.sh)"
     return ""
-
-
-def timed_batches(next_batch, warmup, batches, sync=None):
-    """Runs ``warmup`` then ``batches`` calls of ``next_batch()`` (which returns the samples in the
-    batch it fetched); returns ``(samples, seconds)`` of the timed part, wall clock."""
-    for _ in range(warmup):
-        next_batch()
-    if sync:
-        sync()
-    start = time.perf_counter()
-    samples = sum(next_batch() for _ in range(batches))
-    if sync:
-        sync()
-    return samples, time.perf_counter() - start
-
-
-def plain_dali_pipeline(files, labels, batch, size, device, threads, decode="full", seed=0):
-    """The plain ResNet-50-style DALI training pipeline (no IPMix): outputs ``images`` (N, 3, size,
-    size) float32 normalised and ``label`` int32 (N, 1), on ``device``. ``decode="full"`` decodes whole
-    images then random_resized_crop; ``"fused"`` uses decoders.image_random_crop + resize."""
-    from nvidia.dali import fn, types
-    from nvidia.dali.pipeline import Pipeline
-
-    device_id = None
-    if device == "gpu":
-        import torch
-        device_id = torch.cuda.current_device()
-    pipe = Pipeline(batch_size=batch, num_threads=threads, seed=seed, device_id=device_id,
-                    prefetch_queue_depth=2)
-    with pipe:
-        # Same reader settings as dali_ipmix.training_pipeline, so that reading costs the same.
-        jpegs, lab = fn.readers.file(files=list(files), labels=list(labels), shuffle_after_epoch=True,
-                                     pad_last_batch=True, name="Reader")
-        decoder = "mixed" if device == "gpu" else "cpu"
-        if decode == "fused":
-            # What dali_ipmix.training_pipeline does: decode only the random crop's region, then resize.
-            images = fn.decoders.image_random_crop(jpegs, device=decoder, output_type=types.RGB,
-                                                   random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3])
-            images = fn.resize(images, resize_x=size, resize_y=size)
-        else:
-            images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
-            images = fn.random_resized_crop(images, size=[size, size])
-        images = fn.crop_mirror_normalize(
-            images, dtype=types.FLOAT, output_layout="CHW", mirror=fn.random.coin_flip(probability=0.5),
-            mean=[255 * m for m in MEAN], std=[255 * s for s in STD])
-        pipe.set_outputs(images, lab.gpu() if device == "gpu" else lab)
-    return pipe
 
 
 def run_plain_dali(row, ctx):

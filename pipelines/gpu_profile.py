@@ -1,27 +1,28 @@
 #!/usr/bin/env python
 """Where the IPMix training pipeline's time goes: the same pipeline in variants, timed in one run.
 
-Each variant changes one thing against the JSD training pipeline of ``training_pipeline`` (ImageNet
-preset, 224 px, mixing pictures cached decoded in host memory) on the given data: the cache in GPU
-memory (``mixing_cache="device"``); mixing pictures decoded per sample (``mixing_cache=False``), then
-also from a PNG copy of the set (PNG is decoded on the CPU even by DALI's mixed decoder, JPEG on the
-GPU); IPMix's own work (``k=1, t=0``: the operator only mixes the clean image with itself); JSD off
-(one view); the backend (native operator vs the python_function route); and a ceiling without mixing
-pictures at all (the IPMix node replaced by normalisation only, so DALI prunes the mixing pictures'
-read and decode: what any way of supplying mixing pictures faster could reach). Rows are samples/s
-after warm-up, wall clock with a device sync, batch ``--batch-size``; ``--variants`` picks some.
+The rows, all timed in this one process: plain DALI (the benchmarks' plain pipeline through DALI's own
+iterator: the baseline the ratios are taken against) and the JSD training pipeline of
+``training_pipeline`` (ImageNet preset, 224 px, mixing pictures cached decoded in host memory) in
+variants that each change one thing: the cache in GPU memory (``mixing_cache="device"``); mixing
+pictures decoded per sample (``mixing_cache=False``), then also from a PNG copy of the set (PNG is
+decoded on the CPU even by DALI's mixed decoder, JPEG on the GPU); IPMix's own work (``k=1, t=0``: the
+operator only mixes the clean image with itself); ceilings without mixing pictures at all (the IPMix
+node replaced by normalisation only, so DALI prunes the mixing pictures' read and decode: what any
+way of supplying mixing pictures faster could reach), with three outputs and with one (against plain
+DALI: the cost of the Python file feed); JSD off (one view); the python_function route. Rows are
+samples/s after warm-up, wall clock with a device sync, batch ``--batch-size``; ``--variants`` picks.
 
-    python pipelines/gpu_profile.py --data DIR --mixing DIR [--device gpu] [--batches 30] [--variants cached,ceiling]
+    python pipelines/gpu_profile.py --data DIR --mixing DIR [--device gpu] [--batches 30] [--variants plain,cached,ceiling]
 """
 
 import argparse
 import os
-import time
 import warnings
 
 
 
-KEYS = ("cached", "device", "per-sample", "png", "k1t0", "ceiling", "nojsd", "python")
+KEYS = ("plain", "cached", "device", "per-sample", "png", "k1t0", "ceiling", "ceiling1", "nojsd", "python")
 
 
 def png_copy(src_dir, out_dir):
@@ -53,27 +54,33 @@ def without_mixing(make):
     return build
 
 
-def time_pipeline(make, batches, warmup, device):
+def rate(next_batch, batches, warmup, device):
+    """samples/s of ``batches`` calls of ``next_batch()`` (samples in the batch it fetched) after
+    ``warmup`` calls; wall clock, the device synchronised at both ends."""
+    from dali_ipmix._scripts.benchdata import timed_batches
+    sync = (lambda: __import__("torch").cuda.synchronize()) if device == "gpu" else None
+    samples, seconds = timed_batches(next_batch, warmup, batches, sync)
+    return samples / seconds
+
+
+def ipmix_batches(make):
+    """``next_batch`` over an IPMixIterator of the pipeline ``make()`` builds (epochs roll over)."""
+    from dali_ipmix._scripts.benchdata import endless
     from dali_ipmix.iterator import IPMixIterator
-    it = IPMixIterator(make(), last_batch_policy="fill")
-    sync = (lambda: __import__("torch").cuda.synchronize()) if device == "gpu" else (lambda: None)
-    stream = iter(it)
+    return endless(IPMixIterator(make(), last_batch_policy="fill"), lambda out: out[1].shape[0])
 
-    def next_batch():
-        nonlocal stream
-        try:
-            return next(stream)
-        except StopIteration:
-            stream = iter(it)
-            return next(stream)
 
-    for _ in range(warmup):
-        next_batch()
-    sync()
-    start = time.perf_counter()
-    samples = sum(next_batch()[1].shape[0] for _ in range(batches))
-    sync()
-    return samples / (time.perf_counter() - start)
+def plain_batches(data, batch_size, device, threads):
+    """``next_batch`` over the plain DALI pipeline of the benchmarks (full decode, random resized crop,
+    flip, normalise; no IPMix) through DALI's own PyTorch iterator: the baseline, in this process."""
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+    from dali_ipmix._scripts.benchdata import endless, plain_dali_pipeline
+    from dali_ipmix.files import list_image_folder
+    files = list_image_folder(data, validate="none")
+    pipe = plain_dali_pipeline(files.files, files.labels, batch_size, 224, device, threads)
+    it = DALIGenericIterator([pipe], ["images", "label"], reader_name="Reader",
+                             last_batch_policy=LastBatchPolicy.FILL, auto_reset=True)
+    return endless(it, lambda out: out[0]["label"].shape[0])
 
 
 def main(argv=None):
@@ -99,35 +106,45 @@ def main(argv=None):
     mixing_png = png_copy(mixing, mixing.rstrip("/") + "_png") if "png" in keys else None
 
     def variant(mixing, config, backend, cache=None):
-        return lambda: training_pipeline(args.data, mixing_root=mixing, batch_size=args.batch_size,
-                                         preset="imagenet", size=224, config=config, device=args.device,
-                                         num_threads=args.threads, seed=0, backend=backend,
-                                         mixing_cache=cache)
+        return lambda: ipmix_batches(lambda: training_pipeline(
+            args.data, mixing_root=mixing, batch_size=args.batch_size, preset="imagenet", size=224,
+            config=config, device=args.device, num_threads=args.threads, seed=0, backend=backend,
+            mixing_cache=cache))
     jsd, light = IPMixConfig.imagenet(), IPMixConfig.imagenet(k=1, t=0)
+    one = IPMixConfig.imagenet(jsd=False)
     variants = {
+        "plain": ("plain DALI", lambda: plain_batches(args.data, args.batch_size, args.device,
+                                                                 args.threads)),
         "cached": ("native jsd", variant(mixing, jsd, "native")),
         "device": ("native jsd, cache in GPU memory", variant(mixing, jsd, "native", cache="device")),
         "per-sample": ("native jsd, decoded per sample", variant(mixing, jsd, "native", cache=False)),
         "png": ("  the same, PNG copy", variant(mixing_png, jsd, "native", cache=False)),
         "k1t0": ("native jsd k=1 t=0", variant(mixing, light, "native")),
         "ceiling": ("jsd outputs, no mixing pictures", without_mixing(variant(mixing, jsd, "native"))),
-        "nojsd": ("native no jsd", variant(mixing, IPMixConfig.imagenet(jsd=False), "native")),
+        "ceiling1": ("  one output, no mixing pictures", without_mixing(variant(mixing, one, "native"))),
+        "nojsd": ("native no jsd", variant(mixing, one, "native")),
         "python": ("python jsd", variant(mixing, jsd, "python")),
     }
     variants = [variants[k] for k in keys]
     rows = []
-    for name, make in variants:
+    for name, batches in variants:
         try:
             warnings.simplefilter("ignore")   # the PNG variant's format warning is the point of it
-            rate = time_pipeline(make, args.batches, args.warmup, args.device)
-            rows.append((name, f"{rate:10.0f}"))
+            rows.append((name, rate(batches(), args.batches, args.warmup, args.device)))
         except Exception as err:   # one broken variant must not hide the others
             lines = str(err).strip().splitlines() or [""]
             rows.append((name, f"error: {type(err).__name__}: {lines[-1][:160]}"))
-        print(f"[profile] {name}: {rows[-1][1].strip()}", flush=True)
-    print(f"\nsamples/s, batch {args.batch_size}, {args.batches} timed batches, device {args.device}")
+        value = rows[-1][1]
+        print(f"[profile] {name}: {value if isinstance(value, str) else f'{value:.0f}'}", flush=True)
+    base = dict(rows).get(variants[0][0]) if keys[0] == "plain" else None
+    base = base if isinstance(base, float) else None
+    print(f"\nsamples/s, batch {args.batch_size}, {args.batches} timed batches, device {args.device}"
+          + (", x plain DALI in this run" if base else ""))
     for name, value in rows:
-        print(f"  {name:<32s} {value}")
+        if isinstance(value, str):
+            print(f"  {name:<34s} {value}")
+        else:
+            print(f"  {name:<34s} {value:10.0f}" + (f"  {value / base:5.2f}x" if base else ""))
     return 0
 
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from ..constants import SAMPLE_PHOTOS
+from ..constants import IMAGENET_MEAN, IMAGENET_STD, SAMPLE_PHOTOS
 from ..photos import sample_photo
 
 __all__ = ["GEN_CLASSES", "GEN_NOISE", "log", "make_jpeg_set", "prepare_data", "add_data_args", "environment",
-           "endless"]
+           "endless", "timed_batches", "plain_dali_pipeline"]
 
 GEN_CLASSES = 4
 GEN_NOISE = 15.0        # grey levels (std) of the added grain: brings 400x350 q95 JPEGs to ~100 KB
@@ -152,3 +153,50 @@ def endless(iterator, count):
         except StopIteration:   # epoch end; auto_reset has rewound the iterator
             return count(next(iterator))
     return next_batch
+
+
+def plain_dali_pipeline(files, labels, batch, size, device, threads, decode="full", seed=0):
+    """The plain ResNet-50-style DALI training pipeline (no IPMix): outputs ``images`` (N, 3, size,
+    size) float32 normalised and ``label`` int32 (N, 1), on ``device``. ``decode="full"`` decodes whole
+    images then random_resized_crop; ``"fused"`` uses decoders.image_random_crop + resize."""
+    from nvidia.dali import fn, types
+    from nvidia.dali.pipeline import Pipeline
+
+    device_id = None
+    if device == "gpu":
+        import torch
+        device_id = torch.cuda.current_device()
+    pipe = Pipeline(batch_size=batch, num_threads=threads, seed=seed, device_id=device_id,
+                    prefetch_queue_depth=2)
+    with pipe:
+        # Same reader settings as dali_ipmix.training_pipeline, so that reading costs the same.
+        jpegs, lab = fn.readers.file(files=list(files), labels=list(labels), shuffle_after_epoch=True,
+                                     pad_last_batch=True, name="Reader")
+        decoder = "mixed" if device == "gpu" else "cpu"
+        if decode == "fused":
+            # What dali_ipmix.training_pipeline does: decode only the random crop's region, then resize.
+            images = fn.decoders.image_random_crop(jpegs, device=decoder, output_type=types.RGB,
+                                                   random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3])
+            images = fn.resize(images, resize_x=size, resize_y=size)
+        else:
+            images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
+            images = fn.random_resized_crop(images, size=[size, size])
+        images = fn.crop_mirror_normalize(
+            images, dtype=types.FLOAT, output_layout="CHW", mirror=fn.random.coin_flip(probability=0.5),
+            mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD])
+        pipe.set_outputs(images, lab.gpu() if device == "gpu" else lab)
+    return pipe
+
+
+def timed_batches(next_batch, warmup, batches, sync=None):
+    """Runs ``warmup`` then ``batches`` calls of ``next_batch()`` (which returns the samples in the
+    batch it fetched); returns ``(samples, seconds)`` of the timed part, wall clock."""
+    for _ in range(warmup):
+        next_batch()
+    if sync:
+        sync()
+    start = time.perf_counter()
+    samples = sum(next_batch() for _ in range(batches))
+    if sync:
+        sync()
+    return samples, time.perf_counter() - start
