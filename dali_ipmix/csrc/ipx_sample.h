@@ -141,6 +141,27 @@ static inline void ipx_image_op_span(int op, const float* p, const unsigned char
         _mm_store_ps(dys, _mm_sub_ps(ys, _mm_cvtepi32_ps(iy)));
         _mm_store_si128((__m128i*)x0s, ix);
         _mm_store_si128((__m128i*)y0s, iy);
+        // All four inside, with both taps of each in the image (x0 in [0, w - 2], y0 in [0, h - 2]):
+        // no clamps, the right neighbours in pairs (the usual case away from the borders).
+        const __m128i interior = _mm_and_si128(
+            _mm_and_si128(_mm_cmpgt_epi32(ix, _mm_set1_epi32(-1)), _mm_cmplt_epi32(ix, _mm_set1_epi32(w - 1))),
+            _mm_and_si128(_mm_cmpgt_epi32(iy, _mm_set1_epi32(-1)), _mm_cmplt_epi32(iy, _mm_set1_epi32(h - 1))));
+        if (inside == 15 && _mm_movemask_epi8(interior) == 0xFFFF) {
+            const long long w3 = (long long)w * 3;
+            for (int i = 0; i < 4; ++i, dst += 3) {
+                const unsigned char* ra = img + y0s[i] * w3 + x0s[i] * 3;
+                __m128 p00, p01, p10, p11;
+                ipx_load_rgb_pair(ra, &p00, &p01);
+                if (ra + w3 + 8 <= end) {
+                    ipx_load_rgb_pair(ra + w3, &p10, &p11);
+                } else {
+                    p10 = ipx_load_rgb(ra + w3);
+                    p11 = ipx_load_rgb(ra + w3 + 3);
+                }
+                ipx_bilinear3_taps(p00, p01, p10, p11, dxs[i], dys[i], dst);
+            }
+            continue;
+        }
         for (int i = 0; i < 4; ++i, dst += 3) {
             if (!((inside >> i) & 1)) {
                 dst[0] = 0; dst[1] = 0; dst[2] = 0;
