@@ -65,12 +65,13 @@ class MixingCache:
             packer.add(p)
         self._adopt(packer, files)
 
+    device = "cpu"   # where the pictures are (DeviceMixingCache: "gpu")
+
     def _adopt(self, packer: "_Packer", files: Sequence[str]):
         self.files = tuple(files)
         self.nbytes, self._owner, self.pinned = packer.used, packer.owner, packer.pinned
+        self._flat = packer.flat()
         self._views = packer.views()
-
-    device = "cpu"
 
     def __len__(self) -> int:
         return len(self._views)
@@ -85,7 +86,6 @@ class MixingCache:
     def to_device(self, device_id: int) -> "DeviceMixingCache":
         """The same pictures in GPU ``device_id``'s memory (one copy, made now)."""
         return DeviceMixingCache(self, device_id)
-
 
     @classmethod
     def build(cls, files: Sequence[str], side: Optional[int], num_threads: int = 4,
@@ -136,6 +136,10 @@ class _Packer:
         self._layout.append((self.used, tuple(picture.shape)))
         self.used += n
 
+    def flat(self) -> np.ndarray:
+        """The bytes written so far, as one uint8 array (a view)."""
+        return self._flat[:self.used]
+
     def views(self) -> List[np.ndarray]:
         """Read-only views of the pictures: fed to DALI without a copy, they must never change."""
         out = []
@@ -158,8 +162,7 @@ class DeviceMixingCache:
         self.files, self.nbytes, self.device_id = host.files, host.nbytes, int(device_id)
         flat = torch.empty(max(1, host.nbytes), dtype=torch.uint8, device=f"cuda:{self.device_id}")
         if host.nbytes:
-            flat[:host.nbytes].copy_(torch.from_numpy(host._owner if isinstance(host._owner, np.ndarray)
-                                                      else host._owner.numpy())[:host.nbytes])
+            flat[:host.nbytes].copy_(torch.from_numpy(host._flat))
         torch.cuda.synchronize(self.device_id)
         self._flat = flat
         views, pos = [], 0
@@ -202,18 +205,24 @@ def _decode(paths: List[str], side: Optional[int], num_threads: int, sink, done)
     try:
         pipe.build()
         for chunk in chunks:
-            (batch,) = pipe.run()
+            (batch,) = _run(pipe, fed)
             for i in range(len(chunk)):
                 sink(batch.at(i))
             done(len(chunk))
+    finally:
+        del pipe
+
+
+def _run(pipe, fed):
+    """One batch of the decoding pipeline; a failure names the files of the batch it was fed."""
+    try:
+        return pipe.run()
     except Exception as err:
-        bad = fed[-1] if fed else paths
+        bad = fed[-1] if fed else ["(no file fed yet)"]
         shown = ", ".join(bad[:8]) + (f" (+{len(bad) - 8} more)" if len(bad) > 8 else "")
         raise ValueError(f"mixing cache: DALI could not decode one of these mixing pictures: {shown} "
                          f"({type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}); "
                          "check them with dali_ipmix.files.check_images(paths, 'full')") from None
-    finally:
-        del pipe
 
 
 def _host_buffer(nbytes: int, pin: bool):
