@@ -101,14 +101,16 @@ class Feed:
     """The ``source`` of a pipeline's ``fn.external_source``: one planned batch per call.
 
     Each call returns ``(paths, labels)`` or, with mixing files, ``(paths, labels, mixing)``: paths a
-    list of UTF-8 byte arrays (uint8 1-D), labels one int32 array of shape (N, 1) (one array, not N:
-    DALI wraps each list item on the caller's thread), ``mixing`` a list of the
-    mixing pictures' paths, or with ``mixing_cache`` their decoded pictures, HWC uint8 views of the
-    cache). A cache in GPU memory (``mixing_cache.device == "gpu"``) is not an output of the call:
-    :meth:`device_mixing` is the source of a second, GPU ``external_source`` that hands out the
-    same batch's pictures. DALI calls both sources once per iteration, in no fixed order (it keeps
-    them in a set), so the n-th call of either gets the n-th batch, whichever came first. Every array handed out lives as long as the feed and never changes, so the
-    pipeline may take them without a copy (``no_copy``). It
+    list of UTF-8 byte arrays (uint8 1-D); labels one int32 array of shape (N, 1) (one array, not N:
+    DALI wraps each list item on the caller's thread); ``mixing`` the mixing pictures' paths, or with
+    ``mixing_cache`` their decoded pictures (HWC uint8 views of the cache). A cache in GPU memory
+    (``mixing_cache.device == "gpu"``) is not an output of the call: :meth:`device_mixing` is the
+    source of a second, GPU ``external_source`` that hands out the same batch's pictures. DALI calls
+    both sources once per iteration in no fixed order (it keeps them in a set), so the n-th call of
+    either gets the n-th batch, whichever comes first.
+
+    The pipeline takes every array without a copy (``no_copy``): paths and pictures live as long as
+    the feed, a batch's labels until the iterator took the batch, and none of them changes. A call
     raises ``StopIteration`` when the loaded epoch has no batch left, which ends DALI's epoch.
     :class:`dali_ipmix.IPMixIterator` loads the epochs; the batches handed out and not yet taken by
     the iterator are kept (``in_flight``) so that a read or decode error can name their files.
@@ -164,9 +166,9 @@ class Feed:
         self._first = 0
 
     def _take(self, source: int):
-        """The batch ``(indices, mixing indices, labels)`` of source ``source``'s next call (0: the feed, 1:
-        the GPU mixing source): the n-th call of each source gets the n-th batch of the queue.
-        Caller holds the lock. ``StopIteration`` when the epoch has no batch left for it."""
+        """The batch ``(indices, mixing indices, labels)`` of source ``source``'s next call (0: the
+        feed, 1: the GPU mixing source): the n-th call of each source gets the n-th batch of the
+        queue. Caller holds the lock. ``StopIteration`` when the epoch has no batch left for it."""
         n = self._calls[source]
         if n - self._first < len(self._taken):
             item = self._taken[n - self._first]

@@ -178,7 +178,8 @@ class DeviceMixingCache:
         return self._views[i]
 
     def __repr__(self):
-        return f"DeviceMixingCache({len(self)} pictures, {self.nbytes / 2**20:.1f} MiB, cuda:{self.device_id})"
+        return (f"DeviceMixingCache({len(self)} pictures, {self.nbytes / 2**20:.1f} MiB, "
+                f"cuda:{self.device_id})")
 
 
 def _decode(paths: List[str], side: Optional[int], num_threads: int, sink, done):
