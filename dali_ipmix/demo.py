@@ -140,8 +140,10 @@ def run_demo(out_dir: str = "out/demo", *, device: Optional[str] = None, size: i
     pipe = training_pipeline(train_dir, mixing_root=mix_dir, batch_size=batch_size, preset="imagenet",
                              size=size, device=device, num_threads=num_threads, seed=seed)
     train = IPMixIterator(pipe, last_batch_policy="drop")
-    log(f"[3/5] IPMix pipeline on {device}: {pipe.ipmix_info.num_samples} samples, {len(train)} "
-        f"batches/epoch, {size}x{size}, JSD views")
+    info = pipe.ipmix_info
+    log(f"[3/5] IPMix pipeline on {device} ({info.backend} operator, mixing pictures "
+        f"{'cached' if info.mixing_cache_bytes else 'decoded per sample'}): {info.num_samples} samples, "
+        f"{len(train)} batches/epoch, {size}x{size}, JSD views")
 
     # Data-only pass: how fast the pipeline alone produces samples (all three views).
     t0, seen = time.perf_counter(), 0
