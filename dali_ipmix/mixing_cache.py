@@ -121,7 +121,7 @@ class _Packer:
 
     def __init__(self, capacity: int, pin: bool):
         self.pin, self.used = pin, 0
-        self.owner, self._flat, self.pinned = _host_buffer(int(capacity), pin)
+        self.owner, self._flat, self.pinned = _host_buffer(int(capacity), pin, 0)
         self._layout: List[Tuple[int, Tuple[int, ...]]] = []
 
     def add(self, picture: np.ndarray):
@@ -129,7 +129,7 @@ class _Packer:
         if self.used + n > self._flat.size:
             # Geometric growth: a set with no size estimate is copied O(log n) times, not n.
             grown = max(self.used + n, self._flat.size * 3 // 2, 1 << 20)
-            owner, flat, pinned = _host_buffer(grown, self.pin)
+            owner, flat, pinned = _host_buffer(grown, self.pin, self.used)
             flat[:self.used] = self._flat[:self.used]
             self.owner, self._flat, self.pinned = owner, flat, pinned
         self._flat[self.used:self.used + n] = np.ascontiguousarray(picture).reshape(-1)
@@ -226,9 +226,10 @@ def _run(pipe, fed):
                          "check them with dali_ipmix.files.check_images(paths, 'full')") from None
 
 
-def _host_buffer(nbytes: int, pin: bool):
+def _host_buffer(nbytes: int, pin: bool, filled: int):
     """``(owner, flat uint8 array, pinned)``: with ``pin``, page-locked memory from torch where CUDA
-    is present (falls back to ordinary memory when it is not, or the pinning fails)."""
+    is present (falls back to ordinary memory when it is not, or the pinning fails). Out of memory
+    raises ``MemoryError`` saying so for the mixing cache (``filled``: bytes decoded so far)."""
     try:
         import torch
         if pin and torch.cuda.is_available():
@@ -236,5 +237,11 @@ def _host_buffer(nbytes: int, pin: bool):
             return owner, owner.numpy()[:nbytes], True
     except Exception:   # no usable CUDA or too much to pin: ordinary memory works, a little slower
         pass
-    flat = np.empty(nbytes, dtype=np.uint8)
+    try:
+        flat = np.empty(nbytes, dtype=np.uint8)
+    except MemoryError:
+        raise MemoryError(f"mixing cache: {nbytes / 2**30:.2f} GiB of host memory are not available "
+                          f"({filled / 2**30:.2f} GiB of pictures decoded so far): pass "
+                          "mixing_cache=False to decode the mixing pictures per sample, or use a "
+                          "smaller mixing set") from None
     return flat, flat, False

@@ -230,6 +230,16 @@ def _mixing_pictures(mixing, preset: Preset, size, device, seeds, resize: bool =
 MIXING_CACHE_CHOICES = (None, True, False, "device")
 
 
+def _default_cache_limit() -> int:
+    """Bytes ``mixing_cache=None`` may hold: ``MIXING_CACHE_MAX_BYTES``, and no more than a quarter of
+    the host memory available now (several ranks on one node each hold a cache)."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):   # not reported here: the fixed limit alone
+        return MIXING_CACHE_MAX_BYTES
+    return min(MIXING_CACHE_MAX_BYTES, available // 4)
+
+
 def _mixing_cache(files, sizes, side, mixing_cache, num_threads, device, device_id):
     """The decoded mixing set as ``mixing_cache`` asks (see :func:`training_pipeline`), or None;
     ``sizes``: the files' header sizes (None: not read)."""
@@ -243,11 +253,14 @@ def _mixing_cache(files, sizes, side, mixing_cache, num_threads, device, device_
         return None
     need = estimate_bytes(sizes or header_sizes(files), side)
     if mixing_cache is None:
-        if need is None or need > MIXING_CACHE_MAX_BYTES:
-            why = "some headers could not be read" if need is None else f"{need / 2**30:.1f} GiB"
+        limit = _default_cache_limit()
+        if need is None or need > limit:
+            why = "some headers could not be read" if need is None else f"{need / 2**30:.2f} GiB"
             warnings.warn(f"mixing pictures decoded per sample, not cached ({len(files)} pictures, {why}; "
-                          f"the default cache holds up to {MIXING_CACHE_MAX_BYTES / 2**30:g} GiB): pass "
-                          "mixing_cache=True to cache them anyway, or False to silence this", stacklevel=3)
+                          f"the default cache holds up to {limit / 2**30:.2f} GiB: "
+                          f"{MIXING_CACHE_MAX_BYTES / 2**30:g} GiB and at most a quarter of the memory "
+                          "available now): pass mixing_cache=True to cache them anyway, or False to "
+                          "silence this", stacklevel=3)
             return None
     cache = MixingCache.build(files, side, num_threads, pin=device == "gpu", expected_bytes=need)
     if mixing_cache == "device":
@@ -287,7 +300,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         mixing_cache: decode the mixing pictures once, when the pipeline is made, and keep them in
             host memory (:class:`dali_ipmix.mixing_cache.MixingCache`; page-locked on the GPU) instead
             of decoding one per sample: ``None`` (default) when they take at most
-            ``constants.MIXING_CACHE_MAX_BYTES`` (4 GiB: about 21,000 pictures at 256 px) decoded,
+            ``constants.MIXING_CACHE_MAX_BYTES`` (4 GiB: about 21,000 pictures at 256 px) decoded
+            and a quarter of the host memory available when the pipeline is made,
             else per sample with a warning; ``True`` always; ``"device"`` in GPU memory (GPU pipelines:
             no per-batch copy from the host); ``False`` never. Same pictures, mixing
             choice and crops either way (a GPU pipeline's cache is decoded on the CPU: within a grey

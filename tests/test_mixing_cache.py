@@ -139,6 +139,10 @@ def test_default_caches_up_to_the_limit_and_warns_above_it(dali_tree, dali_mixin
         warnings.simplefilter("error")
         assert make().ipmix_info.mixing_cache_bytes > 0
         assert make(mixing_cache=False).ipmix_info.mixing_cache_bytes == 0
+    with monkeypatch.context() as m:   # a quarter of the available memory caps the default too
+        m.setattr(pipelines_module.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 100}.get(name, 1))
+        with pytest.warns(UserWarning, match="up to 0.00 GiB: 4 GiB and at most a quarter"):
+            assert make().ipmix_info.mixing_cache_bytes == 0
     monkeypatch.setattr(pipelines_module, "MIXING_CACHE_MAX_BYTES", 100)
     with pytest.warns(UserWarning, match="decoded per sample, not cached .*mixing_cache=True"):
         assert make().ipmix_info.mixing_cache_bytes == 0
@@ -225,3 +229,9 @@ def test_a_two_source_pipeline_runs_whole_epochs(dali_tree, dali_mixing, monkeyp
             for x, y in zip(got, want[0]):
                 for u, v in zip(x, y):
                     np.testing.assert_array_equal(u, v)
+
+
+def test_a_cache_larger_than_memory_says_what_to_do():
+    from dali_ipmix.mixing_cache import _host_buffer
+    with pytest.raises(MemoryError, match="mixing cache: 1048576.00 GiB .*mixing_cache=False"):
+        _host_buffer(2**50, False, 0)
