@@ -233,14 +233,19 @@ static inline void ipx_patch_rect(const IpxStep* e, unsigned char* img, const un
         } else {
             const unsigned int r = (unsigned int)(v - e->top);
             const bool elems = op == IPX_RANDOM_ELEMS;
+            const float prob = e->prob;
             for (int u = u0; u < u1; ++u) {
                 const unsigned int base = (r * 65536u + (unsigned int)(u - e->left)) * 4u;
                 unsigned char* pa = a + (u - u0) * 3;
                 const unsigned char* pb = b + (u - u0) * 3;
+                // random_pixels: one draw for the pixel (the three channels share its counter).
+                bool keep = !elems && (float)(ipx_lowbias32(base ^ hkey) >> 8) * (1.0f / 16777216.0f) < prob;
                 for (int ch = 0; ch < 3; ++ch) {
-                    unsigned int counter = base + (elems ? (unsigned int)ch : 0u);
-                    float noise = (float)(ipx_lowbias32(counter ^ hkey) >> 8) * (1.0f / 16777216.0f);
-                    pa[ch] = noise < e->prob ? ua[pa[ch]] : ub[pb[ch]];
+                    if (elems) {
+                        unsigned int counter = base + (unsigned int)ch;
+                        keep = (float)(ipx_lowbias32(counter ^ hkey) >> 8) * (1.0f / 16777216.0f) < prob;
+                    }
+                    pa[ch] = keep ? ua[pa[ch]] : ub[pb[ch]];
                 }
             }
         }
