@@ -408,4 +408,90 @@ static inline void ipx_mix_normalized(const unsigned char* x, const unsigned cha
     }
 }
 
+#if defined(__SSE2__)
+// 12 bytes at p (four RGB pixels) as three float vectors [r0 g0 b0 r1], [g1 b1 r2 g2], [b2 r3 g3 b3];
+// reads p[0..15], which must lie in the buffer.
+static inline void ipx_load_rgb4(const unsigned char* p, __m128* v0, __m128* v1, __m128* v2) {
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i b = _mm_loadu_si128((const __m128i*)p);
+    const __m128i lo = _mm_unpacklo_epi8(b, zero), hi = _mm_unpackhi_epi8(b, zero);
+    *v0 = _mm_cvtepi32_ps(_mm_unpacklo_epi16(lo, zero));
+    *v1 = _mm_cvtepi32_ps(_mm_unpackhi_epi16(lo, zero));
+    *v2 = _mm_cvtepi32_ps(_mm_unpacklo_epi16(hi, zero));
+}
+
+// ipx_clampf lane by lane (the same value for every input, NaN and -0 included).
+static inline __m128 ipx_clamp4(__m128 v, __m128 lo, __m128 hi) {
+    const __m128 le = _mm_cmple_ps(v, hi), ge = _mm_cmpge_ps(v, lo);
+    const __m128 upper = _mm_or_ps(_mm_and_ps(le, v), _mm_andnot_ps(le, hi));
+    return _mm_or_ps(_mm_and_ps(ge, upper), _mm_andnot_ps(ge, lo));
+}
+#endif
+
+// ipx_mix_normalized for float32 output (ToOutput<float> is the identity): the same operations per
+// element, four pixels at a time with SSE2 (mix, clamp, normalise, and for CHW the split into planes
+// by shuffles), the rest of the image element by element.
+static inline void ipx_mix_normalized_f32(const unsigned char* x, const unsigned char* finals,
+                                          const float* mixw, int k, int h, int w, const IpxNorm& norm,
+                                          float* out) {
+    const long long hw = (long long)h * w, hw3 = hw * 3;
+    long long p = 0;
+#if defined(__SSE2__)
+    const float m = mixw[0], keep = 1.0f - m;
+    const __m128 vkeep = _mm_set1_ps(keep), lo = _mm_setzero_ps(), hi = _mm_set1_ps(255.0f);
+    const float* mn = norm.mean;
+    const float* iv = norm.inv_std;
+    // Per-lane channel patterns of the three vectors of four interleaved pixels.
+    const __m128 mean0 = _mm_setr_ps(mn[0], mn[1], mn[2], mn[0]), inv0 = _mm_setr_ps(iv[0], iv[1], iv[2], iv[0]);
+    const __m128 mean1 = _mm_setr_ps(mn[1], mn[2], mn[0], mn[1]), inv1 = _mm_setr_ps(iv[1], iv[2], iv[0], iv[1]);
+    const __m128 mean2 = _mm_setr_ps(mn[2], mn[0], mn[1], mn[2]), inv2 = _mm_setr_ps(iv[2], iv[0], iv[1], iv[2]);
+    float* planes[3] = {out, out + hw, out + 2 * hw};
+    for (; p * 3 + 16 <= hw3; p += 4) {
+        __m128 a0, a1, a2;
+        ipx_load_rgb4(x + p * 3, &a0, &a1, &a2);
+        a0 = _mm_mul_ps(vkeep, a0);
+        a1 = _mm_mul_ps(vkeep, a1);
+        a2 = _mm_mul_ps(vkeep, a2);
+        for (int c = 0; c < k; ++c) {
+            const __m128 wc = _mm_set1_ps(m * mixw[1 + c]);
+            __m128 y0, y1, y2;
+            ipx_load_rgb4(finals + c * hw3 + p * 3, &y0, &y1, &y2);
+            a0 = _mm_add_ps(a0, _mm_mul_ps(wc, y0));
+            a1 = _mm_add_ps(a1, _mm_mul_ps(wc, y1));
+            a2 = _mm_add_ps(a2, _mm_mul_ps(wc, y2));
+        }
+        a0 = _mm_mul_ps(_mm_sub_ps(ipx_clamp4(a0, lo, hi), mean0), inv0);
+        a1 = _mm_mul_ps(_mm_sub_ps(ipx_clamp4(a1, lo, hi), mean1), inv1);
+        a2 = _mm_mul_ps(_mm_sub_ps(ipx_clamp4(a2, lo, hi), mean2), inv2);
+        if (norm.chw) {   // [r0 g0 b0 r1] [g1 b1 r2 g2] [b2 r3 g3 b3] -> R, G, B of the four pixels
+            const __m128 r = _mm_shuffle_ps(a0, _mm_shuffle_ps(a1, a2, _MM_SHUFFLE(1, 1, 2, 2)),
+                                            _MM_SHUFFLE(2, 0, 3, 0));
+            const __m128 g = _mm_shuffle_ps(_mm_shuffle_ps(a0, a1, _MM_SHUFFLE(0, 0, 1, 1)),
+                                            _mm_shuffle_ps(a1, a2, _MM_SHUFFLE(2, 2, 3, 3)),
+                                            _MM_SHUFFLE(2, 0, 2, 0));
+            const __m128 b = _mm_shuffle_ps(_mm_shuffle_ps(a0, a1, _MM_SHUFFLE(1, 1, 2, 2)), a2,
+                                            _MM_SHUFFLE(3, 0, 2, 0));
+            _mm_storeu_ps(planes[0] + p, r);
+            _mm_storeu_ps(planes[1] + p, g);
+            _mm_storeu_ps(planes[2] + p, b);
+        } else {
+            _mm_storeu_ps(out + p * 3, a0);
+            _mm_storeu_ps(out + p * 3 + 4, a1);
+            _mm_storeu_ps(out + p * 3 + 8, a2);
+        }
+    }
+#endif
+    if (p == hw) return;
+    // The rest: the generic path on the tail pixels (same operations), written where they belong.
+    float buf[3 * 16];
+    for (long long q = p; q < hw; q += 16) {
+        const int np = (int)(hw - q < 16 ? hw - q : 16), n = np * 3;
+        ipx_mix_span(x + q * 3, finals + q * 3, hw3, mixw, k, n, buf);
+        for (int i = 0; i < n; ++i) buf[i] = (buf[i] - norm.mean[i % 3]) * norm.inv_std[i % 3];
+        for (int j = 0; j < np; ++j)
+            for (int c = 0; c < 3; ++c)
+                (norm.chw ? out[c * hw + q + j] : out[(q + j) * 3 + c]) = buf[j * 3 + c];
+    }
+}
+
 #endif  // DALI_IPMIX_IPX_SAMPLE_H

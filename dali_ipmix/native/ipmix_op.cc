@@ -191,8 +191,7 @@ void WriteNormalized(const OutputSpec &out, const unsigned char *x, const unsign
     ipx_mix_normalized(x, finals, mixw, k, h, w, out.norm, ToOutput<::dali::float16>(),
                        static_cast<::dali::float16 *>(dst));
   } else {
-    ipx_mix_normalized(x, finals, mixw, k, h, w, out.norm, ToOutput<float>(),
-                       static_cast<float *>(dst));
+    ipx_mix_normalized_f32(x, finals, mixw, k, h, w, out.norm, static_cast<float *>(dst));
   }
 }
 
