@@ -2,6 +2,8 @@
 magnitude laws equal ``table.op_parameters`` bit for bit, packed rows equal ``table.pack_plan`` of the
 same draws, and the draws follow ``draw_plan``'s distributions."""
 
+import functools
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -140,3 +142,42 @@ def test_draws_depend_on_the_key_only():
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     assert not np.array_equal(a[0], a[1])
+
+
+MIX_SHIM = r"""
+#include "ipx_sample.h"
+extern "C" void mix_c(int fast, const unsigned char* x, const unsigned char* finals, const float* mixw,
+                      int k, int h, int w, const float* mean, const float* std, int chw, float* out) {
+    IpxNorm n = ipx_norm(mean, std, chw != 0);
+    if (fast) ipx_mix_normalized_f32(x, finals, mixw, k, h, w, n, out);
+    else ipx_mix_normalized(x, finals, mixw, k, h, w, n, [](float v) { return v; }, out);
+}
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _mix_library():
+    from kernel_harness import build_library
+    return build_library(MIX_SHIM, ("-O2", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off"))
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (1, 5), (2, 3), (5, 7), (20, 26), (31, 33)])
+@pytest.mark.parametrize("k", [0, 1, 3, 5])
+def test_simd_normalised_mix_equals_the_generic_one_bit_for_bit(h, w, k):
+    """ipx_mix_normalized_f32 (the CPU operator's float32 path) against the generic template, CHW and
+    HWC, on sizes where the vector loop runs not at all, partly and over almost everything."""
+    import ctypes
+    dll = _mix_library()
+    rng = np.random.default_rng(h * 100 + w + k)
+    x = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    finals = rng.integers(0, 256, (max(k, 1), h, w, 3), dtype=np.uint8)
+    weights = rng.dirichlet(np.ones(k)) if k else np.zeros(0)
+    mixw = np.concatenate([[0.0 if k == 0 else rng.uniform()], weights]).astype(np.float32)
+    mean = np.array([123.675, 116.28, 103.53], np.float32)
+    std = np.array([58.395, 57.12, 57.375], np.float32)
+    ptr = lambda a: ctypes.c_void_p(a.ctypes.data)
+    for chw in (1, 0):
+        fast, slow = (np.full(h * w * 3, np.nan, np.float32) for _ in range(2))
+        for flag, out in ((1, fast), (0, slow)):
+            dll.mix_c(flag, ptr(x), ptr(finals), ptr(mixw), k, h, w, ptr(mean), ptr(std), chw, ptr(out))
+        np.testing.assert_array_equal(fast.view(np.uint32), slow.view(np.uint32), err_msg=f"chw={chw}")
