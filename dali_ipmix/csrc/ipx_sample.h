@@ -378,21 +378,22 @@ static inline IpxNorm ipx_norm(const float* mean, const float* std, bool chw) {
 // ipx_run_sample_sparse's final mix written normalised: x (h x w x 3 uint8), finals the k chain images
 // of ipx_run_chains_sparse, mixw (1 + k); out (3 x h x w when norm.chw, else h x w x 3) of T, each
 // value passed through convert (float -> T). k = 0 with mixw = {0} writes x itself, normalised.
+// Pixels from `first` on only (the rest is written by the caller).
 template <typename T, typename Convert>
 static inline void ipx_mix_normalized(const unsigned char* x, const unsigned char* finals,
                                       const float* mixw, int k, int h, int w, const IpxNorm& norm,
-                                      Convert convert, T* out) {
+                                      Convert convert, T* out, long long first = 0) {
     const long long hw = (long long)h * w, hw3 = hw * 3;
     // Blocks of kBlock pixels: mixed and normalised in a float buffer with per-element mean and
     // 1 / std patterns (vectorisable), then stored in the output's layout and type.
-    enum { kBlock = 256 };
+    constexpr long long kBlock = 256;
     float buf[kBlock * 3], mean[kBlock * 3], inv[kBlock * 3];
     for (int i = 0; i < kBlock * 3; ++i) {
         mean[i] = norm.mean[i % 3];
         inv[i] = norm.inv_std[i % 3];
     }
     T* planes[3] = {out, out + hw, out + 2 * hw};
-    for (long long p0 = 0; p0 < hw; p0 += kBlock) {
+    for (long long p0 = first; p0 < hw; p0 += kBlock) {
         const int np = (int)(hw - p0 < kBlock ? hw - p0 : kBlock), n = np * 3;
         ipx_mix_span(x + p0 * 3, finals + p0 * 3, hw3, mixw, k, n, buf);
         for (int i = 0; i < n; ++i) buf[i] = (buf[i] - mean[i]) * inv[i];
@@ -436,6 +437,7 @@ static inline void ipx_mix_normalized_f32(const unsigned char* x, const unsigned
                                           float* out) {
     const long long hw = (long long)h * w, hw3 = hw * 3;
     long long p = 0;
+    (void)hw3;
 #if defined(__SSE2__)
     const float m = mixw[0], keep = 1.0f - m;
     const __m128 vkeep = _mm_set1_ps(keep), lo = _mm_setzero_ps(), hi = _mm_set1_ps(255.0f);
@@ -481,17 +483,8 @@ static inline void ipx_mix_normalized_f32(const unsigned char* x, const unsigned
         }
     }
 #endif
-    if (p == hw) return;
-    // The rest: the generic path on the tail pixels (same operations), written where they belong.
-    float buf[3 * 16];
-    for (long long q = p; q < hw; q += 16) {
-        const int np = (int)(hw - q < 16 ? hw - q : 16), n = np * 3;
-        ipx_mix_span(x + q * 3, finals + q * 3, hw3, mixw, k, n, buf);
-        for (int i = 0; i < n; ++i) buf[i] = (buf[i] - norm.mean[i % 3]) * norm.inv_std[i % 3];
-        for (int j = 0; j < np; ++j)
-            for (int c = 0; c < 3; ++c)
-                (norm.chw ? out[c * hw + q + j] : out[(q + j) * 3 + c]) = buf[j * 3 + c];
-    }
+    // The tail pixels: the generic path (the same operations).
+    ipx_mix_normalized(x, finals, mixw, k, h, w, norm, [](float v) { return v; }, out, p);
 }
 
 #endif  // DALI_IPMIX_IPX_SAMPLE_H
