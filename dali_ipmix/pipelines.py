@@ -226,10 +226,6 @@ def _mixing_pictures(mixing, preset: Preset, size, device, seeds, resize: bool =
                    crop_pos_y=fn.random.uniform(range=[0.0, 1.0], seed=seeds["mixing_crop_y"]))
 
 
-#: ``mixing_cache`` values of :func:`training_pipeline`.
-MIXING_CACHE_CHOICES = (None, True, False, "device")
-
-
 def _default_cache_limit() -> int:
     """Bytes ``mixing_cache=None`` may hold: ``MIXING_CACHE_MAX_BYTES``, and no more than a quarter of
     the host memory available now (several ranks on one node each hold a cache)."""
@@ -243,7 +239,8 @@ def _default_cache_limit() -> int:
 def _mixing_cache(files, sizes, side, mixing_cache, num_threads, device, device_id):
     """The decoded mixing set as ``mixing_cache`` asks (see :func:`training_pipeline`), or None;
     ``sizes``: the files' header sizes (None: not read)."""
-    if not any(mixing_cache is c for c in MIXING_CACHE_CHOICES) and mixing_cache != "device":
+    if not (mixing_cache is None or isinstance(mixing_cache, bool) or
+            (isinstance(mixing_cache, str) and mixing_cache == "device")):
         raise ValueError(f"mixing_cache={mixing_cache!r} is invalid: use None (cache in host memory when "
                          f"the decoded set takes at most {MIXING_CACHE_MAX_BYTES / 2**30:g} GiB), True "
                          "(host memory, any size), 'device' (GPU memory) or False (decode per sample)")
