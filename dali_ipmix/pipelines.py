@@ -177,7 +177,7 @@ def _read(paths):
 
 
 def _sources(feed, mixing: bool):
-    """The pipeline's inputs from ``feed``: encoded paths, labels int32 (1,) [, mixing paths, or the
+    """The pipeline's inputs from ``feed``: encoded paths, labels int32 (N, 1) [, mixing paths, or the
     decoded mixing pictures (HWC uint8) when the feed has a cache: from a second, GPU source when the
     cache is in GPU memory]. Taken without a copy: the feed's arrays live as long as it and never
     change."""
@@ -185,7 +185,7 @@ def _sources(feed, mixing: bool):
     layout = [None, None, "HWC" if feed.mixing_cache is not None else None][:n]
     out = fn.external_source(source=feed, num_outputs=n, batch=True, no_copy=True,
                              dtype=[types.UINT8, types.INT32, types.UINT8][:n], layout=layout)
-    if mixing and feed.on_device:   # made second: DALI calls it after feed, for the same batch
+    if mixing and feed.on_device:   # paired with the feed by call count (Feed.device_mixing)
         out = (*out, fn.external_source(source=feed.device_mixing, batch=True, device="gpu",
                                         no_copy=True, dtype=types.UINT8, layout="HWC"))
     return out
