@@ -7,8 +7,9 @@ Layout: both inputs are batches of HWC uint8 RGB images on the 0..255 scale, eve
 same H x W (crop before IPMix), ``mixing`` holding one mixing picture per sample of the same size.
 Outputs are HWC float32 on the 0..255 scale (not normalised), layout ``"HWC"``; or, with
 ``normalize=dict(mean=..., std=..., layout="CHW", dtype="float32")``, normalised as
-``fn.crop_mirror_normalize`` would: the native CPU operator then writes them so in its final-mix loop
-(no extra pass over the images), the other backends run ``fn.crop_mirror_normalize`` after IPMix. In JSD mode (``config.jsd``) the outputs are
+``fn.crop_mirror_normalize`` would: the native operator then writes them so in its final mix (no
+extra pass over the images, on the CPU and the GPU), the python backend runs
+``fn.crop_mirror_normalize`` after IPMix. In JSD mode (``config.jsd``) the outputs are
 ``(clean, view1, view2)``: the input as float32 and two independent IPMix views sharing the mixing picture.
 
 Two backends (``backend=``). ``"native"`` (the default when the plugin is built, see
@@ -191,8 +192,9 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
             every image output becomes ``(v - mean[c]) / std[c]`` (mean and std: 1 or 3 floats on the
             0..255 scale), in ``layout`` ``"CHW"`` (default) or ``"HWC"``, of ``dtype``
             ``"float32"`` (default) or ``"float16"``, exactly as ``fn.crop_mirror_normalize(...,
-            mean=mean, std=std, output_layout=layout)`` of the unnormalised output. Fused into the
-            native CPU operator's final mix; a separate ``crop_mirror_normalize`` elsewhere.
+            mean=mean, std=std, output_layout=layout)`` of the unnormalised output on the same
+            device. Fused into the native operator's final mix; a separate
+            ``crop_mirror_normalize`` after the python backend.
 
     Returns:
         One DataNode (float32 HWC, 0..255, or as ``normalize`` says), or with ``config.jsd`` a tuple
@@ -220,14 +222,13 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
         if device == "gpu":
             images, mixing = images.gpu(), mixing.gpu()
         extra = {} if seed is None else {"seed": int(seed)}
-        fused = norm is not None and device == "cpu"   # the GPU operator writes HWC float32 only
-        if fused:
+        if norm is not None:
             extra.update(mean=norm["mean"], std=norm["std"], output_layout=norm["layout"],
                          dtype=_DTYPES[norm["dtype"]])
         out = getattr(dali_fn, native.OPERATOR)(images, mixing, device=device, return_plan=return_plan,
                                                 **native.operator_args(config), **extra)
         out = tuple(out) if isinstance(out, (list, tuple)) else out
-        return out if norm is None or fused else _normalize_images(out, norm, 3 if config.jsd else 1)
+        return out
     if device == "gpu":
         if importlib.util.find_spec("cupy") is None:
             raise ImportError("fn.ipmix on the GPU runs IPMix with CuPy, which is not installed: "

@@ -360,7 +360,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
                                   cached=cache is not None)
         from . import native
         backend = native.default_backend() if backend is None else backend
-        # Normalised by fn.ipmix: in the native CPU operator's final mix (no pass of its own), else by
+        # Normalised by fn.ipmix: in the native operator's final mix (no pass of its own), else by
         # crop_mirror_normalize after it; the same values either way.
         views = ipmix(images, mixing, config=config, seed=seeds["ipmix"], device=device,
                       num_threads=pipe.num_threads, backend=backend, normalize=_normalization(dtype))

@@ -99,7 +99,7 @@ step throughput 260 "$PY" pipelines/bench_throughput.py --rows dali-gpu,ipmix-na
 # Where the pipeline's time goes: the same training pipeline in variants, on the data just generated.
 step profile 150 "$PY" pipelines/gpu_profile.py --data "$(ls -d "$CACHE"/jpeg_* | head -1)" \
   --mixing "$(ls -d "$CACHE"/fractals_*_jpeg | head -1)" --batches 30 --warmup 20 --threads "$WORKERS" \
-  --variants "${PROFILE_VARIANTS:-plain,cached,device,per-sample,k1t0,ceiling,ceiling1,nojsd}"
+  --variants "${PROFILE_VARIANTS:-plain,plain-fused,cached,unfused,device,per-sample,k1t0,ceiling,ceiling1,nojsd}"
 mem_s=$(( $(left) - 60 )); [ "$mem_s" -gt "$MEM_MAX_S" ] && mem_s=$MEM_MAX_S
 step memory $((mem_s + 50)) "$PY" pipelines/gpu_memory_check.py --batches "$MEM_BATCHES" \
   --max-seconds "$((mem_s > 10 ? mem_s : 10))" --threads "$WORKERS" --cache-dir "$CACHE" --json "$D/memory.json"

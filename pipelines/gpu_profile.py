@@ -2,9 +2,11 @@
 """Where the IPMix training pipeline's time goes: the same pipeline in variants, timed in one run.
 
 The rows, all timed in this one process: plain DALI (the benchmarks' plain pipeline through DALI's own
-iterator: the baseline the ratios are taken against) and the JSD training pipeline of
+iterator: the baseline the ratios are taken against; also with the training pipeline's way of
+decoding, ``decoders.image_random_crop`` + resize) and the JSD training pipeline of
 ``training_pipeline`` (ImageNet preset, 224 px, mixing pictures cached decoded in host memory) in
-variants that each change one thing: the cache in GPU memory (``mixing_cache="device"``); mixing
+variants that each change one thing: the normalisation as separate ``crop_mirror_normalize`` nodes
+after the operator instead of fused into it; the cache in GPU memory (``mixing_cache="device"``); mixing
 pictures decoded per sample (``mixing_cache=False``), then also from a PNG copy of the set (PNG is
 decoded on the CPU even by DALI's mixed decoder, JPEG on the GPU); IPMix's own work (``k=1, t=0``: the
 operator only mixes the clean image with itself); ceilings without mixing pictures at all (the IPMix
@@ -22,7 +24,8 @@ import warnings
 
 
 
-KEYS = ("plain", "cached", "device", "per-sample", "png", "k1t0", "ceiling", "ceiling1", "nojsd", "python")
+KEYS = ("plain", "plain-fused", "cached", "unfused", "device", "per-sample", "png", "k1t0", "ceiling",
+        "ceiling1", "nojsd", "python")
 
 
 def png_copy(src_dir, out_dir):
@@ -54,6 +57,26 @@ def without_mixing(make):
     return build
 
 
+def normalised_after(make):
+    """``make`` with the normalisation taken out of ``fn.ipmix`` and done by one
+    ``crop_mirror_normalize`` per output after it (the GPU pipeline before the operator fused it)."""
+    def build():
+        from dali_ipmix import fn as ipx_fn, pipelines
+        real = pipelines.ipmix
+
+        def unfused(*args, normalize, **kwargs):
+            out = real(*args, **kwargs)
+            norm = ipx_fn.normalize_args(normalize)
+            return tuple(ipx_fn.normalize_node(o, norm) for o in out) if isinstance(out, tuple) \
+                else ipx_fn.normalize_node(out, norm)
+        pipelines.ipmix = unfused
+        try:
+            return make()
+        finally:
+            pipelines.ipmix = real
+    return build
+
+
 def rate(next_batch, batches, warmup, device):
     """samples/s of ``batches`` calls of ``next_batch()`` (samples in the batch it fetched) after
     ``warmup`` calls; wall clock, the device synchronised at both ends."""
@@ -70,14 +93,15 @@ def ipmix_batches(make):
     return endless(IPMixIterator(make(), last_batch_policy="fill"), lambda out: out[1].shape[0])
 
 
-def plain_batches(data, batch_size, device, threads):
+def plain_batches(data, batch_size, device, threads, decode="full"):
     """``next_batch`` over the plain DALI pipeline of the benchmarks (full decode, random resized crop,
-    flip, normalise; no IPMix) through DALI's own PyTorch iterator: the baseline, in this process."""
+    flip, normalise; no IPMix) through DALI's own PyTorch iterator: the baseline, in this process.
+    ``decode="fused"``: decoders.image_random_crop + resize instead, as the training pipeline decodes."""
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
     from dali_ipmix._scripts.benchdata import endless, plain_dali_pipeline
     from dali_ipmix.files import list_image_folder
     files = list_image_folder(data, validate="none")
-    pipe = plain_dali_pipeline(files.files, files.labels, batch_size, 224, device, threads)
+    pipe = plain_dali_pipeline(files.files, files.labels, batch_size, 224, device, threads, decode=decode)
     it = DALIGenericIterator([pipe], ["images", "label"], reader_name="Reader",
                              last_batch_policy=LastBatchPolicy.FILL, auto_reset=True)
     return endless(it, lambda out: out[0]["label"].shape[0])
@@ -115,7 +139,10 @@ def main(argv=None):
     variants = {
         "plain": ("plain DALI", lambda: plain_batches(args.data, args.batch_size, args.device,
                                                                  args.threads)),
+        "plain-fused": ("  the same, decoded as ours", lambda: plain_batches(
+            args.data, args.batch_size, args.device, args.threads, decode="fused")),
         "cached": ("native jsd", variant(mixing, jsd, "native")),
+        "unfused": ("  normalised after the operator", normalised_after(variant(mixing, jsd, "native"))),
         "device": ("native jsd, cache in GPU memory", variant(mixing, jsd, "native", cache="device")),
         "per-sample": ("native jsd, decoded per sample", variant(mixing, jsd, "native", cache=False)),
         "png": ("  the same, PNG copy", variant(mixing_png, jsd, "native", cache=False)),

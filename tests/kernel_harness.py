@@ -23,7 +23,7 @@ import numpy as np
 from dali_ipmix.cuda_source import CSRC
 
 WRAPPERS = r"""
-#include "ipx_host.h"
+#include "ipx_sample.h"
 extern "C" {
 void ipx_prepare(const IpxStep* steps, int j, int t, int k, const unsigned char* in, int in_is_x,
                  const unsigned char* x, int h, int w, unsigned char* luts, long long n_chains) {
@@ -41,6 +41,11 @@ void ipx_mix(const unsigned char* x, const unsigned char* chains, const float* m
 void ipx_run_sample_c(const IpxStep* steps, const float* mixw, int k, int t, const unsigned char* x,
                       const unsigned char* z, int h, int w, unsigned char* scratch, float* out) {
     ipx_run_sample(steps, mixw, k, t, x, z, h, w, scratch, out);
+}
+void ipx_mix_norm_c(const unsigned char* x, const unsigned char* chains, const float* mixw,
+                    const float* mean, const float* std, int chw, float* out, int k, long long hw,
+                    long long total) {
+    ipx_mix_norm_host(x, chains, mixw, ipx_norm(mean, std, chw != 0), out, k, hw, total);
 }
 long long ipx_sample_scratch_bytes_c(int k, int h, int w) { return ipx_sample_scratch_bytes(k, h, w); }
 int ipx_op_code_c(int i) {
@@ -149,6 +154,24 @@ class HostDevice:
                 c_args.append(c_type(a))
         self.launches.append(name)
         getattr(self.dll, name)(*c_args)
+
+
+def mix_norm(x, chains, mixw, mean, std, chw):
+    """The native GPU operator's normalised image output (``ipx_mix_norm``, float32) on the host:
+    x (N, H, W, 3) uint8; chains (N * k, H, W, 3) uint8 and mixw (N, 1 + k) float32, or
+    ``chains=None`` for the images themselves (the clean output); mean and std 3 floats each.
+    Returns (N, 3, H, W) when ``chw`` else (N, H, W, 3) float32."""
+    n, h, w, _ = x.shape
+    k = 0 if chains is None else len(chains) // n
+    chains = x if chains is None else chains
+    mixw = np.zeros((n, 1), np.float32) if mixw is None else mixw
+    arrays = [np.ascontiguousarray(a, dtype) for a, dtype in
+              ((x, np.uint8), (chains, np.uint8), (mixw, np.float32), (mean, np.float32), (std, np.float32))]
+    out = np.empty((n, 3, h, w) if chw else (n, h, w, 3), np.float32)
+    ptr = lambda a: ctypes.c_void_p(a.ctypes.data)  # noqa: E731
+    library().ipx_mix_norm_c(*map(ptr, arrays), int(bool(chw)), ptr(out), k, ctypes.c_longlong(h * w),
+                             ctypes.c_longlong(out.size))
+    return out
 
 
 def run_sample(steps, mixw, k, t, x, z):

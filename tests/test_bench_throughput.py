@@ -78,3 +78,24 @@ def test_memory_check_cpu_mode(tmp_path):
     assert data["verdict"]["metric"] == "rss" and data["verdict"]["verdict"] in ("flat", "GROWS")
     assert proc.returncode == (0 if data["verdict"]["verdict"] == "flat" else 1), log[-4000:]
     assert "VERDICT" in log
+
+
+def test_gpu_profile_runs_every_variant_on_the_cpu(tmp_path):
+    """pipelines/gpu_profile.py (run on lent GPUs, where a broken variant costs device time) on the CPU:
+    every variant that exists on the CPU prints a speed and a ratio to plain DALI; the GPU-only one
+    prints its error instead of stopping the others."""
+    from script_data import make_imagefolder, make_mixing
+    data = make_imagefolder(tmp_path / "data", classes=2, train_per_class=4, val_per_class=0)
+    mixing = make_mixing(tmp_path / "mixing", n=4, size=64)
+    keys = "plain,plain-fused,cached,unfused,device,per-sample,k1t0,ceiling,ceiling1,nojsd"
+    proc, log = run_script(["pipelines/gpu_profile.py", "--data", data / "train", "--mixing", mixing,
+                            "--device", "cpu", "--batch-size", "4", "--batches", "1", "--warmup", "1",
+                            "--threads", "1", "--variants", keys], timeout=300)
+    assert proc.returncode == 0, log[-6000:]
+    table = log[log.index("samples/s, batch 4"):].splitlines()[1:]
+    assert len(table) == len(keys.split(",")), log[-3000:]
+    for line in table:
+        if "cache in GPU memory" in line:
+            assert "error: ValueError: mixing_cache='device' needs device='gpu'" in line
+        else:
+            assert "error" not in line and line.rstrip().endswith("x"), line

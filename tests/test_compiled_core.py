@@ -281,3 +281,63 @@ def test_per_sample_runner_without_steps():
     steps = np.zeros((0, len(STEP_FIELDS)), np.uint32)
     got = kernel_harness.run_sample(steps, mixw, 3, 0, x[0], z[0])
     np.testing.assert_allclose(got, x[0].astype(np.float32), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------- normalised output
+
+def fma_f32(v, mul, add):
+    """fmaf(v, mul, add) for float32 arrays, exactly as IEEE 754 (and CUDA) rounds it: once, to nearest
+    even. v * mul is exact in float64 (24 + 24 bits); the float64 sum's rounding error comes from
+    TwoSum, and decides the one case where rounding twice could differ (a float32 tie)."""
+    prod = v.astype(np.float64) * mul.astype(np.float64)
+    add = np.broadcast_to(add.astype(np.float64), prod.shape)
+    s = prod + add
+    bb = s - prod
+    err = (prod - (s - bb)) + (add - bb)
+    f = s.astype(np.float32)
+    lo = np.where(f.astype(np.float64) > s, np.nextafter(f, np.float32(-np.inf)), f)
+    hi = np.nextafter(lo, np.float32(np.inf))
+    tie = (lo.astype(np.float64) + hi.astype(np.float64)) / 2 == s
+    return np.where(tie & (err > 0), hi, np.where(tie & (err < 0), lo, f))
+
+
+def test_fma_reference_rounds_once():
+    v = np.array([1.0, 3.0, 255.0, 0.1], np.float32)
+    m = np.array([1.0 + 2 ** -23, 1.0 / 3, 0.017124753, 3.0], np.float32)
+    a = np.array([-1.0, -2.0, -2.117904, 2 ** -30], np.float32)
+    want = [float(np.float32(np.float64(x) * np.float64(y) + np.float64(z)))   # exact here in float64
+            for x, y, z in zip(v[:3], m[:3], a[:3])]
+    np.testing.assert_array_equal(fma_f32(v, m, a)[:3], np.array(want, np.float32))
+    # 0.1 * 3 + 2**-30: the float64 sum sits on a float32 tie only after rounding; the exact sum is above
+    assert fma_f32(v, m, a)[3] >= np.float32(np.float64(np.float32(0.1)) * 3)
+
+
+@pytest.mark.parametrize("chw", [True, False])
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_gpu_normalised_output_is_the_gpu_crop_mirror_normalize_of_the_mix(device, k, chw):
+    """ipx_mix_norm (the native GPU operator's fused output) equals DALI's GPU crop_mirror_normalize of
+    the plain output: fmaf(v, 1 / std, -mean / std) per channel, rounded once, in CHW or HWC; k == 0 is
+    the clean image. Values from ipx_mix (the plain output), the reference from exact arithmetic."""
+    n, h, w = 3, 9, 14
+    rng = np.random.default_rng(k)
+    x = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    chains = rng.integers(0, 256, (n * k, h, w, 3), dtype=np.uint8) if k else None
+    mixw = np.concatenate([rng.uniform(0, 1, (n, 1)), rng.dirichlet([1.0] * k, n)], 1).astype(np.float32) \
+        if k else None
+    mean = np.array([123.675, 116.28, 103.53], np.float32)
+    std = np.array([58.395, 57.12, 57.375], np.float32)
+    if k:
+        plain = np.empty((n, h, w, 3), np.float32)
+        device.launch("ipx_mix", 1, [x, chains, mixw, plain, np.int32(k), np.int64(h * w * 3),
+                                     np.int64(plain.size)])
+    else:
+        plain = x.astype(np.float32)
+    inv = (1.0 / std.astype(np.float64)).astype(np.float32)
+    want = fma_f32(plain, inv, -mean * inv)
+    want = want.transpose(0, 3, 1, 2) if chw else want
+    got = kernel_harness.mix_norm(x, chains, mixw, mean, std, chw)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    # (v - mean) / std in float64, for scale: the fused output is that within float32 rounding
+    exact = (plain.astype(np.float64) - mean) / std
+    np.testing.assert_allclose(got, exact.transpose(0, 3, 1, 2) if chw else exact, rtol=0, atol=1e-5)

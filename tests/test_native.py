@@ -20,6 +20,14 @@ pytestmark = pytest.mark.skipif(not native.available(),
                                 reason="native plugin not built (run ./scripts/setup.sh)")
 
 
+def _cuda():
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
 def run(images, mixing, config, seed=0, n_iter=1, num_threads=2, layout="HWC", **kw):
     """fn.ipmix(backend="native") in a CPU pipeline fed by external_source; per iteration a list of
     outputs, each a list of per-sample NumPy arrays."""
@@ -152,21 +160,28 @@ def test_gpu_operator_is_registered_when_nvcc_was_found():
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
 
+GPU = pytest.param("gpu", marks=[pytest.mark.cupy, pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")])
+
+
+@pytest.mark.parametrize("device", ["cpu", GPU])
 @pytest.mark.parametrize("layout, dtype", [("CHW", "float32"), ("HWC", "float32"), ("CHW", "float16")])
 @pytest.mark.parametrize("jsd", [True, False])
-def test_fused_normalisation_equals_crop_mirror_normalize(layout, dtype, jsd):
-    """normalize= writes what crop_mirror_normalize makes of the plain outputs of the same draws,
-    bit for bit (both compute (v - mean) * (1 / std) in float32); the plan outputs stay as they are."""
+def test_fused_normalisation_equals_crop_mirror_normalize(layout, dtype, jsd, device):
+    """normalize= writes what crop_mirror_normalize on the same device makes of the plain outputs of
+    the same draws, bit for bit (CPU: (v - mean) * (1 / std); GPU: fmaf(v, 1 / std, -mean / std));
+    the plan outputs stay as they are."""
     from nvidia.dali import types
     config = IPMixConfig.imagenet(jsd=jsd)
     x, z = photos(4, 20, 26), photos(4, 20, 26, seed=1)
     norm = dict(mean=MEAN, std=STD, layout=layout, dtype=dtype)
     images = 3 if jsd else 1
 
-    @pipeline_def(batch_size=4, num_threads=2, device_id=None)
+    @pipeline_def(batch_size=4, num_threads=2, device_id=0 if device == "gpu" else None)
     def pipe():
         a = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True)
         b = dali_fn.external_source(source=lambda: z, layout="HWC", batch=True)
+        if device == "gpu":
+            a, b = a.gpu(), b.gpu()
         plain = ipmix(a, b, config=config, seed=3, backend="native", return_plan=True)
         fused = ipmix(a, b, config=config, seed=3, backend="native", return_plan=True, normalize=norm)
         ref = [dali_fn.crop_mirror_normalize(
@@ -176,7 +191,7 @@ def test_fused_normalisation_equals_crop_mirror_normalize(layout, dtype, jsd):
     p = pipe()
     p.build()
     for _ in range(2):
-        outs = p.run()
+        outs = [o.as_cpu() if device == "gpu" else o for o in p.run()]
         n = len(outs) // 2
         for o in range(n):
             assert outs[n + o].layout() == outs[o].layout()
@@ -290,14 +305,6 @@ def test_bad_arguments_are_named():
 
 
 # ---------------------------------------------------------------------------------- GPU (device check)
-
-def _cuda():
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except Exception:
-        return False
-
 
 @pytest.mark.cupy   # run by pipelines/gpu_check.sh with the other GPU tests (needs no CuPy itself)
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")

@@ -45,17 +45,21 @@ def test_training_outputs_are_finite_normalised_chw(dali_tree, dali_mixing, dali
         assert labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1, 2}
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.cupy)])
 @pytest.mark.parametrize("backend, dtype", [("native", "float32"), ("native", "float16"),
                                             ("python", "float32")])
 def test_fused_normalisation_gives_the_tensors_of_crop_mirror_normalize(
-        monkeypatch, dali_tree, dali_mixing, dali_cpu, backend, dtype):
-    """The training pipeline normalises inside fn.ipmix (fused into the native CPU operator); the
-    batches equal those of IPMix followed by the pipelines' own crop_mirror_normalize."""
+        monkeypatch, dali_tree, dali_mixing, dali_cpu, backend, dtype, device):
+    """The training pipeline normalises inside fn.ipmix (fused into the native operator on either
+    device); the batches equal those of IPMix followed by the pipelines' own crop_mirror_normalize."""
     from dali_ipmix import native, pipelines
     if backend == "native" and not native.available():
         pytest.skip("native plugin not built")
+    if device == "gpu" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    where = dali_cpu if device == "cpu" else dict(device="gpu", num_threads=2)
     kwargs = dict(mixing_root=dali_mixing, batch_size=5, preset="imagenet", size=16, dtype=dtype,
-                  seed=7, backend=backend, **dali_cpu)
+                  seed=7, backend=backend, **where)
     fused = first_batches(training_pipeline(dali_tree[0], **kwargs), 2)
     ipmix = pipelines.ipmix
 

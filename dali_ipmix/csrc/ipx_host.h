@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ipx_core.cuh"
+#include "ipx_norm.cuh"
 
 // Per-channel histograms (3 x 256) and the grey-level sum of one h x w x 3 image.
 static inline void ipx_image_stats(const unsigned char* img, int h, int w, int* hist,
@@ -68,6 +69,13 @@ static inline void ipx_step_host(const IpxStep* steps, int j, int t, int k,
 static inline void ipx_mix_host(const unsigned char* x, const unsigned char* chains,
                                 const float* mixw, float* out, int k, long long hw3, long long total) {
     for (long long i = 0; i < total; ++i) ipx_mix_at(i, x, chains, mixw, out, k, hw3);
+}
+
+// The native GPU operator's normalised output (ipmix_op.cu's ipx_mix_norm), float32.
+static inline void ipx_mix_norm_host(const unsigned char* x, const unsigned char* chains,
+                                     const float* mixw, IpxNorm norm, float* out, int k, long long hw,
+                                     long long total) {
+    for (long long i = 0; i < total; ++i) out[i] = ipx_mix_norm_at(i, x, chains, mixw, k, hw, &norm);
 }
 
 // Bytes of scratch ipx_run_sample needs: two chain buffers of k images and 2 x 3 x 256 tables per chain.

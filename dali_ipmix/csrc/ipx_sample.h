@@ -355,21 +355,13 @@ static inline void ipx_run_sample_sparse(const IpxStep* steps, const float* mixw
 
 // ------------------------------------------------------------------ normalised output
 
-// Normalisation fused into the final mix: out = (v - mean[c]) * inv_std[c] for the mixed value v
-// (0..255) of channel c, as DALI's crop_mirror_normalize computes it (float32 subtraction, then a
-// multiplication by the reciprocal; inv_std[c] = (float)(1.0 / (double)std[c]), DALI's rounding).
-struct IpxNorm {
-    float mean[3];      // per channel, 0..255 scale
-    float inv_std[3];   // per channel, reciprocal of the standard deviation on the 0..255 scale
-    bool chw;           // planar output (3, h, w) instead of interleaved (h, w, 3)
-};
-
-// An IpxNorm from mean and std (3 floats each, 0..255 scale; std > 0).
+// An IpxNorm (ipx_core.cuh) from mean and std (3 floats each, 0..255 scale; std > 0).
 static inline IpxNorm ipx_norm(const float* mean, const float* std, bool chw) {
     IpxNorm n;
     for (int c = 0; c < 3; ++c) {
         n.mean[c] = mean[c];
         n.inv_std[c] = (float)(1.0 / (double)std[c]);
+        n.add[c] = -mean[c] * n.inv_std[c];
     }
     n.chw = chw;
     return n;

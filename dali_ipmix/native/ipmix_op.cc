@@ -73,7 +73,7 @@ IpxConfig ReadConfig(const OpSpec &spec) {
   return cfg;
 }
 
-OutputSpec ReadOutputSpec(const OpSpec &spec, bool gpu) {
+OutputSpec ReadOutputSpec(const OpSpec &spec) {
   OutputSpec out;
   auto mean = spec.GetRepeatedArgument<float>("mean");
   auto std = spec.GetRepeatedArgument<float>("std");
@@ -101,9 +101,6 @@ OutputSpec ReadOutputSpec(const OpSpec &spec, bool gpu) {
     std.assign(3, 1.0f);
   }
   out.norm = ipx_norm(mean.data(), std.data(), layout == "CHW");
-  if (out.fused && gpu)
-    Fail("arguments `mean`, `std`, `output_layout` and `dtype` are CPU only: on the GPU, normalise "
-         "the HWC float32 outputs afterwards (fn.crop_mirror_normalize)");
   return out;
 }
 
@@ -260,9 +257,9 @@ DALI_REGISTER_OPERATOR(IpmixNative, ::dali_ipmix::IpmixOp<::dali::CPUBackend>, :
 DALI_SCHEMA(IpmixNative)
     .DocStr(R"(IPMix (NeurIPS 2023) augmentation of HWC uint8 RGB images with per-sample mixing pictures.
 
-Outputs HWC float32 on 0..255: one view, or with ``jsd`` (clean, view1, view2). On the CPU, ``mean``
-and ``std`` (and ``output_layout``, ``dtype``) write every image output normalised instead, in the
-final-mix loop, as fn.crop_mirror_normalize of the default output would. With ``return_plan``
+Outputs HWC float32 on 0..255: one view, or with ``jsd`` (clean, view1, view2). ``mean`` and ``std``
+(and ``output_layout``, ``dtype``) write every image output normalised instead, in the final mix,
+as fn.crop_mirror_normalize of the default output would on the same device. With ``return_plan``
 each view adds two debug outputs: its plan record (float64) and its plan-table rows (uint32); see
 dali_ipmix.native. Prefer ``dali_ipmix.fn.ipmix(..., backend="native")``, which fills the arguments
 from an IPMixConfig.)")
@@ -289,12 +286,12 @@ from an IPMixConfig.)")
     .AddOptionalArg("jsd", "output (clean, view1, view2) instead of one view", false)
     .AddOptionalArg("return_plan", "add each view's plan record and table rows as outputs", false)
     .AddOptionalArg("mean",
-                    "CPU: write every image output normalised, (v - mean) / std per channel (1 or 3 "
+                    "write every image output normalised, (v - mean) / std per channel (1 or 3 "
                     "values, 0..255 scale; with `std`), as fn.crop_mirror_normalize computes it",
                     std::vector<float>{})
-    .AddOptionalArg("std", "CPU: per-channel standard deviation of the normalisation (1 or 3 values "
+    .AddOptionalArg("std", "per-channel standard deviation of the normalisation (1 or 3 values "
                     "> 0, 0..255 scale; with `mean`)", std::vector<float>{})
-    .AddOptionalArg("output_layout", "CPU: layout of the image outputs, \"HWC\" or \"CHW\"",
+    .AddOptionalArg("output_layout", "layout of the image outputs, \"HWC\" or \"CHW\"",
                     std::string("HWC"))
-    .AddOptionalTypeArg("dtype", "CPU: type of the image outputs, FLOAT or FLOAT16", DALI_FLOAT)
+    .AddOptionalTypeArg("dtype", "type of the image outputs, FLOAT or FLOAT16", DALI_FLOAT)
     .AddRandomSeedArg();

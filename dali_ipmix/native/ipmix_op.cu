@@ -5,14 +5,18 @@
 // dali_ipmix.table.TableExecutor launches them, per step j one ipx_prepare (min(N * k, 65535) blocks)
 // and one ipx_step, then ipx_mix. The kernels need one image size across the batch and contiguous
 // batches: inputs that are not one contiguous run of samples are gathered first, and the clean view
-// and the mix are written to a scratch buffer when the output is not one either. Launches per batch:
+// and the mix are written to a scratch buffer when the output is not one either. With `mean`/`std`
+// (or `output_layout`, `dtype`) the clean view and the mix write the normalised output directly
+// (ipx_mix_norm, as the GPU crop_mirror_normalize computes it). Launches per batch:
 // (1 if JSD) + views x (2 steps + 1), whatever N. Compile with --fmad=false.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "dali/core/convert.h"
 #include "dali/core/cuda_error.h"
+#include "dali/core/float16.h"
 #include "dali/kernels/dynamic_scratchpad.h"
 #include "ipmix_op.h"
 #include "ipx_kernels.cu"
@@ -36,6 +40,14 @@ __global__ void ipx_to_float(const unsigned char *in, float *out, int64_t total)
   IPX_LOOP(total) out[i] = in[i];
 }
 
+// The normalised image output of a batch (ipx_mix_norm_at): the final mix of the chains, or with
+// k == 0 the images themselves; T as crop_mirror_normalize converts its float result.
+template <typename T>
+__global__ void ipx_mix_norm(const unsigned char *x, const unsigned char *chains, const float *mixw,
+                             IpxNorm norm, T *out, int k, int64_t hw, int64_t total) {
+  IPX_LOOP(total) out[i] = ::dali::ConvertSat<T>(ipx_mix_norm_at(i, x, chains, mixw, k, hw, &norm));
+}
+
 // `bytes_per_sample`-byte samples of `list` as one contiguous device array: the list's own memory
 // when its samples already lie back to back, else a gathered copy in `scratch`.
 template <typename List>
@@ -54,24 +66,61 @@ const unsigned char *Contiguous(const List &list, int64_t bytes_per_sample,
   return dst;
 }
 
-// The output's samples as one float array when they lie back to back (the usual case), else a
-// scratch buffer that ScatterIfScratch copies out afterwards.
+// An image output whose n samples of `bytes` bytes each are written by one launch: straight into the
+// output when its samples lie back to back (the usual case), else into a scratch buffer that
+// Finish() copies out sample by sample.
 template <typename List>
-float *PackedOrScratch(List &out, int n, int64_t floats_per_sample, ::dali::kernels::Scratchpad &scratch) {
-  float *base = out.template mutable_tensor<float>(0);
-  for (int s = 1; s < n; ++s)
-    if (out.template mutable_tensor<float>(s) != base + s * floats_per_sample)
-      return scratch.AllocateGPU<float>(n * floats_per_sample);
-  return base;
-}
+class PackedOutput {
+ public:
+  PackedOutput(List &out, int n, int64_t bytes, ::dali::kernels::Scratchpad &scratch)
+      : out_(out), n_(n), bytes_(bytes) {
+    auto *base = static_cast<unsigned char *>(out.raw_mutable_tensor(0));
+    data_ = base;
+    for (int s = 1; s < n && data_ == base; ++s)
+      if (static_cast<unsigned char *>(out.raw_mutable_tensor(s)) != base + s * bytes)
+        data_ = scratch.AllocateGPU<unsigned char>(n * bytes);
+  }
 
+  template <typename T>
+  T *data() const { return reinterpret_cast<T *>(data_); }
+
+  void Finish(cudaStream_t stream) {
+    if (data_ == out_.raw_mutable_tensor(0)) return;
+    for (int s = 0; s < n_; ++s)
+      CUDA_CALL(cudaMemcpyAsync(out_.raw_mutable_tensor(s), data_ + s * bytes_, bytes_,
+                                cudaMemcpyDeviceToDevice, stream));
+  }
+
+ private:
+  List &out_;
+  int n_;
+  int64_t bytes_;
+  unsigned char *data_;
+};
+
+// One image output (the clean image when chains is null, else the final mix of the chains): HWC
+// float32 on 0..255, or normalised as `spec` says; one launch.
 template <typename List>
-void ScatterIfScratch(List &out, const float *result, int n, int64_t floats_per_sample,
-                      cudaStream_t stream) {
-  if (result == out.template mutable_tensor<float>(0)) return;
-  for (int s = 0; s < n; ++s)
-    CUDA_CALL(cudaMemcpyAsync(out.template mutable_tensor<float>(s), result + s * floats_per_sample,
-                              floats_per_sample * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+void WriteImages(const OutputSpec &spec, List &out, const unsigned char *x,
+                 const unsigned char *chains, const float *mixw, int k, int n, int64_t hw,
+                 ::dali::kernels::Scratchpad &scratch, cudaStream_t stream) {
+  const int64_t total = n * hw * 3;
+  const int64_t size = spec.type == DALI_FLOAT16 ? sizeof(::dali::float16) : sizeof(float);
+  PackedOutput<List> dst(out, n, hw * 3 * size, scratch);
+  if (!spec.fused && chains == nullptr) {
+    ipx_to_float<<<Blocks(total), kThreads, 0, stream>>>(x, dst.template data<float>(), total);
+  } else if (!spec.fused) {
+    ipx_mix<<<Blocks(total), kThreads, 0, stream>>>(x, chains, mixw, dst.template data<float>(), k,
+                                                     hw * 3, total);
+  } else if (spec.type == DALI_FLOAT16) {
+    ipx_mix_norm<<<Blocks(total), kThreads, 0, stream>>>(
+        x, chains, mixw, spec.norm, dst.template data<::dali::float16>(), chains ? k : 0, hw, total);
+  } else {
+    ipx_mix_norm<<<Blocks(total), kThreads, 0, stream>>>(
+        x, chains, mixw, spec.norm, dst.template data<float>(), chains ? k : 0, hw, total);
+  }
+  CUDA_CALL(cudaGetLastError());
+  dst.Finish(stream);
 }
 
 }  // namespace
@@ -82,23 +131,20 @@ void IpmixOp<GPUBackend>::RunImpl(Workspace &ws) {
   const auto &zin = ws.Input<GPUBackend>(1);
   const uint64_t batch = batch_++;
   const int n = xin.num_samples();
-  for (int o = 0; o < NumImageOutputs(); ++o) ws.Output<GPUBackend>(o).SetLayout("HWC");
+  const ::dali::TensorLayout layout = out_.norm.chw ? ::dali::TensorLayout("CHW")
+                                                    : ::dali::TensorLayout("HWC");
+  for (int o = 0; o < NumImageOutputs(); ++o) ws.Output<GPUBackend>(o).SetLayout(layout);
   if (n == 0) return;
   cudaStream_t stream = ws.stream();
   ::dali::kernels::DynamicScratchpad scratch(stream);
   const int k = cfg_.k, tt = cfg_.steps();
   const int h = sizes_[0].first, w = sizes_[0].second;
-  const int64_t hw3 = static_cast<int64_t>(h) * w * 3, chains = static_cast<int64_t>(n) * k;
+  const int64_t hw = static_cast<int64_t>(h) * w, hw3 = hw * 3, chains = static_cast<int64_t>(n) * k;
   const unsigned char *x = Contiguous(xin, hw3, scratch, stream);
   const unsigned char *z = Contiguous(zin, hw3, scratch, stream);
 
-  if (jsd_) {   // one launch over the batch, as for the views (a scratch copy when not contiguous)
-    auto &clean = ws.Output<GPUBackend>(0);
-    float *base = PackedOrScratch(clean, n, hw3, scratch);
-    ipx_to_float<<<Blocks(n * hw3), kThreads, 0, stream>>>(x, base, n * hw3);
-    CUDA_CALL(cudaGetLastError());
-    ScatterIfScratch(clean, base, n, hw3, stream);
-  }
+  if (jsd_)   // one launch over the batch, as for the views
+    WriteImages(out_, ws.Output<GPUBackend>(0), x, nullptr, nullptr, 0, n, hw, scratch, stream);
 
   const int64_t row_words = sizeof(IpxStep) / 4, rows_per_sample = static_cast<int64_t>(k) * tt;
   const int64_t table_words = n * rows_per_sample * row_words + static_cast<int64_t>(n) * (1 + k);
@@ -135,11 +181,7 @@ void IpmixOp<GPUBackend>::RunImpl(Workspace &ws) {
       src = dst;
       src_is_x = 0;
     }
-    auto &out = ws.Output<GPUBackend>(ViewOutput(v));
-    float *result = PackedOrScratch(out, n, hw3, scratch);
-    ipx_mix<<<Blocks(n * hw3), kThreads, 0, stream>>>(x, src, mixw, result, k, hw3, n * hw3);
-    CUDA_CALL(cudaGetLastError());
-    ScatterIfScratch(out, result, n, hw3, stream);
+    WriteImages(out_, ws.Output<GPUBackend>(ViewOutput(v)), x, src, mixw, k, n, hw, scratch, stream);
 
     if (return_plan_) {   // debug outputs: straight from the pinned table and the drawn records
       auto &rec = ws.Output<GPUBackend>(PlanOutput(v));

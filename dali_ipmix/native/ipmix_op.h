@@ -1,9 +1,10 @@
 // IpmixNative: IPMix as a native DALI operator (fn.ipmix_native; dali_ipmix.fn.ipmix(backend="native")).
 //
 // Inputs: images and mixing pictures, HWC uint8 RGB (0..255), sample i of both of one H x W (H, W >= 2).
-// Outputs: one view (HWC float32, 0..255), or with jsd (clean, view1, view2); on the CPU, with `mean`
-// and `std` (and/or `output_layout` "CHW", `dtype` float16) every image output is written normalised,
-// (v - mean[c]) / std[c] in the asked layout and type, in the final-mix loop; with return_plan, per
+// Outputs: one view (HWC float32, 0..255), or with jsd (clean, view1, view2); with `mean` and `std`
+// (and/or `output_layout` "CHW", `dtype` float16) every image output is written normalised,
+// (v - mean[c]) / std[c] in the asked layout and type, by the final mix (bit for bit what
+// crop_mirror_normalize on the same device makes of the plain output); with return_plan, per
 // view two more: the plan record (float64, ipx_plan.h's ipx_write_plan) and the plan-table rows the
 // view ran (uint32: k * max(t, 1) IpxStep rows of 26 words, then m and the k chain weights as float32).
 //
@@ -44,7 +45,7 @@ struct OutputSpec {
   IpxNorm norm{};
   ::dali::DALIDataType type = DALI_FLOAT;
 };
-OutputSpec ReadOutputSpec(const ::dali::OpSpec &spec, bool gpu);
+OutputSpec ReadOutputSpec(const ::dali::OpSpec &spec);
 
 // Checks the inputs of a batch; throws naming the input, the sample and the rule. Returns the
 // per-sample (H, W). `uniform` additionally requires one size across the batch (GPU).
@@ -69,7 +70,7 @@ class IpmixOp : public ::dali::Operator<Backend> {
         jsd_(spec.GetArgument<bool>("jsd")),
         return_plan_(spec.GetArgument<bool>("return_plan")),
         seed_(spec.GetArgument<int64_t>("seed")),
-        out_(ReadOutputSpec(spec, std::is_same<Backend, ::dali::GPUBackend>::value)) {}
+        out_(ReadOutputSpec(spec)) {}
 
   IpmixOp(const IpmixOp &) = delete;
   IpmixOp &operator=(const IpmixOp &) = delete;
