@@ -12,8 +12,11 @@ decoded on the CPU even by DALI's mixed decoder, JPEG on the GPU); IPMix's own w
 operator only mixes the clean image with itself); ceilings without mixing pictures at all (the IPMix
 node replaced by normalisation only, so DALI prunes the mixing pictures' read and decode: what any
 way of supplying mixing pictures faster could reach), with three outputs and with one (against plain
-DALI: the cost of the Python file feed); JSD off (one view); the python_function route. Rows are
-samples/s after warm-up, wall clock with a device sync, batch ``--batch-size``; ``--variants`` picks.
+DALI: the cost of the Python file feed); JSD off (one view); the python_function route. Two more
+rows time the input stage alone, on the CPU, no decoding: the training pipeline's feed (paths,
+labels and cached mixing pictures through ``external_source``, files read by ``fn.io.file.read``)
+against plain DALI's ``fn.readers.file``. Rows are samples/s after warm-up, wall clock with a device
+sync, batch ``--batch-size``; ``--variants`` picks.
 
     python pipelines/gpu_profile.py --data DIR --mixing DIR [--device gpu] [--batches 30] [--variants plain,cached,ceiling]
 """
@@ -25,7 +28,7 @@ import warnings
 
 
 KEYS = ("plain", "plain-fused", "cached", "unfused", "device", "per-sample", "png", "k1t0", "ceiling",
-        "ceiling1", "nojsd", "python")
+        "ceiling1", "nojsd", "python", "read-feed", "read-reader")
 
 
 def png_copy(src_dir, out_dir):
@@ -107,6 +110,49 @@ def plain_batches(data, batch_size, device, threads, decode="full"):
     return endless(it, lambda out: out[0]["label"].shape[0])
 
 
+def read_batches(data, mixing, batch_size, threads, feed):
+    """``next_batch`` of a CPU pipeline that only reads the data files (no decoding): through the
+    training pipeline's feed (``feed=True``: paths, labels and the decoded mixing set as
+    ``training_pipeline`` hands them to ``external_source``, files read with ``fn.io.file.read``), or
+    with ``fn.readers.file`` as plain DALI reads them."""
+    import math
+    from nvidia.dali import fn
+    from nvidia.dali.pipeline import Pipeline
+    from dali_ipmix import pipelines
+    from dali_ipmix.epochs import EpochPlan, Feed
+    from dali_ipmix.files import list_image_folder, list_mixing_images
+    from dali_ipmix.mixing_cache import MixingCache
+    files = list_image_folder(data, validate="none")
+    pipe = Pipeline(batch_size=batch_size, num_threads=threads, device_id=None, seed=0)
+    if not feed:
+        with pipe:
+            jpegs, labels = fn.readers.file(files=list(files.files), labels=list(files.labels),
+                                            shuffle_after_epoch=True, pad_last_batch=True)
+            pipe.set_outputs(jpegs.shape(), labels)
+        pipe.build()
+        return lambda: (pipe.run(), batch_size)[1]
+    mix_files = list_mixing_images(mixing, validate="none")
+    source = Feed(files.files, files.labels, mix_files, 3, mixing_cache=MixingCache.build(mix_files, 256, threads))
+    with pipe:
+        paths, labels, pictures = pipelines._sources(source, mixing=True)
+        pipe.set_outputs(pipelines._read(paths).shape(), labels, pictures.shape())
+    plan = EpochPlan(len(files), batch_size, 0, 1, "fill", shuffle_seed=1)
+    state = dict(epoch=0, left=0)
+
+    def next_batch():
+        if state["left"] < 4:   # keep batches queued beyond DALI's prefetch
+            epochs = math.ceil(64 / len(plan))
+            queued = [b for e in range(state["epoch"], state["epoch"] + epochs) for b in plan.batches(e)]
+            source.load(queued, state["epoch"])
+            state.update(epoch=state["epoch"] + epochs, left=len(queued))
+        pipe.run()
+        source.taken()
+        state["left"] -= 1
+        return batch_size
+    pipe.build()
+    return next_batch
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="ImageFolder tree of JPEGs")
@@ -151,6 +197,10 @@ def main(argv=None):
         "ceiling1": ("  one output, no mixing pictures", without_mixing(variant(mixing, one, "native"))),
         "nojsd": ("native no jsd", variant(mixing, one, "native")),
         "python": ("python jsd", variant(mixing, jsd, "python")),
+        "read-feed": ("input only: our feed + file read", lambda: read_batches(
+            args.data, mixing, args.batch_size, args.threads, feed=True)),
+        "read-reader": ("input only: fn.readers.file", lambda: read_batches(
+            args.data, mixing, args.batch_size, args.threads, feed=False)),
     }
     variants = [variants[k] for k in keys]
     rows = []
