@@ -5,7 +5,9 @@ The rows, all timed in this one process: plain DALI (the benchmarks' plain pipel
 iterator: the baseline the ratios are taken against; also with the training pipeline's way of
 decoding, ``decoders.image_random_crop`` + resize) and the JSD training pipeline of
 ``training_pipeline`` (ImageNet preset, 224 px, mixing pictures cached decoded in host memory) in
-variants that each change one thing: the normalisation as separate ``crop_mirror_normalize`` nodes
+variants that each change one thing: whole images decoded, then cropped (``RandomResizedCrop(decode=
+"full")``, as plain DALI does) instead of decoding the crop's region only; the normalisation as
+separate ``crop_mirror_normalize`` nodes
 after the operator instead of fused into it; the cache in GPU memory (``mixing_cache="device"``); mixing
 pictures decoded per sample (``mixing_cache=False``), then also from a PNG copy of the set (PNG is
 decoded on the CPU even by DALI's mixed decoder, JPEG on the GPU); IPMix's own work (``k=1, t=0``: the
@@ -27,7 +29,7 @@ import warnings
 
 
 
-KEYS = ("plain", "plain-fused", "cached", "unfused", "device", "per-sample", "png", "k1t0", "ceiling",
+KEYS = ("plain", "plain-fused", "cached", "full-decode", "unfused", "device", "per-sample", "png", "k1t0", "ceiling",
         "ceiling1", "nojsd", "python", "read-feed", "read-reader")
 
 
@@ -175,9 +177,16 @@ def main(argv=None):
     mixing = args.mixing
     mixing_png = png_copy(mixing, mixing.rstrip("/") + "_png") if "png" in keys else None
 
-    def variant(mixing, config, backend, cache=None):
+    if "full-decode" in keys:
+        import dataclasses
+        from dali_ipmix import presets
+        presets.register(dataclasses.replace(presets.IMAGENET, name="imagenet-full-decode",
+                                             train_crop=presets.RandomResizedCrop(decode="full")),
+                         replace=True)
+
+    def variant(mixing, config, backend, cache=None, preset="imagenet"):
         return lambda: ipmix_batches(lambda: training_pipeline(
-            args.data, mixing_root=mixing, batch_size=args.batch_size, preset="imagenet", size=224,
+            args.data, mixing_root=mixing, batch_size=args.batch_size, preset=preset, size=224,
             config=config, device=args.device, num_threads=args.threads, seed=0, backend=backend,
             mixing_cache=cache))
     jsd, light = IPMixConfig.imagenet(), IPMixConfig.imagenet(k=1, t=0)
@@ -188,6 +197,8 @@ def main(argv=None):
         "plain-fused": ("  the same, decoded as ours", lambda: plain_batches(
             args.data, args.batch_size, args.device, args.threads, decode="fused")),
         "cached": ("native jsd", variant(mixing, jsd, "native")),
+        "full-decode": ("  whole images decoded, then cropped", variant(mixing, jsd, "native",
+                                                                       preset="imagenet-full-decode")),
         "unfused": ("  normalised after the operator", normalised_after(variant(mixing, jsd, "native"))),
         "device": ("native jsd, cache in GPU memory", variant(mixing, jsd, "native", cache="device")),
         "per-sample": ("native jsd, decoded per sample", variant(mixing, jsd, "native", cache=False)),
