@@ -17,7 +17,7 @@
 # MEM_BATCHES (1000), MEM_MAX_S (150: the memory check stops early after this many seconds),
 # PLAIN_DECODE (full: the plain DALI baseline decodes whole images; fused: decode-and-crop, as dali-ipmix),
 # SKIP (space-separated step names to leave out, e.g. "bench_core host_profile"), PROFILE_VARIANTS (the
-# profile's rows: plain,plain-fused,cached,full-decode,unfused,device,per-sample,k1t0,ceiling,ceiling1,
+# profile's rows: plain,plain-fused,cached,full-decode,prefetch3,unfused,device,per-sample,k1t0,ceiling,ceiling1,
 # nojsd,read-feed,read-reader; see gpu_profile.py).
 # Writes 5 files to OUT_DIR (the device tool returns at most 8, so a caller may add its own two):
 # steps.log (every step's output, in order), bench_core.json, throughput.json, memory.json, summary.txt.
@@ -100,7 +100,7 @@ step throughput 260 "$PY" pipelines/bench_throughput.py --rows dali-gpu,ipmix-na
 # Where the pipeline's time goes: the same training pipeline in variants, on the data just generated.
 step profile 200 "$PY" pipelines/gpu_profile.py --data "$(ls -d "$CACHE"/jpeg_* | head -1)" \
   --mixing "$(ls -d "$CACHE"/fractals_*_jpeg | head -1)" --batches 30 --warmup 20 --threads "$WORKERS" \
-  --variants "${PROFILE_VARIANTS:-plain,plain-fused,cached,full-decode,unfused,device,per-sample,k1t0,ceiling,ceiling1,nojsd,read-feed,read-reader}"
+  --variants "${PROFILE_VARIANTS:-plain,plain-fused,cached,full-decode,prefetch3,unfused,device,per-sample,k1t0,ceiling,ceiling1,nojsd,read-feed,read-reader}"
 mem_s=$(( $(left) - 60 )); [ "$mem_s" -gt "$MEM_MAX_S" ] && mem_s=$MEM_MAX_S
 step memory $((mem_s + 50)) "$PY" pipelines/gpu_memory_check.py --batches "$MEM_BATCHES" \
   --max-seconds "$((mem_s > 10 ? mem_s : 10))" --threads "$WORKERS" --cache-dir "$CACHE" --json "$D/memory.json"

@@ -6,9 +6,9 @@ iterator: the baseline the ratios are taken against; also with the training pipe
 decoding, ``decoders.image_random_crop`` + resize) and the JSD training pipeline of
 ``training_pipeline`` (ImageNet preset, 224 px, mixing pictures cached decoded in host memory) in
 variants that each change one thing: whole images decoded, then cropped (``RandomResizedCrop(decode=
-"full")``, as plain DALI does) instead of decoding the crop's region only; the normalisation as
-separate ``crop_mirror_normalize`` nodes
-after the operator instead of fused into it; the cache in GPU memory (``mixing_cache="device"``); mixing
+"full")``, as plain DALI does) instead of decoding the crop's region only; a prefetch queue of
+three batches instead of two; the normalisation as separate ``crop_mirror_normalize`` nodes after
+the operator instead of fused into it; the cache in GPU memory (``mixing_cache="device"``); mixing
 pictures decoded per sample (``mixing_cache=False``), then also from a PNG copy of the set (PNG is
 decoded on the CPU even by DALI's mixed decoder, JPEG on the GPU); IPMix's own work (``k=1, t=0``: the
 operator only mixes the clean image with itself); ceilings without mixing pictures at all (the IPMix
@@ -29,7 +29,7 @@ import warnings
 
 
 
-KEYS = ("plain", "plain-fused", "cached", "full-decode", "unfused", "device", "per-sample", "png", "k1t0", "ceiling",
+KEYS = ("plain", "plain-fused", "cached", "full-decode", "prefetch3", "unfused", "device", "per-sample", "png", "k1t0", "ceiling",
         "ceiling1", "nojsd", "python", "read-feed", "read-reader")
 
 
@@ -184,11 +184,11 @@ def main(argv=None):
                                              train_crop=presets.RandomResizedCrop(decode="full")),
                          replace=True)
 
-    def variant(mixing, config, backend, cache=None, preset="imagenet"):
+    def variant(mixing, config, backend, cache=None, preset="imagenet", prefetch=2):
         return lambda: ipmix_batches(lambda: training_pipeline(
             args.data, mixing_root=mixing, batch_size=args.batch_size, preset=preset, size=224,
             config=config, device=args.device, num_threads=args.threads, seed=0, backend=backend,
-            mixing_cache=cache))
+            mixing_cache=cache, prefetch_queue_depth=prefetch))
     jsd, light = IPMixConfig.imagenet(), IPMixConfig.imagenet(k=1, t=0)
     one = IPMixConfig.imagenet(jsd=False)
     variants = {
@@ -199,6 +199,7 @@ def main(argv=None):
         "cached": ("native jsd", variant(mixing, jsd, "native")),
         "full-decode": ("  whole images decoded, then cropped", variant(mixing, jsd, "native",
                                                                        preset="imagenet-full-decode")),
+        "prefetch3": ("  prefetch queue of 3 batches", variant(mixing, jsd, "native", prefetch=3)),
         "unfused": ("  normalised after the operator", normalised_after(variant(mixing, jsd, "native"))),
         "device": ("native jsd, cache in GPU memory", variant(mixing, jsd, "native", cache="device")),
         "per-sample": ("native jsd, decoded per sample", variant(mixing, jsd, "native", cache=False)),

@@ -87,7 +87,7 @@ def test_gpu_profile_runs_every_variant_on_the_cpu(tmp_path):
     from script_data import make_imagefolder, make_mixing
     data = make_imagefolder(tmp_path / "data", classes=2, train_per_class=4, val_per_class=0)
     mixing = make_mixing(tmp_path / "mixing", n=4, size=64)
-    keys = "plain,plain-fused,cached,full-decode,unfused,device,per-sample,k1t0,ceiling,ceiling1,nojsd,read-feed,read-reader"
+    keys = "plain,plain-fused,cached,full-decode,prefetch3,unfused,device,per-sample,k1t0,ceiling,ceiling1,nojsd,read-feed,read-reader"
     proc, log = run_script(["pipelines/gpu_profile.py", "--data", data / "train", "--mixing", mixing,
                             "--device", "cpu", "--batch-size", "4", "--batches", "1", "--warmup", "1",
                             "--threads", "1", "--variants", keys], timeout=300)
