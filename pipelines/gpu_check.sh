@@ -152,5 +152,14 @@ if tp:
                  else f"{r['status']}: {r.get('note', '')}"))
     for t in tp.get("targets", []):
         print("  " + t)
+try:   # the profile's whole table (its last lines), for the reader of summary.txt alone
+    lines = open(os.path.join(logs, "profile.log")).read().splitlines()
+    head = max(i for i, l in enumerate(lines) if l.startswith("samples/s, batch"))
+    print("profile (" + lines[head] + "):")
+    for l in lines[head + 1:]:
+        if l.strip():
+            print(l)
+except (OSError, ValueError):
+    pass
 PY
 rm -rf "$LOGS"
