@@ -185,7 +185,8 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
             over (0 = one per core); the native operator uses the pipeline's thread pool instead.
         backend: ``"native"`` (the DALI plugin; an error naming the build command when it is not
             built), ``"python"`` (python_function: NumPy on the CPU, CuPy on the GPU), or ``None``:
-            native when built, else python (:func:`dali_ipmix.native.default_backend`).
+            native when built (on the GPU: with its GPU operator), else python
+            (:func:`dali_ipmix.native.default_backend`).
         return_plan: native only: also return, per view, its plan record and plan-table rows
             (see :mod:`dali_ipmix.native`; ``native.plan_from_records`` makes an ``IPMixPlan``).
         normalize: None (outputs HWC float32, 0..255), or ``dict(mean=, std=, layout=, dtype=)``:
@@ -202,17 +203,17 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
     """
     from . import native
     config = IPMixConfig.imagenet() if config is None else config
-    backend = native.default_backend() if backend is None else backend
-    if backend not in ("native", "python"):
-        raise ValueError(f"backend={backend!r} is invalid: use 'native', 'python' or None")
-    if return_plan and backend != "native":
-        raise ValueError("return_plan=True needs backend='native' (the python backend keeps its plan "
-                         "inside ipmix_batch(..., return_plan=True))")
     on_gpu = [getattr(node, "device", "cpu") == "gpu" for node in (images, mixing)]
     if device is None:
         device = "gpu" if any(on_gpu) else "cpu"
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device={device!r} is invalid: use 'cpu' or 'gpu'")
+    backend = native.default_backend(device) if backend is None else backend
+    if backend not in ("native", "python"):
+        raise ValueError(f"backend={backend!r} is invalid: use 'native', 'python' or None")
+    if return_plan and backend != "native":
+        raise ValueError("return_plan=True needs backend='native' (the python backend keeps its plan "
+                         "inside ipmix_batch(..., return_plan=True))")
     if device == "cpu" and any(on_gpu):
         raise ValueError("ipmix: device='cpu' but an input is on the GPU; DALI cannot move data "
                          "back to the CPU inside a pipeline, use device='gpu'")
@@ -220,6 +221,7 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
     if backend == "native":
         native.load()
         if device == "gpu":
+            native.require_gpu_operator()
             images, mixing = images.gpu(), mixing.gpu()
         extra = {} if seed is None else {"seed": int(seed)}
         if norm is not None:

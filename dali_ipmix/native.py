@@ -25,8 +25,8 @@ from .config import IPMixConfig
 from .plan import IPMixPlan
 from .table import OP_CODES, STEP_FIELDS
 
-__all__ = ["OPERATOR", "library_path", "available", "default_backend", "load", "operator_args", "plan_from_records",
-           "split_table", "RECORD_FIELDS", "NotBuiltError"]
+__all__ = ["OPERATOR", "library_path", "available", "default_backend", "has_gpu_operator", "require_gpu_operator",
+           "load", "operator_args", "plan_from_records", "split_table", "RECORD_FIELDS", "NotBuiltError"]
 
 OPERATOR = "ipmix_native"                 # the fn.* name of the IpmixNative schema
 LIBRARY = "libdali_ipmix_native.so"
@@ -60,13 +60,34 @@ def available() -> bool:
     return library_path() is not None
 
 
-def default_backend() -> str:
+def default_backend(device: str = "cpu") -> str:
     """``fn.ipmix``'s backend when none is given: ``$DALI_IPMIX_BACKEND`` if set, else ``"native"``
-    when the plugin is built, else ``"python"``."""
+    when the plugin is built (for ``device="gpu"``: with its GPU operator), else ``"python"``."""
     chosen = os.environ.get("DALI_IPMIX_BACKEND")
     if chosen:
         return chosen
-    return "native" if available() else "python"
+    if not available():
+        return "python"
+    return "native" if device != "gpu" or has_gpu_operator() else "python"
+
+
+def has_gpu_operator() -> bool:
+    """Whether the built plugin has the GPU operator (CMake builds it when it finds ``nvcc``); loads
+    the plugin. False when the plugin is not built."""
+    if not available():
+        return False
+    load()
+    from nvidia.dali import backend
+    return "IpmixNative" in backend.RegisteredGPUOps()
+
+
+def require_gpu_operator():
+    """Raises :class:`NotBuiltError` naming the fix when the plugin has no GPU operator."""
+    if not has_gpu_operator():
+        raise NotBuiltError(
+            f"backend='native' on the GPU needs the plugin's GPU operator, but {library_path()} was "
+            "built without it (CMake found no CUDA compiler). Rebuild where nvcc is found (e.g. "
+            "CUDACXX=/usr/local/cuda/bin/nvcc ./scripts/setup.sh), or use backend='python' (CuPy)")
 
 
 def load() -> str:

@@ -359,7 +359,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         mixing = _mixing_pictures(mix_paths, recipe, size, device, seeds, resize=mixing_resize,
                                   cached=cache is not None)
         from . import native
-        backend = native.default_backend() if backend is None else backend
+        backend = native.default_backend(device) if backend is None else backend
         # Normalised by fn.ipmix: in the native operator's final mix (no pass of its own), else by
         # crop_mirror_normalize after it; the same values either way.
         views = ipmix(images, mixing, config=config, seed=seeds["ipmix"], device=device,

@@ -139,6 +139,19 @@ def test_fn_defaults_to_native_when_built(monkeypatch):
     assert native.default_backend() == "python"
 
 
+def test_gpu_default_needs_the_gpu_operator(monkeypatch):
+    """On the GPU the default is native only when the plugin has its GPU operator (built where CMake
+    found nvcc); asked for explicitly without it, the error names the rebuild and the python backend."""
+    monkeypatch.delenv("DALI_IPMIX_BACKEND", raising=False)
+    monkeypatch.setattr(native, "has_gpu_operator", lambda: False)
+    assert native.default_backend("gpu") == "python"
+    assert native.default_backend("cpu") == "native"
+    with pytest.raises(native.NotBuiltError, match="built without it .*nvcc.*backend='python'"):
+        native.require_gpu_operator()
+    monkeypatch.setattr(native, "has_gpu_operator", lambda: True)
+    assert native.default_backend("gpu") == "native"
+
+
 def test_not_built_gives_the_build_command(monkeypatch):
     monkeypatch.setattr(native, "_loaded", None)
     monkeypatch.setattr(native, "library_path", lambda: None)
