@@ -44,42 +44,46 @@ def png_copy(src_dir, out_dir):
     return out_dir
 
 
-def without_mixing(make):
-    """``make`` with ``fn.ipmix`` replaced by normalisation of the clean image (per output view): the
-    mixing pictures then feed no output, and DALI leaves their read and decode out of the graph."""
+def with_ipmix(make, replace):
+    """``make`` with the training pipeline's ``fn.ipmix`` swapped, while it builds the graph, for
+    ``replace(real_ipmix)`` (a function with ``fn.ipmix``'s signature)."""
     def build():
-        from dali_ipmix import fn as ipx_fn, pipelines
+        from dali_ipmix import pipelines
         real = pipelines.ipmix
-
-        def clean_only(images, mixing, *, config, normalize, **_):
-            out = ipx_fn.normalize_node(images, ipx_fn.normalize_args(normalize))
-            return (out, out, out) if config.jsd else out
-        pipelines.ipmix = clean_only
+        pipelines.ipmix = replace(real)
         try:
             return make()
         finally:
             pipelines.ipmix = real
     return build
+
+
+def without_mixing(make):
+    """``make`` with ``fn.ipmix`` replaced by normalisation of the clean image (per output view): the
+    mixing pictures then feed no output, and DALI leaves their read and decode out of the graph."""
+    from dali_ipmix import fn as ipx_fn
+
+    def clean_only(real):
+        def ipmix(images, mixing, *, config, normalize, **_):
+            out = ipx_fn.normalize_node(images, ipx_fn.normalize_args(normalize))
+            return (out, out, out) if config.jsd else out
+        return ipmix
+    return with_ipmix(make, clean_only)
 
 
 def normalised_after(make):
     """``make`` with the normalisation taken out of ``fn.ipmix`` and done by one
     ``crop_mirror_normalize`` per output after it (the GPU pipeline before the operator fused it)."""
-    def build():
-        from dali_ipmix import fn as ipx_fn, pipelines
-        real = pipelines.ipmix
+    from dali_ipmix import fn as ipx_fn
 
-        def unfused(*args, normalize, **kwargs):
+    def unfused(real):
+        def ipmix(*args, normalize, **kwargs):
             out = real(*args, **kwargs)
             norm = ipx_fn.normalize_args(normalize)
             return tuple(ipx_fn.normalize_node(o, norm) for o in out) if isinstance(out, tuple) \
                 else ipx_fn.normalize_node(out, norm)
-        pipelines.ipmix = unfused
-        try:
-            return make()
-        finally:
-            pipelines.ipmix = real
-    return build
+        return ipmix
+    return with_ipmix(make, unfused)
 
 
 def rate(next_batch, batches, warmup, device):
@@ -112,11 +116,11 @@ def plain_batches(data, batch_size, device, threads, decode="full"):
     return endless(it, lambda out: out[0]["label"].shape[0])
 
 
-def read_batches(data, mixing, batch_size, threads, feed):
+def read_batches(data, mixing, batch_size, threads, feed, count):
     """``next_batch`` of a CPU pipeline that only reads the data files (no decoding): through the
     training pipeline's feed (``feed=True``: paths, labels and the decoded mixing set as
     ``training_pipeline`` hands them to ``external_source``, files read with ``fn.io.file.read``), or
-    with ``fn.readers.file`` as plain DALI reads them."""
+    with ``fn.readers.file`` as plain DALI reads them. ``count``: the calls it will get."""
     import math
     from nvidia.dali import fn
     from nvidia.dali.pipeline import Pipeline
@@ -139,17 +143,13 @@ def read_batches(data, mixing, batch_size, threads, feed):
         paths, labels, pictures = pipelines._sources(source, mixing=True)
         pipe.set_outputs(pipelines._read(paths).shape(), labels, pictures.shape())
     plan = EpochPlan(len(files), batch_size, 0, 1, "fill", shuffle_seed=1)
-    state = dict(epoch=0, left=0)
+    # Every batch the row can ask for, with DALI's prefetch on top, queued once.
+    epochs = math.ceil((count + 8) / len(plan))
+    source.load([b for e in range(epochs) for b in plan.batches(e)], 0)
 
     def next_batch():
-        if state["left"] < 4:   # keep batches queued beyond DALI's prefetch
-            epochs = math.ceil(64 / len(plan))
-            queued = [b for e in range(state["epoch"], state["epoch"] + epochs) for b in plan.batches(e)]
-            source.load(queued, state["epoch"])
-            state.update(epoch=state["epoch"] + epochs, left=len(queued))
         pipe.run()
         source.taken()
-        state["left"] -= 1
         return batch_size
     pipe.build()
     return next_batch
@@ -210,9 +210,9 @@ def main(argv=None):
         "nojsd": ("native no jsd", variant(mixing, one, "native")),
         "python": ("python jsd", variant(mixing, jsd, "python")),
         "read-feed": ("input only: our feed + file read", lambda: read_batches(
-            args.data, mixing, args.batch_size, args.threads, feed=True)),
+            args.data, mixing, args.batch_size, args.threads, True, args.warmup + args.batches)),
         "read-reader": ("input only: fn.readers.file", lambda: read_batches(
-            args.data, mixing, args.batch_size, args.threads, feed=False)),
+            args.data, mixing, args.batch_size, args.threads, False, args.warmup + args.batches)),
     }
     variants = [variants[k] for k in keys]
     rows = []
