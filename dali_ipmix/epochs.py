@@ -7,11 +7,16 @@ bytes with ``fn.io.file.read`` and plain file I/O). Owning the plan is what make
 - Epoch ``e`` of a shuffled data set is the permutation drawn from ``(shuffle_seed, e)``: the same on
   every shard (so the shards are disjoint), independent of how earlier epochs went, so a run resumed
   at epoch ``e`` reads exactly what an uninterrupted run reads in its epoch ``e``.
-- Shard ``s`` of ``n`` takes positions ``[s * N // n, (s + 1) * N // n)`` of the epoch's order
-  (sizes differ by at most one sample). Unshuffled (validation) data keep the listed order.
+- Shard ``s`` of ``n`` takes positions ``s, s + n, s + 2n, ...`` of the epoch's order (sizes differ
+  by at most one sample), so step ``i`` of ``n`` shards with batches of ``B`` reads the positions
+  that step ``i`` of one process with batches of ``n * B`` reads. Unshuffled (validation) data keep
+  the listed order.
+- Every random decision about a sample is keyed by its position (:mod:`dali_ipmix.keys`): together
+  with the interleaved shards, a seed gives the same samples, augmented the same way, whatever the
+  shard layout, batch split, thread count, or epoch a run was resumed at.
 - The last-batch policy shapes the batches (see :data:`POLICIES`); a batch is never empty.
-- The mixing picture of every sample is drawn from ``(mixing_seed, e)`` too, uniformly with
-  replacement, so it is also the same after a resume.
+- The mixing picture of every sample is drawn uniformly with replacement from the key
+  ``(mixing_seed, e, position)``, so it is also the same after a resume or in another layout.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["POLICIES", "EpochPlan", "shard_bounds", "Feed"]
+from .keys import STREAM_MIXING, sample_keys, uniforms
+
+__all__ = ["POLICIES", "EpochPlan", "shard_positions", "Feed"]
 
 #: ``partial``: every sample of the shard exactly once, the last batch may be short (and shards may
 #: differ by one batch). ``drop``: only full batches, the same number on every shard
@@ -33,9 +40,10 @@ __all__ = ["POLICIES", "EpochPlan", "shard_bounds", "Feed"]
 POLICIES = ("partial", "drop", "fill")
 
 
-def shard_bounds(num_samples: int, shard_id: int, num_shards: int) -> Tuple[int, int]:
-    """``[start, stop)`` of shard ``shard_id`` in an epoch's order of ``num_samples`` samples."""
-    return shard_id * num_samples // num_shards, (shard_id + 1) * num_samples // num_shards
+def shard_positions(num_samples: int, shard_id: int, num_shards: int) -> np.ndarray:
+    """Positions in an epoch's order of ``num_samples`` samples that shard ``shard_id`` reads,
+    int64: every ``num_shards``-th from ``shard_id``."""
+    return np.arange(shard_id, num_samples, num_shards, dtype=np.int64)
 
 
 class EpochPlan:
@@ -56,8 +64,7 @@ class EpochPlan:
         self.num_samples, self.batch_size = int(num_samples), int(batch_size)
         self.shard_id, self.num_shards = int(shard_id), int(num_shards)
         self.policy, self.shuffle_seed = policy, shuffle_seed
-        start, stop = shard_bounds(self.num_samples, self.shard_id, self.num_shards)
-        self.shard_size = stop - start
+        self.shard_size = len(shard_positions(self.num_samples, self.shard_id, self.num_shards))
         if policy == "partial":
             self.length = math.ceil(self.shard_size / self.batch_size)
         elif policy == "drop":
@@ -76,21 +83,38 @@ class EpochPlan:
         rng = np.random.default_rng([int(self.shuffle_seed), int(epoch)])
         return rng.permutation(self.num_samples).astype(np.int64)
 
-    def shard_indices(self, epoch: int) -> np.ndarray:
-        """This shard's sample indices in epoch ``epoch``, after the last-batch policy, int64."""
-        start, stop = shard_bounds(self.num_samples, self.shard_id, self.num_shards)
-        mine = self.order(epoch)[start:stop]
+    def positions(self, epoch: int) -> np.ndarray:
+        """This shard's positions in epoch ``epoch``'s order after the last-batch policy, int64.
+        ``fill``'s repeats get positions past the data set (``num_samples + shard_id + num_shards *
+        r`` for the ``r``-th repeat), so that no two occurrences share a position, hence a key."""
+        mine = shard_positions(self.num_samples, self.shard_id, self.num_shards)
         if self.policy == "partial":
             return mine
         want = self.length * self.batch_size
         if self.policy == "drop":
             return mine[:want]
-        return np.resize(mine, want)   # repeats the shard's own samples from its start
+        extra = np.arange(max(0, want - len(mine)), dtype=np.int64)
+        return np.concatenate([mine, self.num_samples + self.shard_id + self.num_shards * extra])
+
+    def shard_indices(self, epoch: int) -> np.ndarray:
+        """This shard's sample indices in epoch ``epoch``, after the last-batch policy, int64 (``fill``
+        repeats the shard's own samples from its start)."""
+        mine = shard_positions(self.num_samples, self.shard_id, self.num_shards)
+        pos = self.positions(epoch)
+        if self.policy == "fill":   # a repeat reads the shard's r-th sample again
+            pos = mine[np.arange(len(pos)) % len(mine)]
+        return self.order(epoch)[pos]
 
     def batches(self, epoch: int) -> List[np.ndarray]:
         """Epoch ``epoch`` as ``len(self)`` non-empty index arrays."""
-        idx = self.shard_indices(epoch)
-        return [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        return self._split(self.shard_indices(epoch))
+
+    def batch_positions(self, epoch: int) -> List[np.ndarray]:
+        """The positions of :meth:`batches`' samples, batch by batch."""
+        return self._split(self.positions(epoch))
+
+    def _split(self, values):
+        return [values[i:i + self.batch_size] for i in range(0, len(values), self.batch_size)]
 
 
 def _encode(path: str) -> np.ndarray:
@@ -103,7 +127,9 @@ class Feed:
     Each call returns ``(paths, labels)`` or, with mixing files, ``(paths, labels, mixing)``: paths a
     list of UTF-8 byte arrays (uint8 1-D); labels one int32 array of shape (N, 1) (one array, not N:
     DALI wraps each list item on the caller's thread); ``mixing`` the mixing pictures' paths, or with
-    ``mixing_cache`` their decoded pictures (HWC uint8 views of the cache). A cache in GPU memory
+    ``mixing_cache`` their decoded pictures (HWC uint8 views of the cache). The mixing picture of the
+    sample at position ``p`` of epoch ``e`` is drawn from the key ``(mixing_seed, e, p)``. With
+    ``draws`` (a :class:`dali_ipmix.keys.SampleDraws`), its arrays for the batch's keys follow. A cache in GPU memory
     (``mixing_cache.device == "gpu"``) is not an output of the call: :meth:`device_mixing` is the
     source of a second, GPU ``external_source`` that hands out the same batch's pictures. DALI calls
     both sources once per iteration in no fixed order (it keeps them in a set), so the n-th call of
@@ -117,7 +143,7 @@ class Feed:
     """
 
     def __init__(self, files: Sequence[str], labels: Sequence[int], mixing_files: Sequence[str] = (),
-                 mixing_seed: Optional[int] = None, mixing_cache=None):
+                 mixing_seed: Optional[int] = None, mixing_cache=None, draws=None):
         self.files = tuple(files)
         self._paths = [_encode(f) for f in self.files]
         self._labels = np.asarray(labels, dtype=np.int64).astype(np.int32).reshape(-1, 1)
@@ -132,27 +158,30 @@ class Feed:
         self._taken: collections.deque = collections.deque()
         self._calls = [0, 0] if self.on_device else [0]
         self._first = 0   # call number of self._taken[0]
-        self.mixing_seed = mixing_seed
+        self.mixing_seed = 0 if mixing_seed is None else int(mixing_seed)
+        self.draws = draws
         self._queue: collections.deque = collections.deque()
         self.in_flight: collections.deque = collections.deque()
         self._lock = threading.Lock()   # DALI may call the source from its own thread
 
-    def load(self, batches: List[np.ndarray], epoch: int):
-        """Queues epoch ``epoch``'s batches (replacing whatever was left)."""
-        mixing = None
-        if self.mixing_files:
-            rng = np.random.default_rng([int(self.mixing_seed), int(epoch)])
-            mixing = rng.integers(0, len(self.mixing_files), size=sum(len(b) for b in batches))
+    def load(self, batches: List[np.ndarray], epoch: int, positions: Optional[List[np.ndarray]] = None):
+        """Queues epoch ``epoch``'s batches (replacing whatever was left); ``positions``: each batch's
+        positions in the epoch's order (:meth:`EpochPlan.batch_positions`; default: the batches'
+        samples numbered from 0 in order), which key every random draw about them."""
+        if positions is None:
+            ends = np.cumsum([len(b) for b in batches])
+            positions = [np.arange(e - len(b), e, dtype=np.int64) for b, e in zip(batches, ends)]
         with self._lock:
             self._queue.clear()
             self._reset_calls()
-            pos = 0
-            for b in batches:
-                m = None if mixing is None else mixing[pos:pos + len(b)]
+            for b, pos in zip(batches, positions):
+                m = None
+                if self.mixing_files:
+                    u = uniforms(sample_keys(self.mixing_seed, epoch, pos), STREAM_MIXING, 1)[:, 0]
+                    m = np.floor(u * len(self.mixing_files)).astype(np.int64)
                 # The labels array lives in the queue item until the iterator took the batch: DALI
                 # reads it without a copy.
-                self._queue.append((b, m, self._labels[b]))
-                pos += len(b)
+                self._queue.append((b, m, self._labels[b], (epoch, pos)))
 
     def clear(self):
         """Drops the batches not yet handed out (the epoch then ends after those in flight)."""
@@ -195,18 +224,20 @@ class Feed:
         with self._lock:
             batches = list(self.in_flight)
         out = []
-        for b, m, _ in batches:
+        for b, m, *_ in batches:
             out += [self.files[i] for i in b]
             out += [] if m is None else [self.mixing_files[i] for i in m]
         return list(dict.fromkeys(out))
 
     def __call__(self):
         with self._lock:
-            b, m, labels = self._take(0)
+            b, m, labels, (epoch, pos) = self._take(0)
         out = ([self._paths[i] for i in b], labels)
         if m is not None and not self.on_device:
             mixing = self._mix_paths if self.mixing_cache is None else self.mixing_cache
             out += ([mixing[i] for i in m],)
+        if self.draws is not None:
+            out += tuple(self.draws(epoch, pos))
         return out
 
     def device_mixing(self):
@@ -215,5 +246,5 @@ class Feed:
         if not self.on_device:
             raise RuntimeError("device_mixing: this feed has no mixing cache in GPU memory")
         with self._lock:
-            _, m, _ = self._take(1)
+            _, m, *_ = self._take(1)
         return [self.mixing_cache[i] for i in m]

@@ -15,12 +15,15 @@ extra pass over the images, on the CPU and the GPU), the python backend runs
 Two backends (``backend=``). ``"native"`` (the default when the plugin is built, see
 :mod:`dali_ipmix.native`) is the C++/CUDA DALI operator ``fn.ipmix_native``: per-sample work on DALI's
 thread pool on the CPU, the compiled core's kernels on DALI's stream on the GPU, no Python per batch;
-every sample and view draws its plan from (seed, batch, sample, view). ``"python"`` is
+every sample and view draws its plan from (seed, batch, sample, view), or with per-sample ``keys``
+from (seed, key, view). ``"python"`` is
 ``fn.python_function(batch_processing=True)`` around :func:`dali_ipmix.ipmix_batch`: on the CPU
 the function gets lists of NumPy arrays, on the GPU lists of CuPy arrays, and DALI runs it with its
 CUDA stream made CuPy's current stream, so the CuPy kernels are ordered with DALI's own work. The
 random state is a ``numpy.random.Generator`` seeded once per operator instance, so a pipeline with a
-fixed ``seed`` produces the same augmentation sequence on every run.
+fixed ``seed`` produces the same augmentation sequence on every run; with ``keys`` each sample's
+plans come from its key alone (:class:`dali_ipmix.keys.KeyedGenerator`). The two backends draw from
+the same distributions, not the same streams.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from nvidia.dali.pipeline import do_not_convert
 from .augment import ipmix_views
 from .config import IPMixConfig
 from .execute import array_module
+from .keys import KeyedGenerator, subkeys
 
 __all__ = ["ipmix", "make_ipmix_function", "normalize_args", "normalize_node"]
 
@@ -114,33 +118,45 @@ def _contiguous_view(batch, cupy):
 
 @do_not_convert   # the returned closure must not be rewritten by DALI's AutoGraph (conditionals)
 def make_ipmix_function(config: IPMixConfig, seed: Optional[int], num_threads: int = 1):
-    """The batch function behind :func:`ipmix`: ``f(images, mixing) -> outputs``.
+    """The batch function behind :func:`ipmix`: ``f(images, mixing[, keys]) -> outputs``.
 
     ``images`` and ``mixing`` are lists of N (H, W, 3) uint8 arrays (NumPy or CuPy). Returns a list of N
     (H, W, 3) float32 arrays (0..255), or in JSD mode a tuple of three such lists (clean, view1, view2).
     Outputs are returned as lists of views into one batched array because DALI's batch-mode
-    python_function takes a list per output, not one stacked array.
+    python_function takes a list per output, not one stacked array. With ``keys`` (N int64 scalars),
+    sample n's plans are drawn from ``(keys[n], seed)`` alone (:class:`keys.KeyedGenerator`); without,
+    from one Generator seeded with ``seed``, batch after batch.
     """
     if not isinstance(config, IPMixConfig):
         raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
     rng = np.random.default_rng(seed)
 
-    def ipmix_function(images, mixing):
-        if len(images) != len(mixing):
-            raise ValueError(f"ipmix: images and mixing batches differ in size: "
-                             f"{len(images)} vs {len(mixing)}")
+    def ipmix_function(images, mixing, keys=None):
+        if len(images) != len(mixing) or (keys is not None and len(keys) != len(images)):
+            raise ValueError(f"ipmix: the batches of images, mixing (and keys) differ in size: "
+                             f"{len(images)} vs {len(mixing)}" + ("" if keys is None else f" vs {len(keys)}"))
         if not images:
             return ([], [], []) if config.jsd else []
         try:
             x = _stack(images, "images")
             z = _stack(mixing, "mixing")
-            outputs = [list(a) for a in ipmix_views(x, z, config, rng, num_threads=num_threads)]
+            draw = rng if keys is None else KeyedGenerator(subkeys(_host_keys(keys), seed))
+            outputs = [list(a) for a in ipmix_views(x, z, config, draw, num_threads=num_threads)]
             return tuple(outputs) if config.jsd else outputs[0]
         except BaseException:
             _detach_dali_stream(images)
             raise
 
     return ipmix_function
+
+
+def _host_keys(keys) -> np.ndarray:
+    """int64 (N,) on the host from a batch of N scalar keys (NumPy, or CuPy in a GPU pipeline: a copy of
+    N * 8 bytes that waits for DALI's stream, the one host synchronisation of the python route)."""
+    if isinstance(keys[0], np.ndarray):
+        return np.asarray([k.reshape(()) for k in keys], dtype=np.int64)
+    import cupy
+    return cupy.asnumpy(cupy.stack([k.reshape(()) for k in keys])).astype(np.int64)
 
 
 def _detach_dali_stream(batch):
@@ -169,7 +185,7 @@ def _dali_stream_ptr():
 
 
 def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optional[int] = None,
-          device: Optional[str] = None, num_threads: int = 1, backend: Optional[str] = None,
+          keys=None, device: Optional[str] = None, num_threads: int = 1, backend: Optional[str] = None,
           return_plan: bool = False, normalize: Optional[dict] = None):
     """IPMix on a batch of DataNodes.
 
@@ -179,6 +195,11 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
         config: :class:`IPMixConfig`; defaults to ``IPMixConfig.imagenet()``.
         seed: seed of the operator's random generator; ``None`` draws a fresh one (python) or
             takes DALI's per-operator seed, derived from the pipeline's seed (native).
+        keys: None, or a CPU DataNode of one int64 scalar per sample: sample n's plans are then drawn
+            from ``(seed, keys[n])`` alone, the same in any batch and at any position (the ready
+            pipelines pass :class:`keys.SampleDraws`' IPMix keys); ``seed=None`` then means 0 (the
+            keys carry the randomness). Without keys the draws depend on the batch count and the
+            sample's place in its batch.
         device: ``"cpu"`` or ``"gpu"``; defaults to ``"gpu"`` when either input is on
             the GPU (the other is then moved there), else ``"cpu"``.
         num_threads: python backend on the CPU only: threads the NumPy backend splits each batch
@@ -218,6 +239,7 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
         raise ValueError("ipmix: device='cpu' but an input is on the GPU; DALI cannot move data "
                          "back to the CPU inside a pipeline, use device='gpu'")
     norm = normalize_args(normalize)
+    seed = 0 if keys is not None and seed is None else seed
     if backend == "native":
         native.load()
         if device == "gpu":
@@ -227,6 +249,8 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
         if norm is not None:
             extra.update(mean=norm["mean"], std=norm["std"], output_layout=norm["layout"],
                          dtype=_DTYPES[norm["dtype"]])
+        if keys is not None:
+            extra["sample_key"] = keys
         out = getattr(dali_fn, native.OPERATOR)(images, mixing, device=device, return_plan=return_plan,
                                                 **native.operator_args(config), **extra)
         out = tuple(out) if isinstance(out, (list, tuple)) else out
@@ -237,8 +261,9 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
                               "pip install 'dali-ipmix[gpu]' (cupy-cuda12x), or use device='cpu'")
         images, mixing = images.gpu(), mixing.gpu()
     num_outputs = 3 if config.jsd else 1
+    inputs = (images, mixing) if keys is None else (images, mixing, keys.gpu() if device == "gpu" else keys)
     out = dali_fn.python_function(
-        images, mixing, function=make_ipmix_function(config, seed, num_threads), batch_processing=True,
+        *inputs, function=make_ipmix_function(config, seed, num_threads), batch_processing=True,
         num_outputs=num_outputs, device=device, output_layouts=["HWC"] * num_outputs)
     out = tuple(out) if config.jsd else out
     return out if norm is None else _normalize_images(out, norm, num_outputs)

@@ -264,7 +264,7 @@ class _FedEpochs:
         return self.feed.files_in_flight()
 
     def start(self, epoch):
-        self.feed.load(self.plan.batches(epoch), epoch)
+        self.feed.load(self.plan.batches(epoch), epoch, self.plan.batch_positions(epoch))
         self.pipeline.schedule_run()
 
     def next(self):

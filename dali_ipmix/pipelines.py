@@ -34,6 +34,7 @@ from .files import (LabelledFiles, header_sizes, list_image_folder, list_mixing_
                     shorter_sides_equal)
 from .fn import ipmix, normalize_args, normalize_node
 from .iterator import shard_defaults
+from .keys import DRAW_CROP, DRAW_FLIP, DRAW_MIXING_X, DRAW_MIXING_Y, SampleDraws
 from .mixing_cache import MIXING_CACHE_MAX_BYTES, MixingCache, estimate_bytes
 from .presets import DEFAULT_PRESET, PRESETS, Preset, decoder_device, get_preset
 
@@ -117,14 +118,16 @@ def _data_files(file_root, file_list, validate, on_bad_file, share) -> LabelledF
 
 
 def _seeds(seed, shard_id, start_epoch=0):
-    """Independent 31-bit seeds for each random consumer, derived from the user's seed.
+    """The augmentation seed and independent 31-bit seeds for each random consumer, from the user's seed.
 
-    The shuffle seed ignores the shard so that all shards agree on one global order per epoch (which is
-    what makes the shards disjoint). ``seed=None`` orders the samples as ``seed=0`` does (whatever
-    each rank passes, as DistributedSampler does) and draws the augmentation seed at random, so that
-    ranks still augment independently. The augmentation seeds differ per shard and per start epoch
-    (a resumed run does not replay epoch 0's crops and IPMix draws); the mixing-picture choice is
-    drawn per epoch (see :mod:`dali_ipmix.epochs`), so it depends on neither.
+    ``keys`` and ``mixing`` are the roots of every per-sample draw (crop, flip, mixing picture and
+    its crop, IPMix; :mod:`dali_ipmix.keys`), keyed by (root, epoch, position): they ignore the
+    shard and the start epoch, so a sample's augmentation is the same in any shard layout and after
+    a resume. The shuffle seed ignores the shard too, so that all shards agree on one global order
+    per epoch (which is what makes the shards disjoint). ``seed=None`` orders the samples as
+    ``seed=0`` does (whatever each rank passes, as DistributedSampler does) and draws the
+    augmentation seed at random per process. ``pipeline`` only seeds DALI itself (no random
+    operator of the training graph uses it).
     """
     augment = seed
     if augment is None:
@@ -135,10 +138,7 @@ def _seeds(seed, shard_id, start_epoch=0):
 
     return augment, dict(pipeline=derive(augment, 1, shard_id, start_epoch),
                          shuffle=derive(0 if seed is None else seed, 2),
-                         mixing=derive(augment, 3, shard_id),
-                         ipmix=derive(augment, 4, shard_id, start_epoch),
-                         mixing_crop_x=derive(augment, 5, shard_id, start_epoch),
-                         mixing_crop_y=derive(augment, 6, shard_id, start_epoch))
+                         mixing=derive(augment, 3), keys=derive(augment, 4))
 
 
 def _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_queue_depth, kwargs):
@@ -163,10 +163,11 @@ def _normalize(images, dtype, crop=None):
     return normalize_node(images, normalize_args(_normalization(dtype)), **extra)
 
 
-def _train_crop(jpegs, preset: Preset, size, device):
-    """Decoded, cropped (the preset's recipe), flipped training images: HWC uint8 size x size."""
-    images = preset.train_crop.dali(jpegs, size, device)
-    return fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
+def _train_crop(jpegs, preset: Preset, size, device, draws):
+    """Decoded, cropped (the preset's recipe), flipped training images: HWC uint8 size x size, with
+    the crop and the flip of each sample from its keyed ``draws`` (:class:`keys.SampleDraws`)."""
+    images = preset.train_crop.dali(jpegs, size, device, draws[DRAW_CROP:])
+    return fn.flip(images, horizontal=fn.cast(draws[DRAW_FLIP] < 0.5, dtype=types.INT32))
 
 
 def _read(paths):
@@ -179,15 +180,17 @@ def _read(paths):
 def _sources(feed, mixing: bool):
     """The pipeline's inputs from ``feed``: encoded paths, labels int32 (N, 1) [, mixing paths, or the
     decoded mixing pictures (HWC uint8) when the feed has a cache: from a second, GPU source when the
-    cache is in GPU memory]. Taken without a copy: the feed's arrays live as long as it and never
-    change."""
-    n = 2 if not mixing or feed.on_device else 3
-    layout = [None, None, "HWC" if feed.mixing_cache is not None else None][:n]
-    out = fn.external_source(source=feed, num_outputs=n, batch=True, no_copy=True,
-                             dtype=[types.UINT8, types.INT32, types.UINT8][:n], layout=layout)
+    cache is in GPU memory] [, with ``feed.draws`` the keyed draws float64 (N, D) and the IPMix keys
+    int64 (N,)]. Taken without a copy: the feed's arrays live as long as it and never change."""
+    dtypes = [types.UINT8, types.INT32] + ([types.UINT8] if mixing and not feed.on_device else [])
+    layout = [None, None] + (["HWC" if feed.mixing_cache is not None else None] if len(dtypes) == 3 else [])
+    if feed.draws is not None:
+        dtypes, layout = dtypes + [types.FLOAT64, types.INT64], layout + [None, None]
+    out = fn.external_source(source=feed, num_outputs=len(dtypes), batch=True, no_copy=True,
+                             dtype=dtypes, layout=layout)
     if mixing and feed.on_device:   # paired with the feed by call count (Feed.device_mixing)
-        out = (*out, fn.external_source(source=feed.device_mixing, batch=True, device="gpu",
-                                        no_copy=True, dtype=types.UINT8, layout="HWC"))
+        out = (*out[:2], fn.external_source(source=feed.device_mixing, batch=True, device="gpu",
+                                            no_copy=True, dtype=types.UINT8, layout="HWC"), *out[2:])
     return out
 
 
@@ -206,7 +209,7 @@ def _warn_cpu_decoded_mixing(mix_files, mixing_root):
                       f"'dali-ipmix fractals OUT -n N' (JPEG by default).", stacklevel=3)
 
 
-def _mixing_pictures(mixing, preset: Preset, size, device, seeds, resize: bool = True,
+def _mixing_pictures(mixing, preset: Preset, size, device, draws, resize: bool = True,
                      cached: bool = False):
     """The mixing picture of each sample: HWC uint8 size x size, prepared as the preset says.
 
@@ -214,7 +217,8 @@ def _mixing_pictures(mixing, preset: Preset, size, device, seeds, resize: bool =
     (:class:`MixingCache`), which then only travel to the device. ``resize=False`` when every picture
     already has the preset's shorter side (checked from the headers): the resize is then the identity
     (as PIL's, which returns a copy) and DALI's resampling pass, a quarter of a CPU pipeline's time,
-    is left out. The crop's seeds are explicit, so cached and uncached graphs draw the same crops."""
+    is left out. The crop's anchor comes from the keyed ``draws``, so cached and uncached graphs take
+    the same crops."""
     if cached:
         mixing = mixing.gpu() if device == "gpu" else mixing   # .gpu() of GPU data is itself
     else:
@@ -222,8 +226,8 @@ def _mixing_pictures(mixing, preset: Preset, size, device, seeds, resize: bool =
         if resize:
             mixing = fn.resize(mixing, resize_shorter=preset.mixing_side(size))
     return fn.crop(mixing, crop=(size, size),
-                   crop_pos_x=fn.random.uniform(range=[0.0, 1.0], seed=seeds["mixing_crop_x"]),
-                   crop_pos_y=fn.random.uniform(range=[0.0, 1.0], seed=seeds["mixing_crop_y"]))
+                   crop_pos_x=fn.cast(draws[DRAW_MIXING_X], dtype=types.FLOAT),
+                   crop_pos_y=fn.cast(draws[DRAW_MIXING_Y], dtype=types.FLOAT))
 
 
 def _default_cache_limit() -> int:
@@ -349,20 +353,22 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     if device == "gpu" and cache is None:
         _warn_cpu_decoded_mixing(mix_files, mixing_root)
     augment_seed, seeds = _seeds(seed, shard_id, start_epoch)
-    feed = Feed(data.files, data.labels, mix_files, seeds["mixing"], mixing_cache=cache)
+    crop = recipe.train_crop
+    draws = SampleDraws(seeds["keys"], crop.draws, lambda u: crop.law(u, size))
+    feed = Feed(data.files, data.labels, mix_files, seeds["mixing"], mixing_cache=cache, draws=draws)
 
     pipe = _new_pipeline(batch_size, num_threads, device, device_id, seeds["pipeline"],
                          prefetch_queue_depth, pipeline_kwargs)
     with pipe:
-        paths, labels, mix_paths = _sources(feed, mixing=True)
-        images = _train_crop(_read(paths), recipe, size, device)
-        mixing = _mixing_pictures(mix_paths, recipe, size, device, seeds, resize=mixing_resize,
+        paths, labels, mix_paths, draws, keys = _sources(feed, mixing=True)
+        images = _train_crop(_read(paths), recipe, size, device, draws)
+        mixing = _mixing_pictures(mix_paths, recipe, size, device, draws, resize=mixing_resize,
                                   cached=cache is not None)
         from . import native
         backend = native.default_backend(device) if backend is None else backend
         # Normalised by fn.ipmix: in the native operator's final mix (no pass of its own), else by
         # crop_mirror_normalize after it; the same values either way.
-        views = ipmix(images, mixing, config=config, seed=seeds["ipmix"], device=device,
+        views = ipmix(images, mixing, config=config, keys=keys, device=device,
                       num_threads=pipe.num_threads, backend=backend, normalize=_normalization(dtype))
         views = views if config.jsd else (views,)
         labels = labels.gpu() if device == "gpu" else labels

@@ -106,11 +106,12 @@ class IPMixPlan:
 
 
 def as_generator(rng) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
+    from .keys import KeyedGenerator
+    if isinstance(rng, (np.random.Generator, KeyedGenerator)):
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
+    raise TypeError(f"rng must be a numpy.random.Generator, a keys.KeyedGenerator or an int seed, got {type(rng).__name__}")
 
 
 def draw_plan(batch_size: int, height: int, width: int, config: IPMixConfig, rng) -> IPMixPlan:

@@ -11,15 +11,20 @@ loader all take a preset by name from :data:`PRESETS`; adding one is one :func:`
                     train_crop=PaddedCrop(), mix_resize=36 / 32, validation=ResizeTo()))
 
 Crop recipes are small frozen records that build themselves as DALI operators (``dali``) and as
-torchvision transforms (``torchvision``), so both loaders follow the same record. DALI and torchvision
+torchvision transforms (``torchvision``), so both loaders follow the same record. A training crop's
+randomness is keyed per sample (:mod:`dali_ipmix.keys`): ``law`` turns ``draws`` uniforms per sample
+into the crop's parameters on the host, ``dali`` applies them inside the pipeline. DALI and torchvision
 are imported only when those methods run; this module itself imports neither.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import numpy as np
 
 from .constants import IMAGENET_RESIZE
 
@@ -59,17 +64,79 @@ class RandomResizedCrop:
             raise ValueError(f"RandomResizedCrop: decode={self.decode!r} is invalid: use 'roi' (decode "
                              "the region only) or 'full' (decode the whole image, then crop)")
 
-    def dali(self, encoded, size: int, device: str):
-        """Encoded files -> decoded, cropped HWC uint8 ``size x size``."""
+    @property
+    def draws(self) -> int:
+        """Uniforms per sample: an area and an aspect per attempt, then the anchor's y and x."""
+        return 2 * self.attempts + 2
+
+    def law(self, u: np.ndarray, size: int) -> np.ndarray:
+        """float64 (N, draws) uniforms -> the crop's parameters, float64 (N, draws): ``attempts``
+        area fractions, ``attempts`` aspects (log-uniform), the anchor's uniforms (y, x)."""
+        a = self.attempts
+        lo, hi = math.log(self.aspect[0]), math.log(self.aspect[1])
+        area = self.area[0] + (self.area[1] - self.area[0]) * u[:, :a]
+        return np.concatenate([area, np.exp(lo + (hi - lo) * u[:, a:2 * a]), u[:, 2 * a:]], axis=1)
+
+    def window(self, params: np.ndarray, height: int, width: int) -> Tuple[int, int, int, int]:
+        """The crop ``(x, y, w, h)`` in pixels of one sample's ``law`` parameters on a ``height x
+        width`` image: torchvision's rule (the first attempt whose rounded size fits, at a uniform
+        anchor; else the centred crop of the whole image clipped to the aspect range), in float64
+        with rounding half up. What :meth:`dali` computes inside the pipeline, per sample."""
+        a = self.attempts
+        for area, ratio in zip(params[:a], params[a:2 * a]):
+            target = height * width * area
+            w = math.floor(math.sqrt(target * ratio) + 0.5)
+            h = math.floor(math.sqrt(target / ratio) + 0.5)
+            if 1 <= w <= width and 1 <= h <= height:
+                return (math.floor(params[2 * a + 1] * (width - w + 1)),
+                        math.floor(params[2 * a] * (height - h + 1)), w, h)
+        w = min(width, math.floor(height * self.aspect[1] + 0.5))
+        h = min(height, math.floor(width / self.aspect[0] + 0.5))
+        return math.floor((width - w) * 0.5), math.floor((height - h) * 0.5), w, h
+
+    def dali(self, encoded, size: int, device: str, params):
+        """Encoded files -> decoded, cropped HWC uint8 ``size x size``; ``params``: a DataNode of each
+        sample's :meth:`law` parameters (float64, ``draws``), e.g. a column slice of the feed's
+        keyed draws. The window is :meth:`window`'s, computed on the image's decoded shape
+        (``peek_image_shape``, EXIF orientation applied), so no file header is read in Python."""
         from nvidia.dali import fn, types as dtypes
-        law = dict(random_area=list(self.area), random_aspect_ratio=list(self.aspect),
-                   num_attempts=self.attempts)
+        x, y, w, h = self._dali_window(fn.peek_image_shape(encoded), params)
+        anchor = fn.cast(fn.stack(x, y), dtype=dtypes.INT32)
+        shape = fn.cast(fn.stack(w, h), dtype=dtypes.INT32)
         if self.decode == "full":
             images = fn.decoders.image(encoded, device=decoder_device(device), output_type=dtypes.RGB)
-            return fn.random_resized_crop(images, size=[size, size], **law)
-        images = fn.decoders.image_random_crop(encoded, device=decoder_device(device),
-                                               output_type=dtypes.RGB, **law)
+            images = fn.slice(images, anchor, shape, axis_names="WH")
+        else:
+            images = fn.decoders.image_slice(encoded, anchor, shape, axis_names="WH",
+                                             device=decoder_device(device), output_type=dtypes.RGB)
         return fn.resize(images, resize_x=size, resize_y=size)
+
+    def _dali_window(self, shape, params):
+        """:meth:`window` as DALI arithmetic on per-sample tensors: ``(x, y, w, h)`` float64 scalars."""
+        from nvidia.dali import fn, math as dmath, types as dtypes
+        f64 = dtypes.FLOAT64
+        a = self.attempts
+        hw = fn.cast(shape, dtype=f64)
+        height, width = hw[0], hw[1]
+        area, ratio, uy, ux = params[0:a], params[a:2 * a], params[2 * a], params[2 * a + 1]
+        target = height * width * area
+        w = dmath.floor(dmath.sqrt(target * ratio) + 0.5)
+        h = dmath.floor(dmath.sqrt(target / ratio) + 0.5)
+        fits = (w >= 1.0) & (w <= width) & (h >= 1.0) & (h <= height)
+        # The first attempt that fits: the fitting one of highest rank (a, a - 1, ..., 1). DALI's
+        # reductions take no float64; ranks and pixel sizes (< 2**24) are exact in float32.
+        f32 = dtypes.FLOAT
+        rank = fn.cast(fits, dtype=f32) * dtypes.Constant(np.arange(a, 0, -1, dtype=np.float32))
+        best = fn.reductions.max(rank)
+        pick = fn.cast((rank == best) & fits, dtype=f32)
+        found = fn.cast(best > 0.0, dtype=f64)
+        fallback_w = dmath.min(width, dmath.floor(height * self.aspect[1] + 0.5))
+        fallback_h = dmath.min(height, dmath.floor(width / self.aspect[0] + 0.5))
+        w = fn.cast(fn.reductions.sum(fn.cast(w, dtype=f32) * pick), dtype=f64) + (1.0 - found) * fallback_w
+        h = fn.cast(fn.reductions.sum(fn.cast(h, dtype=f32) * pick), dtype=f64) + (1.0 - found) * fallback_h
+        x = found * dmath.floor(ux * (width - w + 1.0)) + (1.0 - found) * dmath.floor((width - w) * 0.5)
+        y = found * dmath.floor(uy * (height - h + 1.0)) + (1.0 - found) * dmath.floor((height - h) * 0.5)
+        return x, y, w, h
 
     def torchvision(self, size: int) -> list:
         from torchvision import transforms as T
@@ -86,17 +153,21 @@ class PaddedCrop:
     def pad_px(self, size: int) -> int:
         return max(1, round(size * self.pad))
 
-    def dali(self, encoded, size: int, device: str):
-        """Encoded files -> decoded, resized, padded and cropped HWC uint8 ``size x size``."""
+    draws = 2   # uniforms per sample: the offsets along y and x
+
+    def law(self, u: np.ndarray, size: int) -> np.ndarray:
+        """float64 (N, 2) uniforms -> integer offsets in ``[-pad, pad]`` (y, x), as float64."""
+        pad = self.pad_px(size)
+        return np.floor(u * (2 * pad + 1)) - pad
+
+    def dali(self, encoded, size: int, device: str, params):
+        """Encoded files -> decoded, resized, padded and cropped HWC uint8 ``size x size``;
+        ``params``: each sample's :meth:`law` offsets (float64 (2,), y then x)."""
         from nvidia.dali import fn, types as dtypes
         images = fn.decoders.image(encoded, device=decoder_device(device), output_type=dtypes.RGB)
         images = fn.resize(images, resize_x=size, resize_y=size)
-        pad = self.pad_px(size)
-        # An integer offset in [-pad, pad] per axis, zero fill outside the image.
-        offset = fn.cast(fn.random.uniform(values=[float(v) for v in range(-pad, pad + 1)], shape=[2]),
-                         dtype=dtypes.INT32)
-        return fn.slice(images, start=offset, shape=[size, size], axis_names="HW",
-                        out_of_bounds_policy="pad", fill_values=0)
+        return fn.slice(images, start=fn.cast(params, dtype=dtypes.INT32), shape=[size, size],
+                        axis_names="HW", out_of_bounds_policy="pad", fill_values=0)
 
     def torchvision(self, size: int) -> list:
         from torchvision import transforms as T

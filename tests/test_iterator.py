@@ -5,6 +5,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -164,7 +165,7 @@ def test_uneven_shards_never_yield_an_empty_batch_and_len_is_exact(dali_tree, da
         for s, it in enumerate(shards):
             sizes, indices = _shard_epoch(it)
             assert 0 not in sizes and len(sizes) == len(it)
-            assert len(indices) == it.num_samples == (s + 1) * N // num_shards - s * N // num_shards
+            assert len(indices) == it.num_samples == len(range(s, N, num_shards))
             seen += indices
         assert sorted(seen) == list(range(N))   # every sample exactly once over the shards
 
@@ -176,8 +177,9 @@ def test_validation_shards_are_exact_with_no_empty_batch(dali_tree, dali_cpu):
                                                shard_id=s, num_shards=2, **dali_cpu))
         batches = [decode_index(x) for images, _ in it for x in images]
         assert len(batches) == len(it) == it.num_samples and it.total_samples == N
+        assert batches == list(range(s, N, 2))   # every second file of the listed order
         got += batches
-    assert got == list(range(N))
+    assert sorted(got) == list(range(N))
 
 
 def test_drop_policy_gives_every_shard_the_same_number_of_full_batches(dali_tree, dali_mixing, dali_cpu):
@@ -204,16 +206,31 @@ def test_seedless_shards_are_disjoint_and_augment_independently(dali_tree, dali_
         collect_epoch(train_iter(dali_tree, dali_mixing, dali_cpu, seed=0))[0]
 
 
+def _outputs(it):
+    """One epoch of a JSD iterator as NumPy arrays: [((clean, view1, view2), labels), ...]."""
+    return [(tuple(v.numpy().copy() for v in views), y.numpy().copy()) for views, y in it]
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(
+        all(np.array_equal(u, v) for u, v in zip(va, vb)) and np.array_equal(ya, yb)
+        for (va, ya), (vb, yb) in zip(a, b))
+
+
 @pytest.mark.parametrize("num_shards", [1, 2])
-def test_start_epoch_reads_the_epoch_of_an_uninterrupted_run(dali_tree, dali_mixing, dali_cpu, num_shards):
+def test_start_epoch_replays_the_epoch_of_an_uninterrupted_run_bit_for_bit(dali_tree, dali_mixing,
+                                                                           dali_cpu, num_shards):
+    """Same samples in the same order, and the same crops, flips, mixing pictures and IPMix draws:
+    every draw is keyed by (seed, epoch, position), not by how many batches ran before."""
     for s in range(num_shards):
         full = train_iter(dali_tree, dali_mixing, dali_cpu, shard_id=s, num_shards=num_shards)
-        epochs = [collect_epoch(full)[0] for _ in range(4)]
+        epochs = [_outputs(full) for _ in range(4)]
         resumed = train_iter(dali_tree, dali_mixing, dali_cpu, shard_id=s, num_shards=num_shards,
                              start_epoch=2)
         assert resumed.epoch == 2
-        assert [collect_epoch(resumed)[0] for _ in range(2)] == epochs[2:]
-        assert epochs[0] != epochs[2]
+        again = [_outputs(resumed) for _ in range(2)]
+        assert _same(again[0], epochs[2]) and _same(again[1], epochs[3])
+        assert not _same(epochs[0], epochs[2])
 
 
 def test_start_epoch_rejects_bad_values(dali_tree, dali_mixing, dali_cpu):
@@ -306,3 +323,55 @@ def test_batches_share_dalis_memory_and_stay_intact_while_held(dali_tree, dali_m
     for batch, snapshot, ((clean, view1, view2), labels) in zip(held, snapshots, copied):
         for t, s, c in zip(batch, snapshot, (clean, view1, view2, labels)):
             assert torch.equal(t, s) and torch.equal(t, c)
+
+
+# ------------------------------------------------------------------ the same batches in any layout
+@pytest.fixture(scope="module")
+def textured_tree(tmp_path_factory):
+    """21 noise JPEGs of 21 sizes in 3 classes, and 5 mixing pictures: every crop shows."""
+    from dali_data import make_mixing, write_image
+    root = tmp_path_factory.mktemp("textured")
+    rng = np.random.default_rng(0)
+    for i in range(N):
+        write_image(os.path.join(root, "data", f"c{i % 3}", f"{i:02d}.jpg"),
+                    rng.integers(0, 256, (30 + i, 45 - i, 3), dtype=np.uint8), quality=90)
+    make_mixing(os.path.join(root, "mix"))
+    return str(root / "data"), str(root / "mix")
+
+
+def _by_position(shards):
+    """Per-shard epochs -> the samples in global position order (shard s holds s, s + n, ...)."""
+    rows = [[(tuple(v[i] for v in views), y[i]) for views, y in epoch for i in range(len(y))]
+            for epoch in shards]
+    out = [None] * sum(map(len, rows))
+    for s, r in enumerate(rows):
+        out[s::len(rows)] = r
+    return out
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+@pytest.mark.parametrize("preset", ["imagenet", "cifar"])
+def test_a_seed_gives_the_same_samples_and_augmentations_in_every_shard_layout(textured_tree, dali_cpu,
+                                                                               backend, preset):
+    """One process with batches of 6 on 2 threads, and 3 shards with batches of 2 on 1 thread: every
+    position of every epoch holds the same sample with the same crop, flip, mixing picture and IPMix
+    views (which positions a step covers: tests/test_epochs.py)."""
+    if backend == "native":
+        pytest.importorskip("dali_ipmix.native").load()
+    data, mix = textured_tree
+    kw = dict(mixing_root=mix, preset=preset, size=24, seed=11, backend=backend, device="cpu")
+
+    def epochs(num_shards, batch_size, threads):
+        its = [IPMixIterator(training_pipeline(data, batch_size=batch_size, shard_id=s, num_shards=num_shards,
+                                               num_threads=threads, **kw)) for s in range(num_shards)]
+        return [[_outputs(it) for it in its] for _ in range(2)]
+
+    one, three = epochs(1, 6, 2), epochs(3, 2, 1)
+    for e in range(2):
+        a, b = _by_position(one[e]), _by_position(three[e])
+        assert len(a) == len(b) == N
+        for (va, ya), (vb, yb) in zip(a, b):
+            assert ya == yb and all(np.array_equal(u, v) for u, v in zip(va, vb))
+    # and the draws really vary: views of one sample differ between epochs and between samples
+    assert not np.array_equal(_by_position(one[0])[0][0][1], _by_position(one[1])[0][0][1])
+    assert len({_by_position(one[0])[i][0][1].tobytes() for i in range(N)}) == N

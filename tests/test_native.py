@@ -354,3 +354,170 @@ def test_gpu_operator_needs_one_size_per_batch():
         p = pipe()
         p.build()
         p.run()
+
+
+# ---------------------------------------------------------------------------------- sample_key
+
+def keyed_run(batches, config, seed=0, num_threads=2, device="cpu", **kwargs):
+    """fn.ipmix_native with ``sample_key`` fed by external_source: batches is a list of (x, z, keys)
+    per iteration (one batch size throughout); per iteration a list of outputs, each an array
+    stacked over the samples."""
+    @pipeline_def(batch_size=len(batches[0][0]), num_threads=num_threads,
+                  device_id=0 if device == "gpu" else None)
+    def pipe():
+        def part(i):
+            return lambda info: batches[info.iteration % len(batches)][i]   # (prefetch reads ahead)
+        feed = [dali_fn.external_source(source=part(i), batch=True, batch_info=True, layout=layout,
+                                        name=name)
+                for i, (layout, name) in enumerate([("HWC", "x"), ("HWC", "z"),
+                                                    (None, "sample_key")])]
+        a, b, keys = feed
+        if device == "gpu":
+            a, b = a.gpu(), b.gpu()
+        native.load()
+        out = dali_fn.ipmix_native(a, b, sample_key=keys, seed=seed, device=device,
+                                   **native.operator_args(config), **kwargs)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    p = pipe()
+    p.build()
+    outs = []
+    for _ in batches:
+        got = [o.as_cpu() if device == "gpu" else o for o in p.run()]
+        outs.append([np.stack([np.array(t) for t in o]) for o in got])
+    return outs
+
+
+def keys(*values):
+    return np.array(values, np.int64)
+
+
+def take(batch, order):
+    """The samples of (x, z, keys) in `order`."""
+    x, z, k = batch
+    return [x[i] for i in order], [z[i] for i in order], k[list(order)]
+
+
+@pytest.mark.parametrize("device", ["cpu", GPU])
+def test_sample_key_makes_the_views_independent_of_batch_and_position(device):
+    """Keyed, a sample's views are a function of (image, key) alone: the same pairs permuted in a
+    second batch, or in a smaller batch of another pipeline, give bit-identical outputs."""
+    config = IPMixConfig.cifar()   # JSD: clean, view1, view2
+    x, z = photos(4, 32, 32), photos(4, 32, 32, seed=1)
+    a = (x, z, keys(10, 11, 12, 13))
+    order = [2, 0, 3, 1]
+    first, second = keyed_run([a, take(a, order)], config, seed=5, device=device)
+    for o in range(3):
+        np.testing.assert_array_equal(second[o], first[o][order])
+    (small,) = keyed_run([take(a, [3, 1])], config, seed=5, device=device)
+    for o in range(3):
+        np.testing.assert_array_equal(small[o], first[o][[3, 1]])
+    assert not np.array_equal(first[1], first[2])   # the views still draw apart
+
+
+def test_sample_key_replaces_the_batch_counter():
+    """The same batch twice: keyed, batch 1 repeats batch 0; unkeyed (as before), it does not. A
+    keyed draw is no unkeyed one either, even with the keys 0..n-1 of the batch indices."""
+    config = IPMixConfig.cifar()
+    x, z = photos(4, 32, 32), photos(4, 32, 32, seed=1)
+    first, second = keyed_run([(x, z, keys(0, 1, 2, 3))] * 2, config, seed=5)
+    for o in range(3):
+        np.testing.assert_array_equal(first[o], second[o])
+    plain = run(x, z, config, seed=5, n_iter=2)
+    assert not np.array_equal(np.stack(plain[0][1]), np.stack(plain[1][1]))
+    assert not np.array_equal(np.stack(plain[0][1]), first[1])
+
+
+def test_different_keys_draw_differently_equal_keys_alike():
+    config = IPMixConfig.cifar()
+    x, z = photos(1, 32, 32) * 4, photos(1, 32, 32, seed=1) * 4
+    ((_, *views),) = keyed_run([(x, z, keys(1, 2, 1, -3))], config, seed=5)
+    for view in views:
+        np.testing.assert_array_equal(view[0], view[2])
+        for i, j in [(0, 1), (0, 3), (1, 3)]:
+            assert not np.array_equal(view[i], view[j])
+    (other,) = keyed_run([(x, z, keys(1, 2, 1, -3))], config, seed=6)
+    assert not np.array_equal(other[1][0], views[0][0])   # the seed stays in the key
+
+
+def test_sample_key_same_result_whatever_the_thread_count():
+    config = IPMixConfig.cifar()
+    x, z = photos(5, 32, 32), photos(5, 32, 32, seed=3)
+    batches = [(x, z, keys(4, 8, 15, 16, 23)), (x, z, keys(42, 4, 8, 15, 16))]
+    one = keyed_run(batches, config, seed=7, num_threads=1)
+    two = keyed_run(batches, config, seed=7, num_threads=2)
+    for it in range(2):
+        for o in range(3):
+            np.testing.assert_array_equal(one[it][o], two[it][o])
+
+
+def test_sample_key_scalar_or_one_element_shape():
+    config = IPMixConfig.cifar()
+    x, z = photos(3, 32, 32), photos(3, 32, 32, seed=1)
+    (scalar,) = keyed_run([(x, z, keys(7, 8, 9))], config, seed=5)
+    (column,) = keyed_run([(x, z, keys(7, 8, 9)[:, None])], config, seed=5)
+    for o in range(3):
+        np.testing.assert_array_equal(scalar[o], column[o])
+
+
+def test_sample_key_plans_equal_for_equal_keys():
+    """return_plan: equal keys report equal plan records and table rows in both views, whatever
+    their batch and position; and every view is still the NumPy executor's result of its plan."""
+    config = IPMixConfig.cifar()
+    h = w = 32
+    x, z = photos(1, h, w) * 4, photos(1, h, w, seed=1) * 4
+    first, second = keyed_run([(x, z, keys(7, 8, 7, 9)), (x, z, keys(9, 7, 8, 8))], config, seed=5,
+                              return_plan=True)
+    for v in range(2):
+        rec, tab = first[3 + 2 * v], first[4 + 2 * v]
+        np.testing.assert_array_equal(rec[0], rec[2])
+        np.testing.assert_array_equal(tab[0], tab[2])
+        assert not np.array_equal(rec[0], rec[1]) and not np.array_equal(rec[0], rec[3])
+        for i, j in [(0, 1), (1, 2), (3, 0)]:   # first[i] and second[j] share a key
+            np.testing.assert_array_equal(second[3 + 2 * v][j], rec[i])
+            np.testing.assert_array_equal(second[4 + 2 * v][j], tab[i])
+    for plan, steps, _, got in views_and_plans([list(o) for o in first], config, h, w, x):
+        np.testing.assert_array_equal(steps, pack_plan(plan)[0])
+        assert np.abs(got - execute_plan(plan, np.stack(x), np.stack(z))).max() <= 1.0
+
+
+@pytest.mark.cupy
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_gpu_operator_draws_the_cpu_plans_for_the_same_keys():
+    config = IPMixConfig.cifar()
+    x, z = photos(4, 32, 32), photos(4, 32, 32, seed=1)
+    batch = [(x, z, keys(3, 1, 4, 1))]
+    (cpu,) = keyed_run(batch, config, seed=9, return_plan=True)
+    (gpu,) = keyed_run(batch, config, seed=9, return_plan=True, device="gpu")
+    for o in range(3, 7):
+        np.testing.assert_array_equal(gpu[o], cpu[o])
+
+
+@pytest.mark.parametrize("case, match", [
+    ("shape", r"argument `sample_key` sample 1 has shape \(2,\); expected one int64 per sample"),
+    ("dtype", r"argument `sample_key` \(every sample\) has type float; expected int64"),
+    ("constant", r"argument `sample_key` is a constant: give it as a per-sample tensor input"),
+])
+def test_bad_sample_keys_are_named(case, match):
+    x, z = ok_batch()
+    if case == "constant":
+        pipe = operator_pipeline(x, z, sample_key=5)
+        with pytest.raises(RuntimeError, match=match):
+            p = pipe()
+            p.build()
+            p.run()
+        return
+    k = [np.zeros(1, np.int64), np.zeros(2, np.int64), np.zeros(1, np.int64)]
+    if case == "dtype":
+        k = np.arange(3, dtype=np.float32)
+    with pytest.raises(RuntimeError, match=match):
+        keyed_run([(x, z, k)], IPMixConfig.cifar())
+
+
+def test_sample_key_batch_of_the_wrong_length_fails():
+    """DALI itself refuses it before the operator's own check (external_source's batch size clash,
+    then OperatorBase's argument input check); the error names the key's source, which keyed_run
+    calls sample_key."""
+    x, z = ok_batch()
+    clash = r'Batch size clash! The input operator "sample_key" returned a batch size 2'
+    with pytest.raises(RuntimeError, match=clash):
+        keyed_run([(x, z, keys(1, 2))], IPMixConfig.cifar())

@@ -5,14 +5,18 @@ import pytest
 from scipy import stats
 
 from dali_ipmix import IPMixConfig
+from dali_ipmix.keys import KeyedGenerator, sample_keys
 from dali_ipmix.plan import IMAGE_CHAIN, PATCH_CHAIN, PIXEL_OPS, draw_plan
 
 N = 4000
 
 
-@pytest.fixture(scope="module")
-def plan():
-    return draw_plan(N, 224, 224, IPMixConfig.imagenet(all_ops=True), 2024)
+@pytest.fixture(scope="module", params=["generator", "keyed"])
+def plan(request):
+    """A plan drawn by a NumPy Generator, or per sample from keys (what the pipelines draw with):
+    every law below must hold for both."""
+    rng = 2024 if request.param == "generator" else KeyedGenerator(sample_keys(2024, 0, np.arange(N)))
+    return draw_plan(N, 224, 224, IPMixConfig.imagenet(all_ops=True), rng)
 
 
 def assert_uniform(values, categories):

@@ -43,37 +43,109 @@ def test_registry_refuses_silent_overwrites_and_unknown_names():
         PRESETS["cifar"].ipmix["k"] = 5   # records are read-only
 
 
-@pytest.mark.parametrize("decode", ["roi", "full"])
-def test_random_resized_crop_decodes_the_region_or_the_whole_image(tmp_path, decode):
-    """Both ways give size x size RGB crops whose areas follow the crop law: on an image whose pixels
-    encode their column, a crop's width in source columns lies within what `area` and `aspect`
-    allow (area 0.08..1 of the image, aspect 3/4..4/3, clipped to the image)."""
+def _crop_pipeline(crop, encoded, params, size, extra=None):
+    """A CPU pipeline: crop.dali of the encoded files with the given per-sample law parameters; with
+    ``extra`` (a function of (encoded, params) DataNodes) its outputs follow."""
     import numpy as np
-    from nvidia.dali import fn, pipeline_def
-    from PIL import Image
-    w, h = 250, 200
-    columns = np.broadcast_to(np.linspace(0, 250, w).astype(np.uint8)[None, :, None], (h, w, 3))
-    path = tmp_path / "columns.png"   # lossless: the column ramp survives encoding exactly
-    Image.fromarray(np.ascontiguousarray(columns)).save(path)
-    crop = RandomResizedCrop(decode=decode)
+    from nvidia.dali import fn, pipeline_def, types
 
-    @pipeline_def(batch_size=16, num_threads=1, device_id=None, seed=3)
+    @pipeline_def(batch_size=len(encoded), num_threads=2, device_id=None, seed=3)
     def pipe():
-        encoded, _ = fn.readers.file(files=[str(path)] * 16)
-        return crop.dali(encoded, 24, "cpu")
+        e = fn.external_source(source=lambda: encoded, batch=True)
+        d = fn.external_source(source=lambda: np.ascontiguousarray(params), batch=True, dtype=types.FLOAT64)
+        return (crop.dali(e, size, "cpu", d), *(extra(e, d) if extra else ()))
     p = pipe()
     p.build()
-    widths = []
-    for _ in range(4):
-        (out,) = p.run()
-        for t in out:
-            a = np.array(t)
-            assert a.shape == (24, 24, 3) and a.dtype == np.uint8
-            widths.append((int(a[:, -1, 0].mean()) - int(a[:, 0, 0].mean())) / 250 * w)
-    widths = np.array(widths)
-    smallest = np.sqrt(0.08 * w * h * 3 / 4)   # narrowest crop the law allows
-    assert widths.min() >= smallest * 0.8 and widths.max() <= w
-    assert widths.std() > 10   # the crops differ
+    return [[np.array(t) for t in out] for out in p.run()]
+
+
+def _encode(array, fmt="PNG"):
+    import io
+    import numpy as np
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, fmt)
+    return np.frombuffer(buf.getvalue(), np.uint8)
+
+
+def test_random_resized_crop_window_in_the_pipeline_is_the_host_rule():
+    """The window DALI computes from the decoded shape equals RandomResizedCrop.window on 68 shapes
+    (2x2 to 1000x10), including forced fallbacks (no attempt fits: centred crop clipped to the
+    aspect range)."""
+    import numpy as np
+    from nvidia.dali import fn
+    crop = RandomResizedCrop()
+    rng = np.random.default_rng(0)
+    sizes = [(int(rng.integers(2, 400)), int(rng.integers(2, 400))) for _ in range(64)]
+    sizes += [(1000, 10), (10, 1000), (3, 2), (2, 2)]
+    encoded = [_encode(np.zeros((h, w, 3), np.uint8), "JPEG") for w, h in sizes]
+    params = crop.law(rng.random((len(sizes), crop.draws)), 24)
+    params[::7, :crop.attempts] = 1.0   # the whole area at an aspect != the image's: no attempt fits
+    out = _crop_pipeline(crop, encoded, params, 24,
+                         extra=lambda e, d: crop._dali_window(fn.peek_image_shape(e), d))
+    got = np.stack([np.stack(o).reshape(-1) for o in out[1:]], axis=1).astype(int)
+    want = np.array([crop.window(params[i], h, w) for i, (w, h) in enumerate(sizes)])
+    assert np.array_equal(got, want)
+    centred = [(w - want[i, 2]) // 2 == want[i, 0] and (h - want[i, 3]) // 2 == want[i, 1]
+               for i, (w, h) in enumerate(sizes)]
+    assert sum(centred) >= 10   # the fallback branch ran
+    assert all(o.shape == (24, 24, 3) for o in out[0])
+
+
+def test_random_resized_crop_law_follows_torchvision():
+    """Windows drawn by the law: area 8-100% of the image and aspect 3/4..4/3 whenever an attempt
+    fits (all but rare fallbacks on a 250x200 image), anchors uniform over the positions left."""
+    import numpy as np
+    crop = RandomResizedCrop()
+    params = crop.law(np.random.default_rng(1).random((4000, crop.draws)), 24)
+    win = np.array([crop.window(p, 200, 250) for p in params])
+    area = win[:, 2] * win[:, 3] / (250 * 200)
+    w, h = win[:, 2], win[:, 3]   # rounded to whole pixels: the aspect within half a pixel
+    assert area.min() >= 0.07 and area.max() <= 1.0 and 0.3 < area.mean() < 0.6
+    assert ((w + 0.5) / (h - 0.5) >= 3 / 4).all() and ((w - 0.5) / (h + 0.5) <= 4 / 3).all()
+    assert (win[:, 0] + win[:, 2] <= 250).all() and (win[:, 1] + win[:, 3] <= 200).all()
+    slack = (250 - win[:, 2]) + 1   # x uniform on 0..W-w: its relative place is uniform on [0, 1)
+    assert abs(np.mean(win[:, 0] / slack) - 0.5) < 0.03
+
+
+@pytest.mark.parametrize("decode", ["roi", "full"])
+def test_random_resized_crop_decodes_the_window_and_resizes_it(decode):
+    """Both ways give the window of the host rule, resized: on a lossless picture, exactly DALI's
+    resize of the window cut out in NumPy."""
+    import numpy as np
+    from nvidia.dali import fn, pipeline_def
+    crop = RandomResizedCrop(decode=decode)
+    rng = np.random.default_rng(2)
+    picture = rng.integers(0, 256, (200, 250, 3), dtype=np.uint8)
+    params = crop.law(rng.random((8, crop.draws)), 24)
+    (out,) = _crop_pipeline(crop, [_encode(picture)] * 8, params, 24)
+    windows = [crop.window(p, 200, 250) for p in params]
+    cuts = [np.ascontiguousarray(picture[y:y + h, x:x + w]) for x, y, w, h in windows]
+    assert len({(w, h) for _, _, w, h in windows}) > 4   # the crops differ
+
+    @pipeline_def(batch_size=8, num_threads=1, device_id=None)
+    def resized():
+        return fn.resize(fn.external_source(source=lambda: cuts, batch=True, layout="HWC"),
+                         resize_x=24, resize_y=24)
+    p = resized()
+    p.build()
+    (want,) = p.run()
+    for got, w in zip(out, want):
+        assert np.array_equal(got, np.array(w))
+
+
+def test_padded_crop_offsets_are_the_law_s():
+    """PaddedCrop: offsets (y, x) in [-pad, pad] from the law, zero fill outside the image."""
+    import numpy as np
+    crop = PaddedCrop()
+    assert crop.pad_px(32) == 4
+    params = crop.law(np.array([[0.0, 0.999], [0.5, 0.5]]), 32)
+    assert params.tolist() == [[-4.0, 4.0], [0.0, 0.0]]
+    picture = np.random.default_rng(3).integers(1, 256, (32, 32, 3), dtype=np.uint8)
+    (out,) = _crop_pipeline(crop, [_encode(picture)] * 2, params, 32)
+    shifted = np.zeros_like(picture)
+    shifted[4:, :28] = picture[:28, 4:]   # window starts 4 rows above and 4 columns right
+    assert np.array_equal(out[0], shifted) and np.array_equal(out[1], picture)
 
 
 def test_random_resized_crop_refuses_an_unknown_decode():

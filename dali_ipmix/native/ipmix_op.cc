@@ -23,6 +23,7 @@ using ::dali::Workspace;
 namespace {
 
 const char *const kInputNames[2] = {"images", "mixing"};
+const char *const kSampleKey = "sample_key";
 
 template <typename... Args>
 std::string Msg(const Args &...args) {
@@ -39,7 +40,7 @@ std::string ShapeText(const ::dali::TensorShape<> &s) {
   std::ostringstream ss;
   ss << "(";
   for (int d = 0; d < s.sample_dim(); ++d) ss << (d ? ", " : "") << s[d];
-  ss << ")";
+  ss << (s.sample_dim() == 1 ? ",)" : ")");   // as Python writes the tuple
   return ss.str();
 }
 
@@ -71,6 +72,14 @@ IpxConfig ReadConfig(const OpSpec &spec) {
       Fail(Msg("argument `op_codes` has entry ", c, ": op codes are 0..", IPX_NUM_OPS - 1,
                " (dali_ipmix.table.OP_CODES)"));
   return cfg;
+}
+
+bool ReadKeyed(const OpSpec &spec) {
+  if (spec.HasArgument(kSampleKey))
+    Fail("argument `sample_key` is a constant: give it as a per-sample tensor input (a DataNode, "
+         "e.g. fn.external_source of one int64 per sample); one key for every sample would draw "
+         "every sample's plan alike");
+  return spec.HasTensorArgument(kSampleKey);
 }
 
 OutputSpec ReadOutputSpec(const OpSpec &spec) {
@@ -151,10 +160,38 @@ std::vector<std::pair<int, int>> CheckInputs(const Workspace &ws, const IpxConfi
   return sizes;
 }
 
-void DrawSample(const IpxConfig &cfg, int64_t seed, uint64_t batch, int sample, int view, int h,
-                int w, bool want_record, SamplePlan *out) {
-  IpxRng rng = ipx_rng(static_cast<uint64_t>(seed), batch, static_cast<uint64_t>(sample),
-                       static_cast<uint64_t>(view));
+void CheckSampleKeys(const Workspace &ws, int n) {
+  const auto &keys = ws.ArgumentInput(kSampleKey);
+  // DALI 2.4 refuses a mismatch before SetupImpl (external_source's batch size clash, then
+  // OperatorBase); checked again because SampleKeys indexes the keys by sample.
+  if (keys.num_samples() != n)
+    Fail(Msg("argument `sample_key` has ", keys.num_samples(), " samples but input `images` has ",
+             n, "; give one key per sample"));
+  if (keys.type() != DALI_INT64)
+    Fail(Msg("argument `sample_key` (every sample) has type ",
+             ::dali::TypeTable::GetTypeInfo(keys.type()).name(),
+             "; expected int64 (one key per sample)"));
+  for (int s = 0; s < n; ++s)
+    if (::dali::volume(keys.tensor_shape(s)) != 1)
+      Fail(Msg("argument `sample_key` sample ", s, " has shape ", ShapeText(keys.tensor_shape(s)),
+               "; expected one int64 per sample (shape () or (1,))"));
+}
+
+std::vector<DrawKey> SampleKeys(const Workspace &ws, bool keyed, uint64_t batch, int n) {
+  std::vector<DrawKey> out(n);
+  if (keyed) {
+    const auto &keys = ws.ArgumentInput(kSampleKey);
+    for (int s = 0; s < n; ++s)
+      out[s] = {static_cast<uint64_t>(keys.tensor<int64_t>(s)[0]), ~uint64_t{0}};
+  } else {
+    for (int s = 0; s < n; ++s) out[s] = {batch, static_cast<uint64_t>(s)};
+  }
+  return out;
+}
+
+void DrawSample(const IpxConfig &cfg, int64_t seed, DrawKey key, int view, int h, int w,
+                bool want_record, SamplePlan *out) {
+  IpxRng rng = ipx_rng(static_cast<uint64_t>(seed), key.a, key.b, static_cast<uint64_t>(view));
   IpxDraw draw;
   ipx_draw_sample(cfg, ipx_patch_sizes_for(cfg, h, w), h, w, &rng, &draw);
   out->rows.resize(static_cast<size_t>(cfg.k) * cfg.steps());
@@ -199,15 +236,15 @@ void IpmixOp<CPUBackend>::RunImpl(Workspace &ws) {
   const auto &x = ws.Input<CPUBackend>(0);
   const auto &z = ws.Input<CPUBackend>(1);
   auto &pool = ws.GetThreadPool();
-  const uint64_t batch = batch_++;
   const int n = x.num_samples(), k = cfg_.k, tt = cfg_.steps();
+  const std::vector<DrawKey> keys = SampleKeys(ws, keyed_, batch_++, n);
   for (int s = 0; s < n; ++s) {
     const int h = sizes_[s].first, w = sizes_[s].second;
     const int64_t hw3 = static_cast<int64_t>(h) * w * 3;
     for (int v = 0; v < NumViews(); ++v) {
       pool.AddWork([&, s, v, h, w](int) {
         SamplePlan plan;
-        DrawSample(cfg_, seed_, batch, s, v, h, w, return_plan_, &plan);
+        DrawSample(cfg_, seed_, keys[s], v, h, w, return_plan_, &plan);
         thread_local std::vector<unsigned char> scratch;
         scratch.resize(ipx_sparse_scratch_bytes(k, h, w));
         const uint8_t *xs = x.tensor<uint8_t>(s), *zs = z.tensor<uint8_t>(s);
@@ -261,8 +298,10 @@ Outputs HWC float32 on 0..255: one view, or with ``jsd`` (clean, view1, view2). 
 (and ``output_layout``, ``dtype``) write every image output normalised instead, in the final mix,
 as fn.crop_mirror_normalize of the default output would on the same device. With ``return_plan``
 each view adds two debug outputs: its plan record (float64) and its plan-table rows (uint32); see
-dali_ipmix.native. Prefer ``dali_ipmix.fn.ipmix(..., backend="native")``, which fills the arguments
-from an IPMixConfig.)")
+dali_ipmix.native. Each sample and view draws its plan from ``seed``, the batch counter and the
+sample's index in the batch; with ``sample_key`` (one int64 per sample, an argument input) from
+``seed`` and that key instead, so that a sample's views survive reshuffling and rebatching. Prefer
+``dali_ipmix.fn.ipmix(..., backend="native")``, which fills the arguments from an IPMixConfig.)")
     .NumInput(2)
     .InputDox(0, "images", "TensorList of uint8, layout HWC", "images to augment, RGB, H, W >= 2")
     .InputDox(1, "mixing", "TensorList of uint8, layout HWC",
@@ -294,4 +333,11 @@ from an IPMixConfig.)")
     .AddOptionalArg("output_layout", "layout of the image outputs, \"HWC\" or \"CHW\"",
                     std::string("HWC"))
     .AddOptionalTypeArg("dtype", "type of the image outputs, FLOAT or FLOAT16", DALI_FLOAT)
+    .AddOptionalArg<int64_t>(
+        "sample_key",
+        "per-sample int64 key (argument input, one element per sample, e.g. the dataset index): "
+        "each sample's draws then depend on `seed`, its key and the view only, not on its batch or "
+        "its place in it, so an image with the same key gets the same views however it is batched. "
+        "Without it the draws follow the batch counter and the sample's index in the batch",
+        nullptr, true)
     .AddRandomSeedArg();

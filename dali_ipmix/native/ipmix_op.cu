@@ -129,8 +129,8 @@ template <>
 void IpmixOp<GPUBackend>::RunImpl(Workspace &ws) {
   const auto &xin = ws.Input<GPUBackend>(0);
   const auto &zin = ws.Input<GPUBackend>(1);
-  const uint64_t batch = batch_++;
   const int n = xin.num_samples();
+  const std::vector<DrawKey> keys = SampleKeys(ws, keyed_, batch_++, n);
   const ::dali::TensorLayout layout = out_.norm.chw ? ::dali::TensorLayout("CHW")
                                                     : ::dali::TensorLayout("HWC");
   for (int o = 0; o < NumImageOutputs(); ++o) ws.Output<GPUBackend>(o).SetLayout(layout);
@@ -160,7 +160,7 @@ void IpmixOp<GPUBackend>::RunImpl(Workspace &ws) {
     std::vector<SamplePlan> plans(return_plan_ ? n : 1);
     for (int s = 0; s < n; ++s) {
       SamplePlan &plan = plans[return_plan_ ? s : 0];
-      DrawSample(cfg_, seed_, batch, s, v, h, w, return_plan_, &plan);
+      DrawSample(cfg_, seed_, keys[s], v, h, w, return_plan_, &plan);
       std::copy(plan.rows.begin(), plan.rows.end(), host_rows + s * rows_per_sample);
       std::copy(plan.mixw.begin(), plan.mixw.end(), host_mixw + s * (1 + k));
     }

@@ -10,7 +10,12 @@
 //
 // Randomness: every sample and view draws its own plan (ipx_plan.h) from the key (seed, batch
 // counter, sample, view), so the result depends on neither the thread count nor the batch split
-// over threads. The per-pixel work is the compiled core of csrc/ (ipx_host.h on the CPU, the kernels
+// over threads. That still ties a sample's draws to its place in the batch and to the batches run
+// before it, which shuffling, resuming or resharding change. With the optional argument input
+// `sample_key` (one int64 per sample, e.g. the dataset index plus epoch) the key is instead (seed,
+// sample_key, ~0, view): the same image with the same key gets the same views in any batch, at any
+// position, on either device. ~0 is never a sample index, so no keyed draw repeats an unkeyed one.
+// The per-pixel work is the compiled core of csrc/ (ipx_host.h on the CPU, the kernels
 // of ipx_kernels.cu on the GPU).
 #ifndef DALI_IPMIX_NATIVE_IPMIX_OP_H
 #define DALI_IPMIX_NATIVE_IPMIX_OP_H
@@ -38,6 +43,9 @@ struct SamplePlan {
 // The operator's arguments as an IpxConfig; throws naming the argument on an invalid value.
 IpxConfig ReadConfig(const ::dali::OpSpec &spec);
 
+// Whether `sample_key` is given (as an argument input); throws when it is given as a constant.
+bool ReadKeyed(const ::dali::OpSpec &spec);
+
 // The fused output normalisation (`mean`, `std`, `output_layout`, `dtype`), or throws naming the
 // argument. *fused is false when the arguments ask for the default output (HWC float32, 0..255).
 struct OutputSpec {
@@ -52,9 +60,23 @@ OutputSpec ReadOutputSpec(const ::dali::OpSpec &spec);
 std::vector<std::pair<int, int>> CheckInputs(const ::dali::Workspace &ws, const IpxConfig &cfg,
                                              bool uniform);
 
+// The two middle words of a sample's draw key, ipx_rng(seed, a, b, view): (batch counter, sample)
+// unkeyed, (sample_key, ~0) keyed.
+struct DrawKey {
+  uint64_t a, b;
+};
+
+// Checks the `sample_key` argument input against a batch of n samples; throws naming the argument,
+// the sample and the rule.
+void CheckSampleKeys(const ::dali::Workspace &ws, int n);
+
+// The draw keys of the batch's n samples: from `sample_key` when `keyed`, else from the batch
+// counter.
+std::vector<DrawKey> SampleKeys(const ::dali::Workspace &ws, bool keyed, uint64_t batch, int n);
+
 // Draws and packs one view of one sample of an h x w image.
-void DrawSample(const IpxConfig &cfg, int64_t seed, uint64_t batch, int sample, int view, int h,
-                int w, bool want_record, SamplePlan *out);
+void DrawSample(const IpxConfig &cfg, int64_t seed, DrawKey key, int view, int h, int w,
+                bool want_record, SamplePlan *out);
 
 // Number of table words per view and sample: k * steps IpxStep rows of 26 words, then 1 + k floats.
 inline int64_t TableWords(const IpxConfig &cfg) {
@@ -70,6 +92,7 @@ class IpmixOp : public ::dali::Operator<Backend> {
         jsd_(spec.GetArgument<bool>("jsd")),
         return_plan_(spec.GetArgument<bool>("return_plan")),
         seed_(spec.GetArgument<int64_t>("seed")),
+        keyed_(ReadKeyed(spec)),
         out_(ReadOutputSpec(spec)) {}
 
   IpmixOp(const IpmixOp &) = delete;
@@ -83,6 +106,7 @@ class IpmixOp : public ::dali::Operator<Backend> {
                  const ::dali::Workspace &ws) override {
     sizes_ = CheckInputs(ws, cfg_, std::is_same<Backend, ::dali::GPUBackend>::value);
     int n = static_cast<int>(sizes_.size());
+    if (keyed_) CheckSampleKeys(ws, n);
     ::dali::TensorListShape<> images(n, 3);
     for (int i = 0; i < n; ++i) {
       const int h = sizes_[i].first, w = sizes_[i].second;
@@ -114,8 +138,9 @@ class IpmixOp : public ::dali::Operator<Backend> {
   IpxConfig cfg_;
   bool jsd_, return_plan_;
   int64_t seed_;
+  bool keyed_;           // `sample_key` given: it replaces (batch_, sample) in the draw keys
   OutputSpec out_;
-  uint64_t batch_ = 0;   // batches run so far: part of every draw's key
+  uint64_t batch_ = 0;   // batches run so far: part of every unkeyed draw's key
   std::vector<std::pair<int, int>> sizes_;
 };
 
