@@ -28,16 +28,11 @@ from typing import Callable, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["sample_keys", "subkeys", "uniforms", "KeyedGenerator", "SampleDraws", "DRAW_FLIP",
-           "DRAW_MIXING_X", "DRAW_MIXING_Y", "DRAW_CROP", "STREAM_FLIP", "STREAM_MIXING",
+__all__ = ["sample_keys", "subkeys", "uniforms", "KeyedGenerator", "SampleDraws", "STREAM_FLIP", "STREAM_MIXING",
            "STREAM_MIXING_CROP", "STREAM_CROP", "STREAM_IPMIX"]
 
 #: The consumers of a sample's key; each gets its own stream of uniforms.
 STREAM_FLIP, STREAM_MIXING, STREAM_MIXING_CROP, STREAM_CROP, STREAM_IPMIX = 1, 2, 3, 4, 5
-
-#: Columns of :class:`SampleDraws`' array: the flip's uniform, the mixing crop's relative x and y, then
-#: the training crop's draws.
-DRAW_FLIP, DRAW_MIXING_X, DRAW_MIXING_Y, DRAW_CROP = 0, 1, 2, 3
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _START = np.uint64(0x6A09E667F3BCC908)
@@ -150,23 +145,24 @@ class SampleDraws:
         root: the key root (from the seed alone).
         crop_count: uniforms the training crop takes per sample.
         crop_law: ``float64 (N, crop_count)`` uniforms -> ``float64 (N, crop_count)`` crop parameters
-            (the crop recipe's ``keyed_draws``).
+            (the crop recipe's ``law``).
 
-    ``draws(epoch, positions)`` returns ``(values, ipmix_keys)``: ``values`` float64 (N, 3 +
-    crop_count), columns ``DRAW_FLIP`` (flip when < 0.5), ``DRAW_MIXING_X`` / ``DRAW_MIXING_Y`` (the
-    mixing crop's relative anchor, 0..1), then the crop parameters from ``DRAW_CROP`` on;
-    ``ipmix_keys`` int64 (N,), the per-sample key of the IPMix operator (its 64 bits as int64).
+    ``draws(epoch, positions)`` returns one array per entry of :attr:`OUTPUTS`, each ready for the
+    DALI node that takes it (typed and shaped so, to spare the graph slicing and casting nodes):
+    ``crop`` float64 (N, crop_count) the crop's parameters; ``flip`` int32 (N,), 1 = mirror (prob.
+    1/2); ``mixing_x`` / ``mixing_y`` float32 (N,) the mixing crop's relative anchor on [0, 1);
+    ``ipmix_keys`` int64 (N,) the IPMix operator's per-sample keys (their 64 bits as int64).
     """
+
+    OUTPUTS = ("crop", "flip", "mixing_x", "mixing_y", "ipmix_keys")
 
     def __init__(self, root: int, crop_count: int, crop_law: Callable[[np.ndarray], np.ndarray]):
         self.root, self.crop_count, self.crop_law = int(root), int(crop_count), crop_law
 
-    @property
-    def columns(self) -> int:
-        return DRAW_CROP + self.crop_count
-
-    def __call__(self, epoch: int, positions) -> Tuple[np.ndarray, np.ndarray]:
+    def __call__(self, epoch: int, positions) -> Tuple[np.ndarray, ...]:
         keys = sample_keys(self.root, epoch, positions)
-        values = np.concatenate([uniforms(keys, STREAM_FLIP, 1), uniforms(keys, STREAM_MIXING_CROP, 2),
-                                 self.crop_law(uniforms(keys, STREAM_CROP, self.crop_count))], axis=1)
-        return values, subkeys(keys, STREAM_IPMIX).view(np.int64)
+        mixing = uniforms(keys, STREAM_MIXING_CROP, 2).astype(np.float32)
+        return (self.crop_law(uniforms(keys, STREAM_CROP, self.crop_count)),
+                (uniforms(keys, STREAM_FLIP, 1)[:, 0] < 0.5).astype(np.int32),
+                np.ascontiguousarray(mixing[:, 0]), np.ascontiguousarray(mixing[:, 1]),
+                subkeys(keys, STREAM_IPMIX).view(np.int64))

@@ -34,7 +34,7 @@ from .files import (LabelledFiles, header_sizes, list_image_folder, list_mixing_
                     shorter_sides_equal)
 from .fn import ipmix, normalize_args, normalize_node
 from .iterator import shard_defaults
-from .keys import DRAW_CROP, DRAW_FLIP, DRAW_MIXING_X, DRAW_MIXING_Y, SampleDraws
+from .keys import SampleDraws
 from .mixing_cache import MIXING_CACHE_MAX_BYTES, MixingCache, estimate_bytes
 from .presets import DEFAULT_PRESET, PRESETS, Preset, decoder_device, get_preset
 
@@ -165,9 +165,10 @@ def _normalize(images, dtype, crop=None):
 
 def _train_crop(jpegs, preset: Preset, size, device, draws):
     """Decoded, cropped (the preset's recipe), flipped training images: HWC uint8 size x size, with
-    the crop and the flip of each sample from its keyed ``draws`` (:class:`keys.SampleDraws`)."""
-    images = preset.train_crop.dali(jpegs, size, device, draws[DRAW_CROP:])
-    return fn.flip(images, horizontal=fn.cast(draws[DRAW_FLIP] < 0.5, dtype=types.INT32))
+    the crop and the flip of each sample from its keyed ``draws`` (:class:`keys.SampleDraws`' outputs
+    by name)."""
+    images = preset.train_crop.dali(jpegs, size, device, draws["crop"])
+    return fn.flip(images, horizontal=draws["flip"])
 
 
 def _read(paths):
@@ -180,18 +181,26 @@ def _read(paths):
 def _sources(feed, mixing: bool):
     """The pipeline's inputs from ``feed``: encoded paths, labels int32 (N, 1) [, mixing paths, or the
     decoded mixing pictures (HWC uint8) when the feed has a cache: from a second, GPU source when the
-    cache is in GPU memory] [, with ``feed.draws`` the keyed draws float64 (N, D) and the IPMix keys
-    int64 (N,)]. Taken without a copy: the feed's arrays live as long as it and never change."""
+    cache is in GPU memory] [, with ``feed.draws`` a dict of the keyed draws by name
+    (``SampleDraws.OUTPUTS``)]. Taken without a copy: the feed's arrays live as long as it and never
+    change."""
     dtypes = [types.UINT8, types.INT32] + ([types.UINT8] if mixing and not feed.on_device else [])
     layout = [None, None] + (["HWC" if feed.mixing_cache is not None else None] if len(dtypes) == 3 else [])
+    n = len(dtypes)
     if feed.draws is not None:
-        dtypes, layout = dtypes + [types.FLOAT64, types.INT64], layout + [None, None]
+        dtypes += [_DRAW_TYPES[name] for name in feed.draws.OUTPUTS]
+        layout += [None] * len(feed.draws.OUTPUTS)
     out = fn.external_source(source=feed, num_outputs=len(dtypes), batch=True, no_copy=True,
                              dtype=dtypes, layout=layout)
+    out, draws = tuple(out[:n]), out[n:]
     if mixing and feed.on_device:   # paired with the feed by call count (Feed.device_mixing)
-        out = (*out[:2], fn.external_source(source=feed.device_mixing, batch=True, device="gpu",
-                                            no_copy=True, dtype=types.UINT8, layout="HWC"), *out[2:])
-    return out
+        out += (fn.external_source(source=feed.device_mixing, batch=True, device="gpu", no_copy=True,
+                                   dtype=types.UINT8, layout="HWC"),)
+    return out + ((dict(zip(feed.draws.OUTPUTS, draws)),) if feed.draws is not None else ())
+
+
+_DRAW_TYPES = dict(crop=types.FLOAT64, flip=types.INT32, mixing_x=types.FLOAT, mixing_y=types.FLOAT,
+                   ipmix_keys=types.INT64)
 
 
 #: Mixing-set formats DALI's mixed decoder decodes on the GPU; the rest (PNG, ...) go to CPU threads.
@@ -225,9 +234,7 @@ def _mixing_pictures(mixing, preset: Preset, size, device, draws, resize: bool =
         mixing = fn.decoders.image(_read(mixing), device=decoder_device(device), output_type=types.RGB)
         if resize:
             mixing = fn.resize(mixing, resize_shorter=preset.mixing_side(size))
-    return fn.crop(mixing, crop=(size, size),
-                   crop_pos_x=fn.cast(draws[DRAW_MIXING_X], dtype=types.FLOAT),
-                   crop_pos_y=fn.cast(draws[DRAW_MIXING_Y], dtype=types.FLOAT))
+    return fn.crop(mixing, crop=(size, size), crop_pos_x=draws["mixing_x"], crop_pos_y=draws["mixing_y"])
 
 
 def _default_cache_limit() -> int:
@@ -307,7 +314,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
             no per-batch copy from the host); ``False`` never. Same pictures, mixing
             choice and crops either way (a GPU pipeline's cache is decoded on the CPU: within a grey
             level of the GPU decoder's); ``pipe.ipmix_info.mixing_cache_bytes`` says what is held.
-        seed: makes the run reproducible (sample order, mixing pictures, crops, IPMix draws). ``None``:
+        seed: makes the run reproducible (sample order, mixing pictures, crops, IPMix draws; the same in
+            any shard layout, batch split and thread count). ``None``:
             the sample order of ``seed=0`` (so that ranks that each pass ``None`` still read disjoint
             shards) with augmentation seeded at random per process.
         shard_id, num_shards: this process's shard; default from ``torch.distributed`` when initialised
@@ -321,10 +329,10 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         on_bad_file: ``"error"`` (default: raise naming every bad file) or ``"skip"`` (warn per file;
             every shard then checks every file, so that all keep the same file list).
         prefetch_queue_depth, pipeline_kwargs: passed to ``nvidia.dali.Pipeline``.
-        start_epoch: the epoch the first pass reads, for ``--resume``: epoch ``start_epoch`` of an
-            uninterrupted run with the same seed has the same samples on every shard, in the same
-            order, with the same mixing pictures; crops and IPMix draws are seeded afresh from
-            ``(seed, shard, start_epoch)`` (not a replay of epoch 0, not bit-identical either).
+        start_epoch: the epoch the first pass reads, for ``--resume``: what an uninterrupted run with
+            the same seed reads in its epoch ``start_epoch``, bit for bit (samples, order, crops,
+            flips, mixing pictures, IPMix draws: every draw is keyed by (seed, epoch, position), see
+            :mod:`dali_ipmix.keys`; so is the augmentation in any shard layout).
 
     The pipeline is fed by :class:`IPMixIterator` (``pipe.ipmix_feed``), which plans each epoch.
 
@@ -360,7 +368,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     pipe = _new_pipeline(batch_size, num_threads, device, device_id, seeds["pipeline"],
                          prefetch_queue_depth, pipeline_kwargs)
     with pipe:
-        paths, labels, mix_paths, draws, keys = _sources(feed, mixing=True)
+        paths, labels, mix_paths, draws = _sources(feed, mixing=True)
         images = _train_crop(_read(paths), recipe, size, device, draws)
         mixing = _mixing_pictures(mix_paths, recipe, size, device, draws, resize=mixing_resize,
                                   cached=cache is not None)
@@ -368,7 +376,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         backend = native.default_backend(device) if backend is None else backend
         # Normalised by fn.ipmix: in the native operator's final mix (no pass of its own), else by
         # crop_mirror_normalize after it; the same values either way.
-        views = ipmix(images, mixing, config=config, keys=keys, device=device,
+        views = ipmix(images, mixing, config=config, keys=draws["ipmix_keys"], device=device,
                       num_threads=pipe.num_threads, backend=backend, normalize=_normalization(dtype))
         views = views if config.jsd else (views,)
         labels = labels.gpu() if device == "gpu" else labels
@@ -397,7 +405,7 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, pres
     ``round(size * 256 / 224)``, centre crop ``size``; CIFAR preset: resize to ``size x size`` (identity
     for inputs of that size). Same normalisation and arguments as :func:`training_pipeline` (``seed``
     only seeds DALI; nothing here is random). Shard
-    ``s`` of ``n`` reads the files ``[s * N // n, (s + 1) * N // n)`` of the listed order, so with
+    ``s`` of ``n`` reads the files ``s, s + n, s + 2n, ...`` of the listed order, so with
     ``last_batch_policy="partial"`` every file is scored exactly once over all shards.
     """
     recipe = get_preset(resolve_preset(preset, None))

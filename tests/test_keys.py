@@ -5,8 +5,8 @@ import pytest
 from scipy import stats
 
 from dali_ipmix import IPMixConfig, draw_plan
-from dali_ipmix.keys import (DRAW_CROP, STREAM_CROP, STREAM_FLIP, KeyedGenerator, SampleDraws, sample_keys,
-                             subkeys, uniforms)
+from dali_ipmix.keys import (STREAM_CROP, STREAM_FLIP, STREAM_IPMIX, STREAM_MIXING_CROP, KeyedGenerator,
+                             SampleDraws, sample_keys, subkeys, uniforms)
 from dali_ipmix.presets import RandomResizedCrop
 
 
@@ -69,13 +69,17 @@ def test_keyed_generator_refuses_what_it_cannot_draw():
     assert set(np.unique(u.integers(2, 5, 20000))) == {2, 3, 4}
 
 
-def test_sample_draws_columns():
+def test_sample_draws_are_the_keyed_uniforms_typed_for_dali():
     crop = RandomResizedCrop()
     draws = SampleDraws(5, crop.draws, lambda u: crop.law(u, 224))
-    values, ipmix_keys = draws(3, np.arange(10, 20))
-    assert values.shape == (10, draws.columns) == (10, DRAW_CROP + 22) and ipmix_keys.dtype == np.int64
+    out = dict(zip(SampleDraws.OUTPUTS, draws(3, np.arange(10, 20))))
+    assert {k: (v.dtype, v.shape) for k, v in out.items()} == dict(
+        crop=(np.float64, (10, 22)), flip=(np.int32, (10,)), mixing_x=(np.float32, (10,)),
+        mixing_y=(np.float32, (10,)), ipmix_keys=(np.int64, (10,)))
     keys = sample_keys(5, 3, np.arange(10, 20))
-    assert np.array_equal(values[:, 0], uniforms(keys, STREAM_FLIP, 1)[:, 0])
-    assert np.array_equal(values[:, DRAW_CROP:], crop.law(uniforms(keys, STREAM_CROP, 22), 224))
-    v2, k2 = draws(3, np.arange(15, 20))
-    assert np.array_equal(v2, values[5:]) and np.array_equal(k2, ipmix_keys[5:])
+    assert np.array_equal(out["flip"], uniforms(keys, STREAM_FLIP, 1)[:, 0] < 0.5)
+    assert np.array_equal(out["mixing_y"], uniforms(keys, STREAM_MIXING_CROP, 2)[:, 1].astype(np.float32))
+    assert np.array_equal(out["crop"], crop.law(uniforms(keys, STREAM_CROP, 22), 224))
+    assert np.array_equal(out["ipmix_keys"].view(np.uint64), subkeys(keys, STREAM_IPMIX))
+    later = draws(3, np.arange(15, 20))   # the same positions in another batch: the same draws
+    assert all(np.array_equal(a[5:], b) for a, b in zip(draws(3, np.arange(10, 20)), later))

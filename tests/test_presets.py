@@ -43,7 +43,7 @@ def test_registry_refuses_silent_overwrites_and_unknown_names():
         PRESETS["cifar"].ipmix["k"] = 5   # records are read-only
 
 
-def _crop_pipeline(crop, encoded, params, size, extra=None):
+def _crop_pipeline(crop, encoded, params, size, extra=None, window=None):
     """A CPU pipeline: crop.dali of the encoded files with the given per-sample law parameters; with
     ``extra`` (a function of (encoded, params) DataNodes) its outputs follow."""
     import numpy as np
@@ -53,7 +53,8 @@ def _crop_pipeline(crop, encoded, params, size, extra=None):
     def pipe():
         e = fn.external_source(source=lambda: encoded, batch=True)
         d = fn.external_source(source=lambda: np.ascontiguousarray(params), batch=True, dtype=types.FLOAT64)
-        return (crop.dali(e, size, "cpu", d), *(extra(e, d) if extra else ()))
+        kw = {} if window is None else dict(window=window)
+        return (crop.dali(e, size, "cpu", d, **kw), *(extra(e, d) if extra else ()))
     p = pipe()
     p.build()
     return [[np.array(t) for t in out] for out in p.run()]
@@ -68,21 +69,34 @@ def _encode(array, fmt="PNG"):
     return np.frombuffer(buf.getvalue(), np.uint8)
 
 
-def test_random_resized_crop_window_in_the_pipeline_is_the_host_rule():
-    """The window DALI computes from the decoded shape equals RandomResizedCrop.window on 68 shapes
-    (2x2 to 1000x10), including forced fallbacks (no attempt fits: centred crop clipped to the
-    aspect range)."""
+def _native_window(shape, params, crop):
+    from nvidia.dali import fn
+    from dali_ipmix import native
+    native.load()
+    low, high = crop._aspect32()
+    anchor, extent = fn.ipmix_crop_window(shape, params, aspect_min=low, aspect_max=high)
+    return anchor[0], anchor[1], extent[0], extent[1]
+
+
+@pytest.mark.parametrize("window", ["native", "dali"])
+def test_random_resized_crop_window_in_the_pipeline_is_the_host_rule(window):
+    """The window the pipeline computes from the decoded shape (the plugin's IpmixCropWindow, or DALI
+    arithmetic where the plugin is not built) equals RandomResizedCrop.window on 68 shapes (2x2 to
+    1000x10), including forced fallbacks (no attempt fits: centred crop clipped to the aspect range)."""
     import numpy as np
     from nvidia.dali import fn
     crop = RandomResizedCrop()
+    if window == "native":
+        pytest.importorskip("dali_ipmix.native").load()
+    compute = crop._dali_window if window == "dali" else lambda shape, d: _native_window(shape, d, crop)
     rng = np.random.default_rng(0)
     sizes = [(int(rng.integers(2, 400)), int(rng.integers(2, 400))) for _ in range(64)]
     sizes += [(1000, 10), (10, 1000), (3, 2), (2, 2)]
     encoded = [_encode(np.zeros((h, w, 3), np.uint8), "JPEG") for w, h in sizes]
     params = crop.law(rng.random((len(sizes), crop.draws)), 24)
     params[::7, :crop.attempts] = 1.0   # the whole area at an aspect != the image's: no attempt fits
-    out = _crop_pipeline(crop, encoded, params, 24,
-                         extra=lambda e, d: crop._dali_window(fn.peek_image_shape(e), d))
+    out = _crop_pipeline(crop, encoded, params, 24, window=window,
+                         extra=lambda e, d: compute(fn.peek_image_shape(e), d))
     got = np.stack([np.stack(o).reshape(-1) for o in out[1:]], axis=1).astype(int)
     want = np.array([crop.window(params[i], h, w) for i, (w, h) in enumerate(sizes)])
     assert np.array_equal(got, want)
@@ -108,8 +122,9 @@ def test_random_resized_crop_law_follows_torchvision():
     assert abs(np.mean(win[:, 0] / slack) - 0.5) < 0.03
 
 
+@pytest.mark.parametrize("window", ["native", "dali"])
 @pytest.mark.parametrize("decode", ["roi", "full"])
-def test_random_resized_crop_decodes_the_window_and_resizes_it(decode):
+def test_random_resized_crop_decodes_the_window_and_resizes_it(decode, window):
     """Both ways give the window of the host rule, resized: on a lossless picture, exactly DALI's
     resize of the window cut out in NumPy."""
     import numpy as np
@@ -118,7 +133,7 @@ def test_random_resized_crop_decodes_the_window_and_resizes_it(decode):
     rng = np.random.default_rng(2)
     picture = rng.integers(0, 256, (200, 250, 3), dtype=np.uint8)
     params = crop.law(rng.random((8, crop.draws)), 24)
-    (out,) = _crop_pipeline(crop, [_encode(picture)] * 8, params, 24)
+    (out,) = _crop_pipeline(crop, [_encode(picture)] * 8, params, 24, window=window)
     windows = [crop.window(p, 200, 250) for p in params]
     cuts = [np.ascontiguousarray(picture[y:y + h, x:x + w]) for x, y, w, h in windows]
     assert len({(w, h) for _, _, w, h in windows}) > 4   # the crops differ
@@ -151,3 +166,34 @@ def test_padded_crop_offsets_are_the_law_s():
 def test_random_resized_crop_refuses_an_unknown_decode():
     with pytest.raises(ValueError, match="decode='gpu' is invalid: use 'roi'"):
         RandomResizedCrop(decode="gpu")
+
+
+def test_crop_window_refuses_bad_inputs_naming_them():
+    import numpy as np
+    from nvidia.dali import fn, pipeline_def, types
+    from dali_ipmix import native
+    pytest.importorskip("dali_ipmix.native").load()
+    with pytest.raises(ValueError, match="window='fast' is invalid"):
+        RandomResizedCrop().dali(None, 24, "cpu", None, window="fast")
+
+    def run(params, dtype, **kw):
+        @pipeline_def(batch_size=2, num_threads=1, device_id=None)
+        def pipe():
+            shape = fn.external_source(source=lambda: [np.array([20, 30, 3])] * 2, batch=True,
+                                       dtype=types.INT64)
+            d = fn.external_source(source=lambda: params, batch=True, dtype=dtype)
+            return tuple(fn.ipmix_crop_window(shape, d, **kw))
+        p = pipe()
+        p.build()
+        return p.run()
+    native.load()
+    with pytest.raises(RuntimeError, match="input `params` must be float64"):
+        run([np.zeros(4, np.float32)] * 2, types.FLOAT)
+    with pytest.raises(RuntimeError, match="input `params` sample 1 has 5 values"):
+        run([np.zeros(4), np.zeros(5)], types.FLOAT64)
+    with pytest.raises(RuntimeError, match="`aspect_min`=2 .* need 0 < aspect_min <= aspect_max"):
+        run([np.zeros(4)] * 2, types.FLOAT64, aspect_min=2.0, aspect_max=1.0)
+    # one attempt, the whole area at aspect 1 on a 20 x 30 image: 24 x 24 does not fit, so the
+    # fallback: width min(30, 20 * 4/3 rounded) = 27, full height, centred
+    anchor, extent = run([np.array([1.0, 1.0, 0.0, 0.0])] * 2, types.FLOAT64)
+    assert np.array(extent[0]).tolist() == [27, 20] and np.array(anchor[0]).tolist() == [1, 0]
