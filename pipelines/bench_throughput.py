@@ -365,7 +365,7 @@ def build_parser():
       help="untimed batches before timing, GPU rows (default 50: CuPy compiles kernels in the first ones)")
     a("--plain-decode", choices=("full", "fused"), default="full",
       help="plain DALI rows: full = decoders.image + random_resized_crop (default); fused = "
-           "decoders.image_random_crop + resize, as dali-ipmix's own pipeline decodes (a faster baseline)")
+           "decoders.image_random_crop + resize: region decoding, as dali-ipmix's own pipeline does with its keyed window (a faster baseline)")
     a("--json", help="also write the table (and the run's settings) to this JSON file")
     add_data_args(ap)
     return ap

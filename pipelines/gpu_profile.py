@@ -105,7 +105,8 @@ def ipmix_batches(make):
 def plain_batches(data, batch_size, device, threads, decode="full"):
     """``next_batch`` over the plain DALI pipeline of the benchmarks (full decode, random resized crop,
     flip, normalise; no IPMix) through DALI's own PyTorch iterator: the baseline, in this process.
-    ``decode="fused"``: decoders.image_random_crop + resize instead, as the training pipeline decodes."""
+    ``decode="fused"``: decoders.image_random_crop + resize instead: region decoding, as the training
+    pipeline does (it decodes its keyed window with decoders.image_slice)."""
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
     from dali_ipmix._scripts.benchdata import endless, plain_dali_pipeline
     from dali_ipmix.files import list_image_folder
