@@ -34,6 +34,7 @@ from typing import Optional
 import numpy as np
 from nvidia.dali import fn as dali_fn
 from nvidia.dali import types
+from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import do_not_convert
 
 from .augment import ipmix_views
@@ -239,6 +240,9 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
         raise ValueError("ipmix: device='cpu' but an input is on the GPU; DALI cannot move data "
                          "back to the CPU inside a pipeline, use device='gpu'")
     norm = normalize_args(normalize)
+    if keys is not None and not isinstance(keys, DataNode):
+        raise TypeError(f"keys must be a DataNode of one int64 per sample (e.g. fn.external_source), got "
+                        f"{type(keys).__name__}: one key for every sample would draw every sample alike")
     seed = 0 if keys is not None and seed is None else seed
     if backend == "native":
         native.load()

@@ -54,6 +54,24 @@ def test_batch_function_views_differ():
     assert any(not np.array_equal(a, c) for a, c in zip(v1, clean))
 
 
+def test_batch_function_with_keys_draws_each_sample_from_its_key():
+    """Keyed: a sample's views depend on its key (and the seed), not on its batch or place."""
+    x, z = batch()
+    f = make_ipmix_function(CFG, seed=2)
+    keys = [np.array(k, np.int64) for k in (11, -3, 7, 2 ** 40)]
+    _, a1, a2 = f(x, z, keys)
+    _, b1, b2 = f(x[::-1], z[::-1], keys[::-1])   # another batch, reversed: the state is not used
+    for i in range(4):
+        np.testing.assert_array_equal(a1[i], b1[3 - i])
+        np.testing.assert_array_equal(a2[i], b2[3 - i])
+    _, c1, _ = make_ipmix_function(CFG, seed=3)(x, z, keys)   # the seed still matters
+    assert any(not np.array_equal(u, v) for u, v in zip(a1, c1))
+    with pytest.raises(ValueError, match="differ in size"):
+        f(x, z, keys[:3])
+    with pytest.raises(TypeError, match="keys must be a DataNode"):
+        ipmix(None, None, keys=5, backend="python", device="cpu")
+
+
 def test_batch_function_errors_name_the_problem():
     x, z = batch()
     f = make_ipmix_function(CFG, seed=0)

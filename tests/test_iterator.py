@@ -208,7 +208,7 @@ def test_seedless_shards_are_disjoint_and_augment_independently(dali_tree, dali_
 
 def _outputs(it):
     """One epoch of a JSD iterator as NumPy arrays: [((clean, view1, view2), labels), ...]."""
-    return [(tuple(v.numpy().copy() for v in views), y.numpy().copy()) for views, y in it]
+    return [(tuple(v.cpu().numpy().copy() for v in views), y.cpu().numpy().copy()) for views, y in it]
 
 
 def _same(a, b):
@@ -349,17 +349,20 @@ def _by_position(shards):
     return out
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.cupy)])
 @pytest.mark.parametrize("backend", ["native", "python"])
 @pytest.mark.parametrize("preset", ["imagenet", "cifar"])
-def test_a_seed_gives_the_same_samples_and_augmentations_in_every_shard_layout(textured_tree, dali_cpu,
+def test_a_seed_gives_the_same_samples_and_augmentations_in_every_shard_layout(textured_tree, device,
                                                                                backend, preset):
     """One process with batches of 6 on 2 threads, and 3 shards with batches of 2 on 1 thread: every
     position of every epoch holds the same sample with the same crop, flip, mixing picture and IPMix
     views (which positions a step covers: tests/test_epochs.py)."""
+    if device == "gpu" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
     if backend == "native":
         pytest.importorskip("dali_ipmix.native").load()
     data, mix = textured_tree
-    kw = dict(mixing_root=mix, preset=preset, size=24, seed=11, backend=backend, device="cpu")
+    kw = dict(mixing_root=mix, preset=preset, size=24, seed=11, backend=backend, device=device)
 
     def epochs(num_shards, batch_size, threads):
         its = [IPMixIterator(training_pipeline(data, batch_size=batch_size, shard_id=s, num_shards=num_shards,
