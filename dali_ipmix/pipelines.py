@@ -65,7 +65,7 @@ class PipelineInfo:
     seed: Optional[int]             # as given (None: order of seed 0, random augmentation)
     batch_size: int = 1
     shuffle_seed: Optional[int] = None   # None: listed order every epoch (validation)
-    augment_seed: int = 0           # the seed the random augmentation of this shard was derived from
+    augment_seed: int = 0           # the root every per-sample draw is keyed from (random for seed=None)
     start_epoch: int = 0            # the first epoch this pipeline reads
     backend: Optional[str] = None   # fn.ipmix backend the training pipeline runs: "native" or "python"
     mixing_resize: bool = True      # False: every mixing picture already has the preset's shorter side

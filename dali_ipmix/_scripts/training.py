@@ -156,8 +156,8 @@ def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, star
                   # Under AMP the first conv runs in float16 anyway: halve the batch's memory traffic.
                   dtype="float16" if gpu and args.amp else "float32",
                   # The same seed (or None) on every rank: the pipeline derives one shared sample order
-                  # from it (seed 0's for None), which keeps the shards disjoint, and per-shard
-                  # augmentation seeds.
+                  # from it (seed 0's for None), which keeps the shards disjoint, and keys every
+                  # sample's augmentation by (seed, epoch, position): the same on any number of ranks.
                   seed=args.seed, validate=args.validate_files)
     val = validation_pipeline(file_root=str(val_dir), **common)
     # partial: each validation image is scored exactly once; drop: every rank runs the same number of
