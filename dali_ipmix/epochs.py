@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 import math
 import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 

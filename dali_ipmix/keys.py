@@ -154,7 +154,9 @@ class SampleDraws:
     ``ipmix_keys`` int64 (N,) the IPMix operator's per-sample keys (their 64 bits as int64).
     """
 
-    OUTPUTS = ("crop", "flip", "mixing_x", "mixing_y", "ipmix_keys")
+    #: Name and dtype of each array a call returns, in order.
+    OUTPUTS = dict(crop=np.float64, flip=np.int32, mixing_x=np.float32, mixing_y=np.float32,
+                   ipmix_keys=np.int64)
 
     def __init__(self, root: int, crop_count: int, crop_law: Callable[[np.ndarray], np.ndarray]):
         self.root, self.crop_count, self.crop_law = int(root), int(crop_count), crop_law

@@ -120,8 +120,8 @@ def _data_files(file_root, file_list, validate, on_bad_file, share) -> LabelledF
 def _seeds(seed, shard_id, start_epoch=0):
     """The augmentation seed and independent 31-bit seeds for each random consumer, from the user's seed.
 
-    ``keys`` and ``mixing`` are the roots of every per-sample draw (crop, flip, mixing picture and
-    its crop, IPMix; :mod:`dali_ipmix.keys`), keyed by (root, epoch, position): they ignore the
+    ``keys`` is the root of every per-sample draw (crop, flip, mixing picture and its crop, IPMix;
+    :mod:`dali_ipmix.keys`: one stream each), keyed by (root, epoch, position): it ignores the
     shard and the start epoch, so a sample's augmentation is the same in any shard layout and after
     a resume. The shuffle seed ignores the shard too, so that all shards agree on one global order
     per epoch (which is what makes the shards disjoint). ``seed=None`` orders the samples as
@@ -138,7 +138,7 @@ def _seeds(seed, shard_id, start_epoch=0):
 
     return augment, dict(pipeline=derive(augment, 1, shard_id, start_epoch),
                          shuffle=derive(0 if seed is None else seed, 2),
-                         mixing=derive(augment, 3), keys=derive(augment, 4))
+                         keys=derive(augment, 4))
 
 
 def _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_queue_depth, kwargs):
@@ -188,7 +188,7 @@ def _sources(feed, mixing: bool):
     layout = [None, None] + (["HWC" if feed.mixing_cache is not None else None] if len(dtypes) == 3 else [])
     n = len(dtypes)
     if feed.draws is not None:
-        dtypes += [_DRAW_TYPES[name] for name in feed.draws.OUTPUTS]
+        dtypes += [types.to_dali_type(np.dtype(t)) for t in feed.draws.OUTPUTS.values()]
         layout += [None] * len(feed.draws.OUTPUTS)
     out = fn.external_source(source=feed, num_outputs=len(dtypes), batch=True, no_copy=True,
                              dtype=dtypes, layout=layout)
@@ -198,9 +198,6 @@ def _sources(feed, mixing: bool):
                                    dtype=types.UINT8, layout="HWC"),)
     return out + ((dict(zip(feed.draws.OUTPUTS, draws)),) if feed.draws is not None else ())
 
-
-_DRAW_TYPES = dict(crop=types.FLOAT64, flip=types.INT32, mixing_x=types.FLOAT, mixing_y=types.FLOAT,
-                   ipmix_keys=types.INT64)
 
 
 #: Mixing-set formats DALI's mixed decoder decodes on the GPU; the rest (PNG, ...) go to CPU threads.
@@ -363,7 +360,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     augment_seed, seeds = _seeds(seed, shard_id, start_epoch)
     crop = recipe.train_crop
     draws = SampleDraws(seeds["keys"], crop.draws, lambda u: crop.law(u, size))
-    feed = Feed(data.files, data.labels, mix_files, seeds["mixing"], mixing_cache=cache, draws=draws)
+    feed = Feed(data.files, data.labels, mix_files, seeds["keys"], mixing_cache=cache, draws=draws)
 
     pipe = _new_pipeline(batch_size, num_threads, device, device_id, seeds["pipeline"],
                          prefetch_queue_depth, pipeline_kwargs)
