@@ -12,8 +12,12 @@ DALI and PyTorch (loaded on first use):
 """
 
 import importlib
+from importlib import metadata as _metadata
 
-__version__ = "0.1.0"
+try:   # the version lives in pyproject.toml only
+    __version__ = _metadata.version("dali-ipmix")
+except _metadata.PackageNotFoundError:   # a source folder on sys.path, never installed
+    __version__ = "0+unknown"
 
 from .config import IPMixConfig
 from .plan import IPMixPlan, draw_plan

@@ -4,7 +4,11 @@ NumPy executor on the plan it reports, its draws' distributions, reproducibility
 Skipped when the plugin is not built (``scripts/setup.sh`` builds it; CI runs that first)."""
 
 import os
+import re
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -146,7 +150,7 @@ def test_gpu_default_needs_the_gpu_operator(monkeypatch):
     monkeypatch.setattr(native, "has_gpu_operator", lambda: False)
     assert native.default_backend("gpu") == "python"
     assert native.default_backend("cpu") == "native"
-    with pytest.raises(native.NotBuiltError, match="built without it .*nvcc.*backend='python'"):
+    with pytest.raises(native.NotBuiltError, match="built without it .*CUDA .*nvcc.*backend='python'"):
         native.require_gpu_operator()
     monkeypatch.setattr(native, "has_gpu_operator", lambda: True)
     assert native.default_backend("gpu") == "native"
@@ -155,17 +159,94 @@ def test_gpu_default_needs_the_gpu_operator(monkeypatch):
 def test_not_built_gives_the_build_command(monkeypatch):
     monkeypatch.setattr(native, "_loaded", None)
     monkeypatch.setattr(native, "library_path", lambda: None)
-    with pytest.raises(native.NotBuiltError, match="scripts/setup.sh"):
+    with pytest.raises(native.NotBuiltError) as err:
         native.load()
+    for fix in ("--no-binary dali-ipmix dali-ipmix", "scripts/setup.sh", "DALI_IPMIX_NATIVE_LIB",
+                "backend='python'"):
+        assert fix in str(err.value)
 
 
-def test_gpu_operator_is_registered_when_nvcc_was_found():
-    if not (shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc")):
-        pytest.skip("no CUDA compiler: the GPU operator is not built")
+def _nvcc_major():
+    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+    if nvcc is None:
+        return None
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    return re.search(r"release (\d+)\.", out).group(1)
+
+
+def test_gpu_operator_is_built_exactly_when_nvcc_has_dalis_cuda_major():
+    """One CUDA line: CMake compiles the GPU operator only with a toolkit of DALI's CUDA major, and the
+    build stamp says whether it did."""
+    import nvidia.dali
     from nvidia.dali import backend
     native.load()
+    stamp = native.build_stamp()
+    dali_major = str(nvidia.dali.__cuda_version__)[:2]
+    assert stamp["dali"] == nvidia.dali.__version__ and stamp["cuda"] == dali_major
+    assert stamp["gpu"] == ("1" if _nvcc_major() == dali_major else "0")
     assert "IpmixNative" in backend.RegisteredCPUOps()
-    assert "IpmixNative" in backend.RegisteredGPUOps()
+    assert ("IpmixNative" in backend.RegisteredGPUOps()) == (stamp["gpu"] == "1")
+
+
+def _doctored_copy(tmp_path, release=b"9.9.9"):
+    """A copy of the plugin whose stamp names another DALI release (same length, so the file stays valid)."""
+    data = open(native.library_path(), "rb").read()
+    stamp = native.STAMP_PREFIX + b"dali=" + native.build_stamp()["dali"].encode()
+    assert data.count(stamp) == 1 and len(release) == len(native.build_stamp()["dali"])
+    path = tmp_path / native.LIBRARY
+    path.write_bytes(data.replace(stamp, native.STAMP_PREFIX + b"dali=" + release))
+    return path
+
+
+def test_a_plugin_built_for_another_dali_is_refused_with_the_rebuild_command(tmp_path):
+    import nvidia.dali
+    path = _doctored_copy(tmp_path)
+    assert native.build_stamp(str(path))["dali"] == "9.9.9"
+    with pytest.raises(native.IncompatibleBuildError) as err:
+        native.check_build(str(path))
+    message = str(err.value)
+    assert f"built for DALI 9.9.9" in message and f"runs DALI {nvidia.dali.__version__}" in message
+    assert "pip install --force-reinstall --no-binary dali-ipmix dali-ipmix" in message
+    assert "scripts/setup.sh" in message and "backend='python'" in message
+
+
+def test_doctored_plugin_in_a_fresh_process_is_refused_at_load_and_the_default_falls_back(tmp_path):
+    """Through DALI_IPMIX_NATIVE_LIB in a new process (the real plugin is not loaded there):
+    ``load()`` refuses the library before DALI sees it, ``backend="native"`` raises the same error,
+    and the default backend falls back to ``python`` with one warning that says why."""
+    path = _doctored_copy(tmp_path)
+    code = textwrap.dedent("""
+        import warnings
+        from dali_ipmix import native
+        try:
+            native.load()
+        except native.IncompatibleBuildError as err:
+            print("REFUSED", err)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            print("DEFAULT", native.default_backend(), native.default_backend())
+        print("WARNINGS", len(caught), caught[0].message if caught else "")
+        from nvidia.dali import backend
+        print("LOADED", "IpmixNative" in backend.RegisteredCPUOps())
+    """)
+    env = {**os.environ, "DALI_IPMIX_NATIVE_LIB": str(path)}
+    env.pop("DALI_IPMIX_BACKEND", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "REFUSED " + str(path) + " was built for DALI 9.9.9" in out.stdout
+    assert "DEFAULT python python" in out.stdout
+    assert "WARNINGS 1 dali-ipmix runs IPMix on the slower python_function route" in out.stdout
+    assert "LOADED False" in out.stdout
+
+
+def test_the_lookup_order_and_a_missing_env_library(monkeypatch, tmp_path):
+    copy = _doctored_copy(tmp_path, release=native.build_stamp()["dali"].encode())
+    monkeypatch.setenv("DALI_IPMIX_NATIVE_LIB", str(tmp_path / "nowhere.so"))
+    assert native.library_path() is None
+    with pytest.raises(native.NotBuiltError, match="nowhere.so' is not a file"):
+        native.check_build()
+    monkeypatch.setenv("DALI_IPMIX_NATIVE_LIB", str(copy))
+    assert native.library_path() == str(copy) and native.check_build() == str(copy)
 
 
 # ---------------------------------------------------------------------------------- fused normalisation
