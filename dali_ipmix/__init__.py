@@ -2,7 +2,7 @@
 
 Core (arrays in, arrays out; NumPy or CuPy; imports neither DALI nor torch):
     IPMixConfig, ipmix_batch, IPMixPlan, draw_plan, execute_plan
-DALI and PyTorch (loaded on first use):
+DALI and PyTorch (loaded on first use; the iterator and the loss need the ``torch`` extra):
     fn.ipmix                                   the DALI operator
     training_pipeline, validation_pipeline     ready pipelines (ImageNet / CIFAR presets)
     IPMixIterator                              DALIGenericIterator for PyTorch, JSD-aware
@@ -45,7 +45,11 @@ def __getattr__(name):
     if name not in _LAZY:
         raise AttributeError(f"module 'dali_ipmix' has no attribute {name!r}")
     module_name, attr = _LAZY[name]
-    module = importlib.import_module(module_name, __name__)
+    try:
+        module = importlib.import_module(module_name, __name__)
+    except ImportError as err:   # an optional extra (torch for the iterator and the loss) is missing
+        from .extras import extra_error
+        raise extra_error(err, f"dali_ipmix.{name}") from None
     value = module if attr is None else getattr(module, attr)
     globals()[name] = value
     return value

@@ -136,7 +136,8 @@ def write_fractal_set(out_dir, n: int, size: int = 256, seed: Optional[int] = 0,
     decodes on the CPU) or ``"png"`` (lossless).
     """
     from PIL import Image
-    from tqdm import tqdm
+
+    from .extras import progress_bar
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} is invalid: expected an integer >= 1")
@@ -148,7 +149,7 @@ def write_fractal_set(out_dir, n: int, size: int = 256, seed: Optional[int] = 0,
     os.makedirs(out_dir, exist_ok=True)
     base = int(np.random.SeedSequence().entropy & 0x7FFFFFFF) if seed is None else int(seed)
     paths = []
-    with tqdm(total=n, desc="fractals", unit="img", disable=not progress) as bar:
+    with progress_bar(n, "fractals", "img", disable=not progress) as bar:
         for i, start in enumerate(range(0, n, chunk)):
             count = min(chunk, n - start)
             imgs = render_fractals(count, size, seed=np.random.SeedSequence([base, i]))

@@ -19,10 +19,8 @@ def sample_photo(name: str) -> np.ndarray:
     The astronaut stands in when this scikit-image lacks ``name`` (or would download it). Cached per
     process, read-only: decoding the large ones takes ~50 ms. ImportError names the package to install.
     """
-    try:
-        from skimage import data
-    except ImportError:
-        raise ImportError("the sample photos come from scikit-image: pip install scikit-image") from None
+    from .extras import require
+    data = require("skimage.data", "the sample photos (scikit-image's)")
     try:
         img = np.asarray(getattr(data, name)())
     except Exception:   # older/newer scikit-image without that photo, or one it would download
