@@ -262,7 +262,8 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
     if device == "gpu":
         if importlib.util.find_spec("cupy") is None:
             raise ImportError("fn.ipmix on the GPU runs IPMix with CuPy, which is not installed: "
-                              "pip install 'dali-ipmix[gpu]' (cupy-cuda12x), or use device='cpu'")
+                              "pip install 'dali-ipmix[gpu]' (the CuPy of DALI's CUDA line, cupy-cuda12x or "
+                              "cupy-cuda13x), or use device='cpu'")
         images, mixing = images.gpu(), mixing.gpu()
     num_outputs = 3 if config.jsd else 1
     inputs = (images, mixing) if keys is None else (images, mixing, keys.gpu() if device == "gpu" else keys)

@@ -43,14 +43,17 @@ if ! "$PY" -c 'import nvidia.dali' 2>/dev/null && [ -f .gpu/install.sh ]; then
   echo "== installing DALI from .gpu/ =="
   bash .gpu/install.sh || echo "DALI install failed: the DALI steps will fail"
 fi
-# The native DALI operator: carry build/ from the session's checkout (built by scripts/setup.sh, sm_80/90),
-# or it is built here when cmake and nvcc are on this machine; the native rows are skipped otherwise.
+# The native DALI operator: a plugin built for the device's DALI (release and CUDA line: its build stamp
+# is checked at load), either carried and named by DALI_IPMIX_NATIVE_LIB, or carried as build/native/
+# (cmake -S . -B build/native), or built here into build/native/ when cmake and nvcc are on this
+# machine; the native rows are skipped otherwise (the reason is printed).
 if ! "$PY" -c 'import sys; from dali_ipmix import native; sys.exit(not native.available())' 2>/dev/null \
    && command -v cmake >/dev/null; then
   echo "== building the native operator =="
-  PATH="$PATH:/usr/local/cuda/bin" cmake -S . -B build -DPython_EXECUTABLE="$(command -v "$PY")" >/dev/null \
-    && cmake --build build --parallel >/dev/null || echo "native operator build failed: native rows skipped"
+  PATH="$PATH:/usr/local/cuda/bin" cmake -S . -B build/native -DPython_EXECUTABLE="$(command -v "$PY")" >/dev/null \
+    && cmake --build build/native --parallel >/dev/null || echo "native operator build failed: native rows skipped"
 fi
+"$PY" -c 'from dali_ipmix import native; native.check_build(); print("native operator", native.library_path(), native.build_stamp())' 2>&1 | tail -n 1
 echo "== machine =="
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv 2>&1
 "$PY" - <<'PY' 2>&1
