@@ -29,6 +29,8 @@ from ..config import IPMixConfig
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..losses import jsd_loss
 from ..presets import get_preset
+from . import checkpoints
+from .checkpoints import plain_args
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -352,7 +354,7 @@ def save_checkpoint(out: Path, state, args, is_best: bool):
     model = state["model"].module if hasattr(state["model"], "module") else state["model"]
     ckpt = {"epoch": state["epoch"], "step": state["step"], "best_acc1": state["best_acc1"],
             "model": model.state_dict(), "optimizer": state["optimizer"].state_dict(),
-            "scaler": state["scaler"].state_dict(), "args": vars(args)}
+            "scaler": state["scaler"].state_dict(), "args": plain_args(args)}
     tmp = out / "checkpoint.pth.tmp"
     torch.save(ckpt, tmp)
     os.replace(tmp, out / "checkpoint.pth")  # never leave a half-written checkpoint behind
@@ -362,7 +364,8 @@ def save_checkpoint(out: Path, state, args, is_best: bool):
 
 
 def load_checkpoint(path, state, d: Dist):
-    ckpt = torch.load(path, map_location=d.device, weights_only=False)
+    """Resumes ``state`` from ``path`` (loaded with ``weights_only=True``: see :mod:`.checkpoints`)."""
+    ckpt = checkpoints.load(path, map_location=d.device)
     state["model"].load_state_dict(ckpt["model"])
     state["optimizer"].load_state_dict(ckpt["optimizer"])
     state["scaler"].load_state_dict(ckpt["scaler"])
