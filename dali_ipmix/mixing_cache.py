@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import checks
 from .constants import MIXING_CACHE_MAX_BYTES
 
 __all__ = ["MixingCache", "DeviceMixingCache", "decoded_shape", "estimate_bytes", "MIXING_CACHE_MAX_BYTES"]
@@ -100,10 +101,7 @@ class MixingCache:
         files = list(files)
         if not files:
             raise ValueError("MixingCache.build: no mixing files given")
-        if isinstance(side, bool) or (side is not None and (not isinstance(side, (int, np.integer))
-                                                            or side < 1)):
-            raise ValueError(f"MixingCache.build: side={side!r} is invalid: expected an integer >= 1 "
-                             "or None (no resize)")
+        side = checks.optional_integer("side", side, 1, note=" (None: no resize)")
         show = len(files) >= _PROGRESS_FROM if progress is None else progress
         from tqdm import tqdm
         packer = _Packer(expected_bytes or 0, pin)
