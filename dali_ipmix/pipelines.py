@@ -157,18 +157,20 @@ def _seeds(seed, shard_id, start_epoch=0):
 class IPMixPipeline(Pipeline):
     """The ready pipelines' ``Pipeline``: a DALI pipeline like any other, which refuses a second
     iterator. The first iterator made on it (an :class:`IPMixIterator` or one of DALI's framework
-    iterators, recognised when its constructor builds the pipeline) drives it for as long as it
+    iterators) drives it for as long as it
     lives; another one, while it does, is an error (two drivers would share one stream of batches,
-    each reading part of every epoch)."""
+    each reading part of every epoch). A DALI iterator is recognised when its constructor first
+    touches the pipeline (DALI's API-type check, before it builds or runs it)."""
 
-    def build(self):
+    def _check_api_type_scope(self, type):
+        # DALI's framework iterators enter this scope in their constructor, before anything else.
         caller = sys._getframe(1)
         if caller.f_code.co_name == "__init__":
             from nvidia.dali.plugin.base_iterator import _DaliBaseIterator
             driver = caller.f_locals.get("self")
             if isinstance(driver, _DaliBaseIterator):
                 claim_pipeline(self, driver)
-        return super().build()
+        return super()._check_api_type_scope(type)
 
 
 def _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_queue_depth, kwargs):
