@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import threading
 import warnings
 from typing import List, Optional, Sequence
@@ -119,7 +120,9 @@ class EpochPlan:
 
 
 def _encode(path: str) -> np.ndarray:
-    return np.frombuffer(path.encode("utf-8"), dtype=np.uint8)
+    """A path as DALI's file reader takes it: its bytes as the file system has them (``os.fsencode``:
+    a name that is not valid UTF-8, legal on Linux, is read as is)."""
+    return np.frombuffer(os.fsencode(path), dtype=np.uint8)
 
 
 def empty_epoch_warning(plan: "EpochPlan") -> Optional[str]:

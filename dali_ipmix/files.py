@@ -42,7 +42,7 @@ class BadImageError(ValueError):
 
     def __init__(self, bad: Sequence[Tuple[str, str]]):
         self.bad = list(bad)
-        lines = [f"  {p}: {why}" for p, why in self.bad[:_MAX_NAMED]]
+        lines = [f"  {shown(p)}: {why}" for p, why in self.bad[:_MAX_NAMED]]
         if len(self.bad) > _MAX_NAMED:
             lines.append(f"  ... and {len(self.bad) - _MAX_NAMED} more")
         super().__init__(
@@ -121,7 +121,8 @@ def _walk_files(root) -> Tuple[List[str], List[str]]:
     Directory links are followed (data sets are often assembled from links) but no folder is entered
     twice, nor a folder above ``root``: a link back into an enclosing folder (``a/self -> .``,
     ``a/up -> ..``) would list every image many times, under the wrong class; it is skipped with a
-    warning naming it."""
+    warning naming it. A folder that cannot be listed (no permission, an I/O error) is an error
+    naming it: skipping it would leave its images out silently."""
     images, others, loops = [], [], []
     seen = set()   # (device, inode) of every folder entered, and of the folders above root
     up = os.path.realpath(root)
@@ -131,7 +132,7 @@ def _walk_files(root) -> Tuple[List[str], List[str]]:
         if os.path.dirname(up) == up:
             break
         up = os.path.dirname(up)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_unlistable):
         st = os.stat(dirpath)
         seen.add((st.st_dev, st.st_ino))
         keep = []
@@ -152,15 +153,27 @@ def _walk_files(root) -> Tuple[List[str], List[str]]:
                 continue
             (images if _is_image_name(name) else others).append(os.path.join(dirpath, name))
     for link in loops:
-        warnings.warn(f"not following {link} -> {os.path.realpath(link)}: that folder is listed already "
+        warnings.warn(f"not following {shown(link)} -> {shown(os.path.realpath(link))}: that folder is listed already "
                       "(a link back into the tree would repeat its images)", stacklevel=3)
     return images, others
 
 
+def _unlistable(err: OSError):
+    """``os.walk``'s ``onerror``: a folder it cannot list stops the listing, naming the folder."""
+    raise type(err)(f"cannot list folder {shown(err.filename)} ({err.strerror or err}): its images "
+                    "would be left out; fix its permissions or remove it") from None
+
+
+def shown(path) -> str:
+    """``path`` as printable text: a name that is not valid UTF-8 (legal on Linux; Python holds its
+    bytes as surrogates) shows those bytes as ``\\xNN`` instead of failing to print."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _warn_skipped(paths, why):
     if paths:
-        shown = ", ".join(paths[:_MAX_NAMED]) + (" ..." if len(paths) > _MAX_NAMED else "")
-        warnings.warn(f"skipping {len(paths)} file(s) {why}: {shown}", stacklevel=3)
+        names = ", ".join(map(shown, paths[:_MAX_NAMED])) + (" ..." if len(paths) > _MAX_NAMED else "")
+        warnings.warn(f"skipping {len(paths)} file(s) {why}: {names}", stacklevel=3)
 
 
 def _tail_has(path, marker, tail_bytes):
@@ -308,7 +321,7 @@ def check_images(paths: Sequence[str], validate: str = "header", on_bad_file: st
     if bad and on_bad_file == "error":
         raise BadImageError(bad)
     for p, r in bad:
-        warnings.warn(f"skipping unreadable image {p}: {r}", stacklevel=2)
+        warnings.warn(f"skipping unreadable image {shown(p)}: {r}", stacklevel=2)
     bad_paths = {p for p, _ in bad}
     return [p for p in paths if p not in bad_paths]
 
@@ -350,9 +363,9 @@ def read_file_list(file_list, file_root=None, validate: str = "header",
         raise FileNotFoundError(f"file_list {file_list!r} does not exist or is not a file")
     base = _require_dir(file_root, "file_root") if file_root is not None else os.path.dirname(file_list)
     files, labels = [], []
-    with open(file_list, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
+    with open(file_list, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = _decode_line(raw, file_list, lineno).strip()
             if not line or line.startswith("#"):
                 continue
             parts = line.rsplit(maxsplit=1)   # the path may contain spaces, the label may not
@@ -376,6 +389,20 @@ def read_file_list(file_list, file_root=None, validate: str = "header",
     # Labels may be sparse (e.g. 0 and 2147483647): the class names are made on demand, not listed.
     classes = NumberedClasses(max(labels) + 1)
     return _checked(files, labels, classes, validate, on_bad_file, file_list, share)
+
+
+def _decode_line(raw: bytes, file_list, lineno) -> str:
+    """Line ``lineno`` of a file list as text: UTF-8, with or without a byte-order mark on the first
+    line; any other encoding (Latin-1, UTF-16, ...) is an error naming the file, the line and the
+    byte, not a path "not found" later."""
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{file_list}:{lineno}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                         f"{err.start + 1}): file lists must be UTF-8, with or without a BOM; "
+                         "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
 
 
 def list_mixing_images(root, validate: str = "header", on_bad_file: str = "error") -> List[str]:

@@ -15,6 +15,7 @@ decode, no resize and no host copy per batch; the random crop stays in the pipel
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
@@ -192,7 +193,7 @@ def _decode(paths: List[str], side: Optional[int], num_threads: int, sink, done)
 
     def source():
         fed.append(chunks[len(fed)])
-        return [np.frombuffer(p.encode("utf-8"), dtype=np.uint8) for p in fed[-1]]
+        return [np.frombuffer(os.fsencode(p), dtype=np.uint8) for p in fed[-1]]   # any file name
 
     pipe = Pipeline(batch_size=_BUILD_BATCH, num_threads=max(1, int(num_threads)), device_id=None,
                     prefetch_queue_depth=1, seed=0)

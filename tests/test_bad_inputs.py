@@ -400,3 +400,100 @@ def test_directory_link_to_a_folder_outside_is_followed(tree, dali_mixing, tmp_p
     info = train(tree[0], dali_mixing).ipmix_info
     assert info.num_samples == 11
     assert [os.path.basename(f) for f in info.files if "/more/" in f] == ["img_050.jpg", "img_051.jpg"]
+
+
+# --------------------------------------------------------------------------- file names and lists
+def _bytes_name_image(folder, name: bytes, colour, hw=(20, 24)):
+    """A solid JPEG whose file name is the raw bytes ``name`` (not valid UTF-8: legal on Linux)."""
+    path = os.path.join(os.fsencode(str(folder)), name)
+    img = np.empty((*hw, 3), np.uint8)
+    img[:] = colour
+    with open(path, "wb") as f:
+        Image.fromarray(img).save(f, format="JPEG", quality=95)
+    return os.fsdecode(path)
+
+
+@pytest.mark.parametrize("mixing_cache", [True, False])
+def test_file_names_that_are_not_utf8_are_read(tree, tmp_path, mixing_cache):
+    """os.walk gives such names with surrogates; the feed passes their bytes (os.fsencode), so the
+    sample and the mixing picture are read, not a UnicodeEncodeError."""
+    root, _ = tree
+    path = _bytes_name_image(os.path.join(root, "class_1"), b"caf\xe9.jpg", index_colour(9))
+    mix_dir = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"mix\xff"))
+    os.makedirs(mix_dir)
+    _bytes_name_image(mix_dir, b"m\xe9lange.jpg", (90, 40, 200), hw=(30, 30))
+    pipe = train(root, mix_dir, batch_size=5, mixing_cache=mixing_cache)
+    assert path in pipe.ipmix_info.files
+    indices, labels = collect_epoch(IPMixIterator(pipe))
+    assert sorted(indices) == list(range(10)) and labels[indices.index(9)] == 1
+    (images, _), *_ = IPMixIterator(validation_pipeline(root, batch_size=10, preset="cifar", size=16,
+                                                        device="cpu"))
+    assert sorted(decode_index(x) for x in images) == list(range(10))
+
+
+def test_bad_file_with_a_name_that_is_not_utf8_is_named_printably(tree, dali_mixing):
+    bad = os.path.join(os.fsencode(tree[0]), b"class_1", b"bad\xff.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"not a jpeg" * 20)
+    with pytest.raises(BadImageError) as err:
+        train(tree[0], dali_mixing)
+    text = str(err.value)
+    assert "bad\\xff.jpg: not an image" in text
+    text.encode("utf-8")   # printable: no lone surrogates
+
+
+def test_unlistable_folder_is_an_error_naming_it(tree, dali_mixing, tmp_path, monkeypatch):
+    """os.walk without onerror skipped a folder it could not list, and its images with it."""
+    hidden = os.path.join(tree[0], "class_2", "locked")
+    os.makedirs(hidden)
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == hidden:
+            raise PermissionError(13, "Permission denied", hidden)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(PermissionError) as err:
+        train(tree[0], dali_mixing)
+    assert f"cannot list folder {hidden} (Permission denied)" in str(err.value)
+    mix_locked = tmp_path / "mix"
+    write_image(str(mix_locked / "ok.png"), np.zeros((8, 8, 3), np.uint8))
+    hidden = str(mix_locked / "sub")
+    os.makedirs(hidden)
+    with pytest.raises(PermissionError, match="cannot list folder .*mix/sub"):
+        train(tree[0], str(mix_locked))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists any folder")
+def test_unlistable_folder_for_real(tree, dali_mixing):
+    locked = os.path.join(tree[0], "class_2", "locked")
+    os.makedirs(locked)
+    os.chmod(locked, 0)
+    try:
+        with pytest.raises(PermissionError, match="cannot list folder .*locked"):
+            train(tree[0], dali_mixing)
+    finally:
+        os.chmod(locked, 0o755)
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_file_list_in_utf8_with_or_without_bom(tree, dali_mixing, tmp_path, bom):
+    root, index = tree
+    os.rename(index[0][0], os.path.join(root, "class_0", "ünïcode.jpg"))
+    lines = ["class_0/ünïcode.jpg 0"] + [f"{os.path.relpath(index[i][0], root)} {index[i][1]}" for i in (1, 4)]
+    (tmp_path / "list.txt").write_bytes(bom + "\n".join(lines).encode("utf-8") + b"\n")
+    info = train(root, dali_mixing, file_list=str(tmp_path / "list.txt")).ipmix_info
+    assert info.labels == (0, 0, 1) and info.files[0].endswith("ünïcode.jpg")
+
+
+@pytest.mark.parametrize("encoding,line", [("latin-1", 2), ("utf-16", 1)])
+def test_file_list_in_another_encoding_is_refused_naming_file_and_line(tree, dali_mixing, tmp_path,
+                                                                      encoding, line):
+    root, index = tree
+    os.rename(index[0][0], os.path.join(root, "class_0", "é.jpg"))
+    text = f"{os.path.relpath(index[1][0], root)} 0\nclass_0/é.jpg 0\n"
+    (tmp_path / "list.txt").write_bytes(text.encode(encoding))
+    with pytest.raises(ValueError) as err:
+        train(root, dali_mixing, file_list=str(tmp_path / "list.txt"))
+    assert f"list.txt:{line}: not valid UTF-8" in str(err.value), str(err.value)
