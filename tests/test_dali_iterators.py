@@ -274,3 +274,28 @@ def test_a_real_ctrl_c_inside_dali_is_held_until_the_batch_is_done(monkeypatch, 
     assert sent
     assert collect_epoch(it)[0] == full[1]
     assert collect_epoch(it)[0] == full[2]
+
+
+# ------------------------------------------------------------------------------- channels last
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.cupy)])
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_nhwc_layout_gives_the_nchw_batches_transposed(dali_tree, dali_mixing, device, backend):
+    if device == "gpu" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    if backend == "native":
+        pytest.importorskip("dali_ipmix.native").load()
+    kw = dict(backend=backend, preset="imagenet")
+    nchw = ipmix_epochs(make(dali_tree[0], dali_mixing, device, **kw), 1)[0]
+    pipe = make(dali_tree[0], dali_mixing, device, layout="NHWC", **kw)
+    assert pipe.ipmix_info.layout == "NHWC"
+    nhwc = ipmix_epochs(pipe, 1)[0]
+    assert len(nhwc) == len(nchw) == 6
+    for a, b in zip(nhwc, nchw):
+        assert a[0].shape == (len(a[-1]), 16, 16, 3)
+        for x, y in zip(a[:-1], b[:-1]):
+            np.testing.assert_array_equal(x, y.transpose(0, 2, 3, 1))
+        np.testing.assert_array_equal(a[-1], b[-1])
+    val = [validation_pipeline(dali_tree[0], batch_size=7, preset="cifar", size=16, device=device,
+                               num_threads=2, layout=layout) for layout in ("NCHW", "NHWC")]
+    for (x, _), (y, _) in zip(IPMixIterator(val[0]), IPMixIterator(val[1])):
+        torch.testing.assert_close(y, x.permute(0, 2, 3, 1), rtol=0, atol=0)
