@@ -311,21 +311,30 @@ class IPMixIterator:
         self._switch(self._following())
 
     def _explain(self, err: RuntimeError) -> RuntimeError:
-        """A read or decode failure names the file only sometimes; then check the files involved (the
-        batches in flight, else all of the pipeline's files; header check: fast) and name the ones
-        that fail. Other errors pass through unchanged."""
+        """A read or decode failure (from any operator that reads the encoded files: the file read,
+        the decoders, the crop's ``peek_image_shape``) names the file only sometimes; then check the
+        files involved and name the ones that fail: the batches in flight with the full check (decode
+        every one: a damaged body passes the header check), else all of the pipeline's files with
+        the header check (fast). Other errors pass through unchanged."""
         text = str(err)
-        if self.info is None or not any(w in text for w in ("decoders", "io__file__read", "file")):
+        if self.info is None or not any(w in text for w in _READ_OPERATORS):
             return err
-        from .files import find_bad_images
+        from .files import find_bad_images, shown
         in_flight = getattr(self._epochs, "files_in_flight", lambda: [])()
-        suspects = find_bad_images(in_flight or (*self.info.files, *self.info.mixing_files), "header")
+        if in_flight:
+            suspects = find_bad_images(in_flight, "full")
+        else:
+            suspects = find_bad_images((*self.info.files, *self.info.mixing_files), "header")
         if not suspects:
             return err
-        named = "\n".join(f"  {p}: {why}" for p, why in suspects[:20])
+        named = "\n".join(f"  {shown(p)}: {why}" for p, why in suspects[:20])
         return RuntimeError(f"DALI could not read or decode an input image; these files fail the "
                             f"check (changed or removed since the pipeline was made?):\n"
                             f"{named}\nDALI said: {text.strip()}")
+
+
+#: Words of a DALI error from an operator that reads the encoded input files.
+_READ_OPERATORS = ("io.file.read", "io__file__read", "decoders", "peek_image_shape", "nvImageCodec")
 
 
 def _torch_device(pipeline):

@@ -277,7 +277,7 @@ from dali_ipmix.pipelines import training_pipeline
 index = make_tree({root!r} + "/data", per_class=(8, 8, 8), hw=(120, 160))
 make_mixing({root!r} + "/mix")
 it = IPMixIterator(training_pipeline({root!r} + "/data", mixing_root={root!r} + "/mix", batch_size=4,
-                                     preset="cifar", size=16, seed=0, device="cpu", num_threads=2))
+                                     preset={preset!r}, size=16, seed=0, device="cpu", num_threads=2))
 blobs = {{}}
 for path, _ in index.values():          # prefetched batches are in DALI's hands now
     blobs[path] = open(path, "rb").read()
@@ -292,7 +292,7 @@ for path, data in blobs.items():        # rewritten with the same bytes: read co
     with open(path, "wb") as f:
         f.write(data)
 it = IPMixIterator(training_pipeline({root!r} + "/data", mixing_root={root!r} + "/mix", batch_size=4,
-                                     preset="cifar", size=16, seed=0, device="cpu", num_threads=2))
+                                     preset={preset!r}, size=16, seed=0, device="cpu", num_threads=2))
 for path in list(blobs)[:3]:
     with open(path, "wb") as f:
         f.write(blobs[path])
@@ -308,11 +308,13 @@ except RuntimeError as err:
 """
 
 
-def test_files_rewritten_or_removed_while_training_give_an_error_naming_them(tmp_path):
-    """DALI's memory-mapped reads died with SIGBUS when a file shrank under them; plain reads do not."""
+@pytest.mark.parametrize("preset", ["cifar", "imagenet"])
+def test_files_rewritten_or_removed_while_training_give_an_error_naming_them(tmp_path, preset):
+    """DALI's memory-mapped reads died with SIGBUS when a file shrank under them; plain reads do not.
+    The ImageNet preset's keyed crop reads the shape first (``peek_image_shape``): its error too."""
     import subprocess
     import sys
-    code = _MUTATE.format(tests=os.path.dirname(__file__), root=str(tmp_path))
+    code = _MUTATE.format(tests=os.path.dirname(__file__), root=str(tmp_path), preset=preset)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])   # -7: SIGBUS
     out = proc.stdout
@@ -497,3 +499,32 @@ def test_file_list_in_another_encoding_is_refused_naming_file_and_line(tree, dal
     with pytest.raises(ValueError) as err:
         train(root, dali_mixing, file_list=str(tmp_path / "list.txt"))
     assert f"list.txt:{line}: not valid UTF-8" in str(err.value), str(err.value)
+
+
+def _damage_png_body(path):
+    """Zeros over the middle of the image data: the header (and the IEND marker) stay intact, so the
+    header check passes; decoding fails (zlib / CRC error)."""
+    b = bytearray(open(path, "rb").read())
+    i = b.index(b"IDAT") + 4
+    mid = i + (len(b) - i) // 2
+    b[mid:mid + 64] = bytes(64)
+    open(path, "wb").write(bytes(b))
+
+
+@pytest.mark.parametrize("preset", ["cifar", "imagenet"])
+def test_damaged_body_is_named_by_the_full_recheck_of_the_batches_in_flight(tmp_path, dali_mixing, preset):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "data"
+    for c in range(2):
+        for i in range(3):   # noise: the image data spans many bytes
+            write_image(str(root / f"class_{c}" / f"n_{c}{i}.png"),
+                        rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    bad = str(root / "class_1" / "n_11.png")
+    _damage_png_body(bad)
+    assert check_image(bad, "header") is None and "corrupt" in check_image(bad, "full")
+    with pytest.raises(RuntimeError) as err:
+        for _ in IPMixIterator(train(str(root), dali_mixing, preset=preset, batch_size=3)):
+            pass
+    text = str(err.value)
+    assert f"{bad}: corrupt image" in text and "DALI said" in text, text
+    assert text.count("corrupt image") == 1   # the intact files in flight are not named
