@@ -122,6 +122,59 @@ def _cuda_available():
         return False
 
 
+@dataclasses.dataclass(frozen=True)
+class ArraySamples:
+    """In-memory samples (``images=``, ``labels=``): what :class:`LabelledFiles` is for files, with no
+    files. ``images``: C-contiguous uint8 (N, H, W, 3)."""
+    images: np.ndarray
+    labels: Tuple[int, ...]
+    classes: Sequence[str]
+    files: Tuple[str, ...] = ()
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def _array_samples(images, labels, file_root, file_list) -> ArraySamples:
+    """``images`` / ``labels`` checked, naming the argument, the value and the rule."""
+    from .files import NumberedClasses
+    if file_root is not None or file_list is not None:
+        raise ValueError("give images= and labels= (samples in memory) or file_root / file_list (files), "
+                         "not both")
+    if images is None or labels is None:
+        raise ValueError(f"images= and labels= go together: got images={'None' if images is None else '...'} "
+                         f"and labels={'None' if labels is None else '...'}")
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or \
+            images.shape[3] != 3:
+        what = (f"dtype {images.dtype}, shape {images.shape}" if isinstance(images, np.ndarray)
+                else type(images).__name__)
+        raise ValueError(f"images= is invalid: expected a NumPy uint8 array of shape (N, H, W, 3) (RGB, one "
+                         f"HWC image per sample), got {what}")
+    if images.shape[0] < 1 or images.shape[1] < 2 or images.shape[2] < 2:
+        raise ValueError(f"images= of shape {images.shape} is invalid: need at least one image of at least "
+                         "2 x 2 pixels")
+    lab = np.asarray(labels)
+    if lab.dtype.kind not in "iu" or lab.ndim != 1 or len(lab) != len(images):
+        raise ValueError(f"labels= is invalid: expected {len(images)} integers (one per image, a 1-D integer "
+                         f"array or list), got dtype {lab.dtype}, shape {lab.shape}")
+    bad = np.flatnonzero((lab < 0) | (lab > np.iinfo(np.int32).max))
+    if len(bad):
+        raise ValueError(f"labels[{bad[0]}]={lab[bad[0]]} is invalid: labels are integers 0..2147483647")
+    return ArraySamples(np.ascontiguousarray(images), tuple(int(v) for v in lab),
+                        NumberedClasses(int(lab.max()) + 1))
+
+
+def _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards):
+    """The data set: in-memory samples (``images`` / ``labels``) or listed and checked files."""
+    if images is not None or labels is not None:
+        data = _array_samples(images, labels, file_root, file_list)
+    else:
+        data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards))
+    if len(data) < num_shards:
+        raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
+    return data
+
+
 def _data_files(file_root, file_list, validate, on_bad_file, share) -> LabelledFiles:
     if file_list is not None:
         return read_file_list(file_list, file_root, validate, on_bad_file, share)
@@ -220,11 +273,12 @@ def _normalize(images, dtype, crop=None, layout="NCHW"):
     return normalize_node(images, normalize_args(_normalization(dtype, layout)), **extra)
 
 
-def _train_crop(jpegs, preset: Preset, size, device, draws):
+def _train_crop(jpegs, preset: Preset, size, device, draws, decoded: bool = False):
     """Decoded, cropped (the preset's recipe), flipped training images: HWC uint8 size x size, with
     the crop and the flip of each sample from its keyed ``draws`` (:class:`keys.SampleDraws`' outputs
-    by name)."""
-    images = preset.train_crop.dali(jpegs, size, device, draws["crop"])
+    by name). ``decoded``: ``jpegs`` are HWC uint8 images already (in-memory samples)."""
+    extra = dict(decoded=True) if decoded else {}
+    images = preset.train_crop.dali(jpegs, size, device, draws["crop"], **extra)
     return fn.flip(images, horizontal=draws["flip"])
 
 
@@ -335,6 +389,7 @@ def _mixing_cache(files, sizes, side, mixing_cache, num_threads, device, device_
 
 
 def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size: int,
+                      images: Optional[np.ndarray] = None, labels=None,
                       preset: Optional[str] = None, size: Optional[int] = None,
                       config: Optional[IPMixConfig] = None, device: Optional[str] = None,
                       device_id: Optional[int] = None, num_threads: Optional[int] = None,
@@ -351,6 +406,10 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         file_root: ImageFolder tree (one sub-folder per class; labels in sorted folder order), or the
             folder that ``file_list`` paths are relative to.
         file_list: text file of ``<path> <label>`` lines, instead of a tree.
+        images, labels: samples in memory instead of files (e.g. CIFAR from its pickles): a NumPy
+            uint8 array (N, H, W, 3) of RGB images and N integer labels. No files, no decoding; the
+            same crops (on the arrays), keyed augmentation, epochs and shards as files.
+            ``ipmix_info.files`` is empty and the classes are numbered.
         mixing_root: folder of mixing pictures (e.g. ``dali-ipmix fractals``), searched recursively.
         batch_size: samples per batch (per shard).
         preset: name of a :mod:`dali_ipmix.presets` record (``"imagenet"``, ``"cifar"``, ...): crop
@@ -417,9 +476,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     layout, last_batch_policy = _check_layout(layout), _check_policy(last_batch_policy)
     config = IPMixConfig.from_preset(recipe.name) if config is None else config
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
-    data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards))
-    if len(data) < num_shards:
-        raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
+    data = _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards)
     mix_files = list_mixing_images(mixing_root, validate, on_bad_file)
     # Pictures already at the preset's shorter side need no resize (known only where headers are read).
     sizes = None if validate == "none" else header_sizes(mix_files)
@@ -434,13 +491,17 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     draws = SampleDraws(seeds["keys"], crop.draws, lambda u: crop.law(u, size))
     plan = EpochPlan(len(data), batch_size, shard_id, num_shards, last_batch_policy, seeds["shuffle"])
     feed = Feed(data.files, data.labels, mix_files, seeds["keys"], mixing_cache=cache, draws=draws,
-                plan=plan, start_epoch=start_epoch, keep=_queue_depth(prefetch_queue_depth) + 2)
+                plan=plan, start_epoch=start_epoch, keep=_queue_depth(prefetch_queue_depth) + 2,
+                images=getattr(data, "images", None))
 
     pipe = _new_pipeline(batch_size, num_threads, device, device_id, seeds["pipeline"],
                          prefetch_queue_depth, pipeline_kwargs)
     with pipe:
         paths, labels, mix_paths, draws = _sources(feed, mixing=True)
-        images = _train_crop(_read(paths), recipe, size, device, draws)
+        if feed.images is None:
+            images = _train_crop(_read(paths), recipe, size, device, draws)
+        else:
+            images = _train_crop(paths, recipe, size, device, draws, decoded=True)
         mixing = _mixing_pictures(mix_paths, recipe, size, device, draws, resize=mixing_resize,
                                   cached=cache is not None)
         from . import native
@@ -465,7 +526,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     return pipe
 
 
-def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, preset: Optional[str] = None,
+def validation_pipeline(file_root=None, file_list=None, *, batch_size: int,
+                        images: Optional[np.ndarray] = None, labels=None, preset: Optional[str] = None,
                         size: Optional[int] = None, device: Optional[str] = None,
                         device_id: Optional[int] = None, num_threads: Optional[int] = None,
                         seed: Optional[int] = None, shard_id: Optional[int] = None,
@@ -482,7 +544,8 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, pres
     only seeds DALI; nothing here is random). Shard
     ``s`` of ``n`` reads the files ``s, s + n, s + 2n, ...`` of the listed order, so with
     ``last_batch_policy="partial"`` (the default, here and in the iterators) every file is scored
-    exactly once over all shards. Driven by any iterator, as :func:`training_pipeline`.
+    exactly once over all shards. Driven by any iterator, as :func:`training_pipeline`; ``images``
+    / ``labels``: samples in memory, as there.
     """
     recipe = get_preset(resolve_preset(preset, None))
     size, device = _check_common(recipe, size, device, dtype, batch_size)
@@ -490,20 +553,22 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, pres
         seed, num_threads, device_id, prefetch_queue_depth)
     layout, last_batch_policy = _check_layout(layout), _check_policy(last_batch_policy)
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
-    data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards))
-    if len(data) < num_shards:
-        raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
+    data = _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards)
     seed = 0 if seed is None else seed
     plan = EpochPlan(len(data), batch_size, shard_id, num_shards, last_batch_policy, None)
-    feed = Feed(data.files, data.labels, plan=plan, keep=_queue_depth(prefetch_queue_depth) + 2)
+    feed = Feed(data.files, data.labels, plan=plan, keep=_queue_depth(prefetch_queue_depth) + 2,
+                images=getattr(data, "images", None))
     pipe = _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_queue_depth,
                          pipeline_kwargs)
     with pipe:
-        paths, labels = _sources(feed, mixing=False)
-        images = fn.decoders.image(_read(paths), device=decoder_device(device), output_type=types.RGB)
-        images, crop = recipe.validation.dali(images, size)
-        images = _normalize(images, dtype, crop=crop, layout=layout)
-        pipe.set_outputs(images, labels.gpu() if device == "gpu" else labels)
+        source, label_node = _sources(feed, mixing=False)
+        if feed.images is None:
+            decoded = fn.decoders.image(_read(source), device=decoder_device(device), output_type=types.RGB)
+        else:
+            decoded = source.gpu() if device == "gpu" else source
+        decoded, crop = recipe.validation.dali(decoded, size)
+        out = _normalize(decoded, dtype, crop=crop, layout=layout)
+        pipe.set_outputs(out, label_node.gpu() if device == "gpu" else label_node)
     pipe.ipmix_info = _info(("images", "label"), False, data, (), shard_id, num_shards, device, size,
                             dtype, recipe.name, None, seed, batch_size, None, seed, 0)
     pipe.ipmix_info = dataclasses.replace(pipe.ipmix_info, layout=layout, **epoch_fields(plan))

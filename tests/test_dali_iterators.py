@@ -299,3 +299,74 @@ def test_nhwc_layout_gives_the_nchw_batches_transposed(dali_tree, dali_mixing, d
                                num_threads=2, layout=layout) for layout in ("NCHW", "NHWC")]
     for (x, _), (y, _) in zip(IPMixIterator(val[0]), IPMixIterator(val[1])):
         torch.testing.assert_close(y, x.permute(0, 2, 3, 1), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------ samples in memory
+@pytest.fixture(scope="module")
+def cifar_like(tmp_path_factory):
+    """21 random 32x32 images with labels, in memory and as the PNG tree of the same pixels."""
+    from dali_data import make_mixing, write_image
+    root = tmp_path_factory.mktemp("arrays")
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (N, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(N) % 3
+    for i in range(N):   # one folder per label, names in index order: the tree lists them as i
+        write_image(os.path.join(root, "tree", f"c{labels[i]}", f"{i:02d}.png"), images[i])
+    make_mixing(os.path.join(root, "mix"))
+    order = sorted(range(N), key=lambda i: (labels[i], i))   # the tree's listed order
+    return images[order], labels[order], str(root / "tree"), str(root / "mix")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.cupy)])
+@pytest.mark.parametrize("preset", ["cifar", "imagenet"])
+def test_samples_in_memory_give_the_batches_of_their_files_in_every_shard_layout(cifar_like, device, preset):
+    if device == "gpu" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    images, labels, tree, mix = cifar_like
+    kw = dict(mixing_root=mix, preset=preset, size=24, seed=5, device=device, num_threads=2)
+
+    def epochs(num_shards, batch_size, **data):
+        its = [IPMixIterator(training_pipeline(batch_size=batch_size, shard_id=s, num_shards=num_shards,
+                                               **data, **kw)) for s in range(num_shards)]
+        out = []
+        for _ in range(2):
+            rows = [[(tuple(v[i].cpu().numpy() for v in views), int(y[i])) for views, y in it
+                     for i in range(len(y))] for it in its]
+            whole = [None] * N
+            for s, r in enumerate(rows):
+                whole[s::num_shards] = r
+            out.append(whole)
+        return out
+
+    files = epochs(1, 6, file_root=tree)
+    for layout in [(1, 6), (3, 2)]:
+        arrays = epochs(*layout, images=images, labels=labels)
+        for a, b in zip(arrays, files):
+            for (va, ya), (vb, yb) in zip(a, b):
+                assert ya == yb and all(np.array_equal(u, v) for u, v in zip(va, vb))
+    assert [y for _, y in files[0]] != [y for _, y in files[1]]
+    val = [IPMixIterator(validation_pipeline(batch_size=5, preset="cifar", size=32, device=device,
+                                             num_threads=2, **data))
+           for data in (dict(images=images, labels=labels), dict(file_root=tree))]
+    for (x, y), (u, v) in zip(*val):
+        assert torch.equal(x, u) and torch.equal(y, v)
+
+
+def test_samples_in_memory_are_checked_naming_the_argument(cifar_like, dali_tree):
+    images, labels, _, mix = cifar_like
+    kw = dict(mixing_root=mix, batch_size=4, preset="cifar", device="cpu")
+    for bad, match in [(dict(images=images.astype(np.float32), labels=labels), r"images= is invalid: .*float32"),
+                       (dict(images=images[..., 0], labels=labels), r"images= is invalid: .*\(21, 32, 32\)"),
+                       (dict(images=list(images), labels=labels), "images= is invalid: .*got list"),
+                       (dict(images=images, labels=labels[:5]), r"labels= is invalid: expected 21 integers"),
+                       (dict(images=images, labels=labels * 0.5), "labels= is invalid: .*float64"),
+                       (dict(images=images, labels=labels - 1), r"labels\[0\]=-1 is invalid"),
+                       (dict(images=images), "images= and labels= go together"),
+                       (dict(images=images, labels=labels, file_root=dali_tree[0]), "not both")]:
+        with pytest.raises(ValueError, match=match):
+            training_pipeline(**bad, **kw)
+    with pytest.raises(ValueError, match="images= is invalid"):
+        validation_pipeline(images=images[:, :, :, :2], labels=labels, batch_size=4, device="cpu")
+    pipe = training_pipeline(images=images, labels=list(labels), **kw)
+    assert pipe.ipmix_info.files == () and pipe.ipmix_info.num_samples == N
+    assert len(pipe.ipmix_info.classes) == 3
