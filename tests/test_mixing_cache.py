@@ -65,14 +65,42 @@ def test_pictures_decode_into_one_buffer_whatever_size_it_was_given(pictures, ex
     assert all(b - a == cache[i].nbytes for i, (a, b) in enumerate(zip(starts, starts[1:])))
 
 
-def test_an_undecodable_picture_is_named(pictures, tmp_path):
+def test_an_undecodable_picture_is_named_with_the_real_cause(pictures, tmp_path, monkeypatch):
+    """Named alone (the batch's good pictures are not), with PIL's reason and DALI's cause, not
+    DALI's last line "Current pipeline object is no longer valid."."""
     paths, _ = pictures
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(open(paths[0], "rb").read()[:200])
-    with pytest.raises(ValueError, match="broken.jpg"):
+    with pytest.raises(ValueError) as err:
         MixingCache.build(paths + [str(bad)], side=None, num_threads=1)
-    with pytest.raises(ValueError, match="side=0 is invalid"):
-        MixingCache.build(paths, side=0)
+    text = str(err.value)
+    assert f"1 mixing picture(s) cannot be decoded: {bad}: corrupt image" in text, text
+    assert "DALI said RuntimeError: nvidia.dali.fn.decoders.image: " in text, text
+    assert "no longer valid" not in text and paths[0] not in text, text
+    gone = str(tmp_path / "gone.png")
+    with pytest.raises(ValueError, match=f"{gone}: file does not exist .*fn.io.file.read: .*Could not open"):
+        MixingCache.build(paths + [gone], side=None, num_threads=1)
+    # A failure no PIL check explains: the batch is named, with DALI's cause.
+    import dali_ipmix.files as files
+    monkeypatch.setattr(files, "find_bad_images", lambda batch, validate: [])
+    with pytest.raises(ValueError, match=r"DALI failed on a batch of these mixing pictures: .*broken.jpg "
+                                         r"\(RuntimeError: nvidia.dali.fn.decoders.image: .*\); they pass"):
+        MixingCache.build(paths + [str(bad)], side=None, num_threads=1)
+
+
+def test_dali_cause_keeps_the_operator_and_what_it_encountered():
+    from dali_ipmix.mixing_cache import dali_cause
+    text = ("Critical error in pipeline:\nError in CPU operator `nvidia.dali.fn.resize`,\nwhich was used "
+            "in the pipeline definition with the following traceback:\n\n  File \"x.py\", line 1\n\n"
+            "encountered:\n\nstd::bad_alloc\nCurrent pipeline object is no longer valid.\n"
+            "Current pipeline object is no longer valid.")
+    assert dali_cause(RuntimeError(text)) == "nvidia.dali.fn.resize: std::bad_alloc"
+    assert dali_cause(RuntimeError("plain message\n")) == "plain message"
+
+
+def test_side_is_checked():
+    with pytest.raises(ValueError, match="side=0 is invalid: must be >= 1"):
+        MixingCache.build(["a.png"], side=0)
 
 
 def test_feed_hands_out_the_cached_pictures_of_the_drawn_mixing_files(pictures):
