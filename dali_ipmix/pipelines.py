@@ -164,23 +164,25 @@ def _array_samples(images, labels, file_root, file_list) -> ArraySamples:
                         NumberedClasses(int(lab.max()) + 1))
 
 
-def _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards):
-    """The data set: in-memory samples (``images`` / ``labels``) or listed and checked files."""
+def _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards,
+             shorter_side=None):
+    """The data set: in-memory samples (``images`` / ``labels``) or listed and checked files
+    (``shorter_side``: what the preset resizes them to, see :func:`dali_ipmix.files.check_image`)."""
     if images is not None or labels is not None:
         data = _array_samples(images, labels, file_root, file_list)
     else:
-        data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards))
+        data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards), shorter_side)
     if len(data) < num_shards:
         raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
     return data
 
 
-def _data_files(file_root, file_list, validate, on_bad_file, share) -> LabelledFiles:
+def _data_files(file_root, file_list, validate, on_bad_file, share, shorter_side=None) -> LabelledFiles:
     if file_list is not None:
-        return read_file_list(file_list, file_root, validate, on_bad_file, share)
+        return read_file_list(file_list, file_root, validate, on_bad_file, share, shorter_side=shorter_side)
     if file_root is None:
         raise ValueError("give file_root (an ImageFolder tree) or file_list (a '<path> <label>' file)")
-    return list_image_folder(file_root, validate, on_bad_file, share)
+    return list_image_folder(file_root, validate, on_bad_file, share, shorter_side=shorter_side)
 
 
 def _seeds(seed, shard_id, start_epoch=0):
@@ -477,7 +479,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     config = IPMixConfig.from_preset(recipe.name) if config is None else config
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
     data = _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards)
-    mix_files = list_mixing_images(mixing_root, validate, on_bad_file)
+    mix_files = list_mixing_images(mixing_root, validate, on_bad_file, shorter_side=recipe.mixing_side(size))
     # Pictures already at the preset's shorter side need no resize (known only where headers are read).
     sizes = None if validate == "none" else header_sizes(mix_files)
     mixing_resize = sizes is None or not shorter_sides_equal(sizes, recipe.mixing_side(size))
@@ -553,7 +555,8 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int,
         seed, num_threads, device_id, prefetch_queue_depth)
     layout, last_batch_policy = _check_layout(layout), _check_policy(last_batch_policy)
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
-    data = _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards)
+    data = _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards,
+                    recipe.validation.resized_shorter(size))
     seed = 0 if seed is None else seed
     plan = EpochPlan(len(data), batch_size, shard_id, num_shards, last_batch_policy, None)
     feed = Feed(data.files, data.labels, plan=plan, keep=_queue_depth(prefetch_queue_depth) + 2,

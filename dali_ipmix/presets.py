@@ -209,6 +209,10 @@ class ResizeCentreCrop:
     """Resize the shorter side to ``size * ratio`` (at least ``size``), centre crop ``size x size``."""
     ratio: float = IMAGENET_RESIZE
 
+    def resized_shorter(self, size: int) -> Optional[int]:
+        """The shorter side an image is resized to (its longer side follows the aspect)."""
+        return resized_side(size, self.ratio)
+
     def dali(self, images, size: int):
         """Decoded HWC images -> ``(resized images, centre-crop (h, w))`` for the normalising crop."""
         from nvidia.dali import fn
@@ -222,6 +226,10 @@ class ResizeCentreCrop:
 @dataclasses.dataclass(frozen=True)
 class ResizeTo:
     """Resize to ``size x size`` (the identity for inputs of that size), no crop."""
+
+    def resized_shorter(self, size: int) -> Optional[int]:
+        """None: both sides become ``size``, whatever the aspect (nothing grows with it)."""
+        return None
 
     def dali(self, images, size: int):
         from nvidia.dali import fn

@@ -528,3 +528,37 @@ def test_damaged_body_is_named_by_the_full_recheck_of_the_batches_in_flight(tmp_
     text = str(err.value)
     assert f"{bad}: corrupt image" in text and "DALI said" in text, text
     assert text.count("corrupt image") == 1   # the intact files in flight are not named
+
+
+# ------------------------------------------------------------------------ elongated images
+def _elongated(path, w=65000, h=1):
+    rng = np.random.default_rng(2)
+    write_image(str(path), rng.integers(0, 256, (h, w, 3), dtype=np.uint8)[:, :, :1].repeat(3, 2),
+                quality=75)
+    return str(path)
+
+
+def test_elongated_image_is_refused_by_its_size_after_the_presets_resize(tree, tmp_path):
+    """1 x 65,000 pixels passes the pixel limit, but resized to a 256 shorter side it would be
+    256 x 16,640,000 (12.8 GB: DALI died with std::bad_alloc): a named bad file instead."""
+    path = _elongated(tmp_path / "mix" / "long.jpg")
+    write_image(str(tmp_path / "mix" / "ok.png"), np.zeros((300, 300, 3), np.uint8))
+    assert os.path.getsize(path) < 200_000
+    assert check_image(path) is None
+    reason = check_image(path, shorter_side=256)
+    assert "image too large after the resize to a shorter side of 256 px: 65000x1 becomes " \
+           "16640000x256 = 4,259,840,000 pixels" in reason, reason
+    with pytest.raises(BadImageError) as err:   # the ImageNet preset at 224: mixing side 256
+        train(tree[0], str(tmp_path / "mix"), preset="imagenet", size=224)
+    assert f"{path}: image too large after the resize" in str(err.value)
+    with pytest.warns(UserWarning, match="long.jpg"):
+        pipe = train(tree[0], str(tmp_path / "mix"), preset="imagenet", size=224, on_bad_file="skip",
+                     mixing_cache=False)
+    assert path not in pipe.ipmix_info.mixing_files
+    # Validation data of the ImageNet preset are resized to a shorter side of 256 too.
+    bad = _elongated(os.path.join(tree[0], "class_0", "long.jpg"), w=1, h=65000)
+    with pytest.raises(BadImageError, match="long.jpg: image too large after the resize to a shorter side "
+                                            "of 256 px: 1x65000 becomes 256x16640000"):
+        validation_pipeline(tree[0], batch_size=2, preset="imagenet", device="cpu")
+    # The CIFAR preset resizes both sides to the output size: nothing grows with the aspect.
+    assert bad in validation_pipeline(tree[0], batch_size=2, preset="cifar", size=16, device="cpu").ipmix_info.files
