@@ -157,3 +157,12 @@ def test_both_ipmix_routes_refuse_non_finite_normalisation(backend):
             pipe(norm)
     with pytest.raises(ValueError, match=r"seed='1' is invalid"):
         ipmix(None, None, backend=backend, seed="1")
+
+
+def test_rng_seed_of_ipmix_batch():
+    x = np.zeros((1, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"rng=-1 is invalid: must be >= 0 \(a seed\)"):
+        ipmix_batch(x, x, IPMixConfig.cifar(jsd=False), -1)
+    with pytest.raises(TypeError, match="rng must be"):
+        ipmix_batch(x, x, IPMixConfig.cifar(jsd=False), True)
+    assert ipmix_batch(x, x, IPMixConfig.cifar(jsd=False), np.uint32(5)).shape == x.shape
