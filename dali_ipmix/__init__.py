@@ -6,7 +6,7 @@ DALI and PyTorch (loaded on first use; the iterator and the loss need the ``torc
     fn.ipmix                                   the DALI operator
     training_pipeline, validation_pipeline     ready pipelines (ImageNet / CIFAR presets)
     IPMixIterator                              DALIGenericIterator for PyTorch, JSD-aware
-    jsd_loss                                   the Jensen-Shannon consistency loss
+    jsd_loss, JSDLoss                          the Jensen-Shannon consistency loss (function, module)
     write_fractal_set, render_fractals         a procedural fractal mixing set
     BadImageError                              raised for unreadable input files
 """
@@ -31,6 +31,7 @@ _LAZY = {
     "PipelineInfo": (".pipelines", "PipelineInfo"),
     "IPMixIterator": (".iterator", "IPMixIterator"),
     "jsd_loss": (".losses", "jsd_loss"),
+    "JSDLoss": (".losses", "JSDLoss"),
     "write_fractal_set": (".fractals", "write_fractal_set"),
     "render_fractals": (".fractals", "render_fractals"),
     "BadImageError": (".files", "BadImageError"),

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from . import checks
 from .config import IPMixConfig
 from .backends import get_backend
 from .execute import array_module, nvtx_range
@@ -67,8 +68,7 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
     """
     if not isinstance(config, IPMixConfig):
         raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 0:
-        raise ValueError(f"num_threads={num_threads!r} is invalid: expected an integer >= 0")
+    num_threads = checks.integer("num_threads", num_threads, 0, note=" (0: one per core)")
     check_batch(images, mixing)
     runner = get_backend(backend, images)
     n, h, w, _ = images.shape

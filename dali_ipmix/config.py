@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import checks
 from .ops import DEFAULT_OPS, EXTRA_OPS, IMAGE_OPS
 from .presets import get_preset
 
@@ -145,10 +144,7 @@ class IPMixConfig:
 
 
 def _check_number(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or \
-            not math.isfinite(value):
-        raise ValueError(f"IPMixConfig.{name}={value!r} is invalid: expected a finite real number "
-                         "(int, float or a NumPy scalar)")
+    checks.finite_reals(f"IPMixConfig.{name}", value)
 
 
 def _check_bool(name, value) -> bool:
@@ -159,11 +155,4 @@ def _check_bool(name, value) -> bool:
 
 
 def _check_int(name, value, lo, hi, what=None):
-    what = what or f"IPMixConfig.{name}={value!r}"
-    if isinstance(value, bool) or not isinstance(value, int) and not (
-            hasattr(value, "__index__") and not isinstance(value, float)):
-        raise ValueError(f"{what} is invalid: expected an integer")
-    if lo is not None and value < lo:
-        raise ValueError(f"{what} is invalid: must be >= {lo}")
-    if hi is not None and value > hi:
-        raise ValueError(f"{what} is invalid: must be <= {hi}")
+    checks.integer(f"IPMixConfig.{name}", value, lo, hi, label=what)

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import threading
+import warnings
 from typing import List, Optional, Sequence
 
 import numpy as np
 
 from .keys import STREAM_MIXING, sample_keys, uniforms
 
-__all__ = ["POLICIES", "EpochPlan", "shard_positions", "Feed"]
+__all__ = ["POLICIES", "EpochPlan", "shard_positions", "Feed", "empty_epoch_warning"]
 
 #: ``partial``: every sample of the shard exactly once, the last batch may be short (and shards may
 #: differ by one batch). ``drop``: only full batches, the same number on every shard
@@ -118,34 +120,57 @@ class EpochPlan:
 
 
 def _encode(path: str) -> np.ndarray:
-    return np.frombuffer(path.encode("utf-8"), dtype=np.uint8)
+    """A path as DALI's file reader takes it: its bytes as the file system has them (``os.fsencode``:
+    a name that is not valid UTF-8, legal on Linux, is read as is)."""
+    return np.frombuffer(os.fsencode(path), dtype=np.uint8)
+
+
+def empty_epoch_warning(plan: "EpochPlan") -> Optional[str]:
+    """The warning for a plan without a batch (``drop`` with fewer samples per shard than a batch),
+    naming the numbers; None when it has batches."""
+    if len(plan):
+        return None
+    per_shard = plan.num_samples // plan.num_shards
+    return (f"last_batch_policy={plan.policy!r} gives 0 batches per epoch: {plan.num_samples} samples "
+            f"over {plan.num_shards} shard(s) leave {per_shard} per shard, fewer than batch_size="
+            f"{plan.batch_size}; every epoch is empty. Lower batch_size, use fewer shards, or use "
+            "last_batch_policy='partial' / 'fill'")
 
 
 class Feed:
-    """The ``source`` of a pipeline's ``fn.external_source``: one planned batch per call.
+    """The ``source`` of a pipeline's ``fn.external_source`` (``batch_info=True``): DALI's own
+    ``BatchInfo(iteration, epoch_idx)`` says which batch to hand out.
 
-    Each call returns ``(paths, labels)`` or, with mixing files, ``(paths, labels, mixing)``: paths a
-    list of UTF-8 byte arrays (uint8 1-D); labels one int32 array of shape (N, 1) (one array, not N:
-    DALI wraps each list item on the caller's thread); ``mixing`` the mixing pictures' paths, or with
-    ``mixing_cache`` their decoded pictures (HWC uint8 views of the cache). The mixing picture of the
-    sample at position ``p`` of epoch ``e`` is drawn from the key ``(mixing_seed, e, p)``. With
-    ``draws`` (a :class:`dali_ipmix.keys.SampleDraws`), its arrays for the batch's keys follow. A cache in GPU memory
-    (``mixing_cache.device == "gpu"``) is not an output of the call: :meth:`device_mixing` is the
-    source of a second, GPU ``external_source`` that hands out the same batch's pictures. DALI calls
-    both sources once per iteration in no fixed order (it keeps them in a set), so the n-th call of
-    either gets the n-th batch, whichever comes first.
+    DALI epoch ``epoch_idx`` (it counts the pipeline's resets after an epoch's end) is epoch
+    ``start_epoch + epoch_idx`` of :attr:`plan` unless :meth:`begin` named another for the next one;
+    its batch ``iteration`` is ``plan.batches(epoch)[iteration]``, and a call past the last batch
+    raises ``StopIteration``, DALI's end of an epoch. Nothing is queued: a batch is computed from
+    (epoch, iteration) alone, so any driver (``IPMixIterator``, DALI's ``DALIGenericIterator``, a
+    ``pipe.run()`` loop) reads the same batches, and an epoch cut short leaves nothing behind.
 
-    The pipeline takes every array without a copy (``no_copy``): paths and pictures live as long as
-    the feed, a batch's labels until the iterator took the batch, and none of them changes. A call
-    raises ``StopIteration`` when the loaded epoch has no batch left, which ends DALI's epoch.
-    :class:`dali_ipmix.IPMixIterator` loads the epochs; the batches handed out and not yet taken by
-    the iterator are kept (``in_flight``) so that a read or decode error can name their files.
+    Each call returns ``(data, labels)`` or, with mixing files, ``(data, labels, mixing)``: data the
+    file paths as UTF-8 byte arrays (uint8 1-D), or with ``images`` the samples' HWC uint8 arrays
+    (views, no copy); labels one int32 array of shape (N, 1) (one array, not N: DALI wraps each list
+    item on the caller's thread); ``mixing`` the mixing pictures' paths, or with ``mixing_cache``
+    their decoded pictures (HWC uint8 views of the cache). The mixing picture of the sample at
+    position ``p`` of epoch ``e`` is drawn from the key ``(mixing_seed, e, p)``. With ``draws`` (a
+    :class:`dali_ipmix.keys.SampleDraws`), its arrays for the batch's keys follow. A cache in GPU
+    memory (``mixing_cache.device == "gpu"``) is not an output of the call: :meth:`device_mixing` is
+    the source of a second, GPU ``external_source`` that computes the same batch's pictures from the
+    same ``BatchInfo``.
+
+    The pipeline takes every array without a copy (``no_copy``): paths, images and pictures live as
+    long as the feed; each batch's own arrays are kept in :attr:`in_flight` (the last ``keep``
+    batches handed out, at least DALI's prefetch queue), which also lets a read or decode error name
+    the files of the batches DALI was working on.
     """
 
     def __init__(self, files: Sequence[str], labels: Sequence[int], mixing_files: Sequence[str] = (),
-                 mixing_seed: Optional[int] = None, mixing_cache=None, draws=None):
+                 mixing_seed: Optional[int] = None, mixing_cache=None, draws=None,
+                 plan: Optional[EpochPlan] = None, start_epoch: int = 0, keep: int = 4, images=None):
         self.files = tuple(files)
-        self._paths = [_encode(f) for f in self.files]
+        self.images = images
+        self._data = [_encode(f) for f in self.files] if images is None else list(images)
         self._labels = np.asarray(labels, dtype=np.int64).astype(np.int32).reshape(-1, 1)
         self.mixing_files = tuple(mixing_files)
         self._mix_paths = [_encode(f) for f in self.mixing_files]
@@ -154,97 +179,111 @@ class Feed:
                              f"{len(self.mixing_files)} mixing files")
         self.mixing_cache = mixing_cache
         self.on_device = getattr(mixing_cache, "device", "cpu") == "gpu"
-        # Batches taken from the queue and not yet handed out by every source (see _take).
-        self._taken: collections.deque = collections.deque()
-        self._calls = [0, 0] if self.on_device else [0]
-        self._first = 0   # call number of self._taken[0]
         self.mixing_seed = 0 if mixing_seed is None else int(mixing_seed)
         self.draws = draws
-        self._queue: collections.deque = collections.deque()
-        self.in_flight: collections.deque = collections.deque()
-        self._lock = threading.Lock()   # DALI may call the source from its own thread
+        self.plan = plan
+        self.start_epoch = int(start_epoch)
+        self._epoch_of = {}          # DALI epoch_idx -> epoch (only the running one is kept)
+        self._next: Optional[int] = None
+        self._last = self.start_epoch - 1
+        self._stopped = False
+        self._planned = (None, None)   # (epoch, (batches, positions)): the last epoch planned
+        self.in_flight: collections.deque = collections.deque(maxlen=max(2, int(keep)))
+        self.calls = 0               # batches handed out so far (any epoch)
+        self._lock = threading.Lock()   # DALI may call the sources from its own threads
 
-    def load(self, batches: List[np.ndarray], epoch: int, positions: Optional[List[np.ndarray]] = None):
-        """Queues epoch ``epoch``'s batches (replacing whatever was left); ``positions``: each batch's
-        positions in the epoch's order (:meth:`EpochPlan.batch_positions`; default: the batches'
-        samples numbered from 0 in order), which key every random draw about them."""
-        if positions is None:
-            ends = np.cumsum([len(b) for b in batches])
-            positions = [np.arange(e - len(b), e, dtype=np.int64) for b, e in zip(batches, ends)]
+    def set_plan(self, plan: EpochPlan):
+        """Plans the epochs with ``plan`` from the next batch on (the driver sets it before the
+        pipeline runs); a plan without a batch warns, naming the numbers."""
+        message = empty_epoch_warning(plan)
+        if message:
+            warnings.warn(message, stacklevel=3)
         with self._lock:
-            self._queue.clear()
-            self._reset_calls()
-            for b, pos in zip(batches, positions):
-                m = None
-                if self.mixing_files:
-                    u = uniforms(sample_keys(self.mixing_seed, epoch, pos), STREAM_MIXING, 1)[:, 0]
-                    m = np.floor(u * len(self.mixing_files)).astype(np.int64)
-                # The labels array lives in the queue item until the iterator took the batch: DALI
-                # reads it without a copy.
-                self._queue.append((b, m, self._labels[b], (epoch, pos)))
+            self.plan, self._planned = plan, (None, None)
 
-    def clear(self):
-        """Drops the batches not yet handed out (the epoch then ends after those in flight)."""
+    def begin(self, epoch: int):
+        """The next DALI epoch the sources see is epoch ``epoch`` (and the ones after it follow it);
+        ends the effect of :meth:`stop`."""
         with self._lock:
-            self._queue.clear()
-            self._reset_calls()
+            self._next, self._stopped = int(epoch), False
+            self._epoch_of.clear()
+            self.in_flight.clear()
 
-    def _reset_calls(self):
-        self._taken.clear()
-        self._calls = [0] * len(self._calls)
-        self._first = 0
+    def stop(self):
+        """Every call raises ``StopIteration`` until :meth:`begin`: the running epoch ends after the
+        batches DALI already has."""
+        with self._lock:
+            self._stopped = True
 
-    def _take(self, source: int):
-        """The batch ``(indices, mixing indices, labels)`` of source ``source``'s next call (0: the
-        feed, 1: the GPU mixing source): the n-th call of each source gets the n-th batch of the
-        queue. Caller holds the lock. ``StopIteration`` when the epoch has no batch left for it."""
-        n = self._calls[source]
-        if n - self._first < len(self._taken):
-            item = self._taken[n - self._first]
-        else:
-            if not self._queue:
+    def _epoch(self, epoch_idx: int) -> int:
+        """Caller holds the lock."""
+        epoch = self._epoch_of.get(epoch_idx)
+        if epoch is None:
+            epoch = self._last + 1 if self._next is None else self._next
+            self._next, self._last = None, epoch
+            self._epoch_of = {epoch_idx: epoch}
+        return epoch
+
+    def _batches(self, epoch: int):
+        """(batches, positions) of epoch ``epoch``; caller holds the lock."""
+        if self._planned[0] != epoch:
+            self._planned = (epoch, (self.plan.batches(epoch), self.plan.batch_positions(epoch)))
+        return self._planned[1]
+
+    def batch(self, info):
+        """``(epoch, indices, positions, mixing indices or None)`` of DALI's ``BatchInfo`` ``info``;
+        ``StopIteration`` past the epoch's end (or after :meth:`stop`)."""
+        if self.plan is None:
+            raise RuntimeError("Feed: no EpochPlan set (the pipeline sets one)")
+        with self._lock:
+            if self._stopped:
                 raise StopIteration
-            item = self._queue.popleft()
-            self.in_flight.append(item)
-            self._taken.append(item)
-        self._calls[source] += 1
-        while self._taken and min(self._calls) > self._first:   # every source has had it
-            self._taken.popleft()
-            self._first += 1
-        return item
+            epoch = self._epoch(int(info.epoch_idx))
+            batches, positions = self._batches(epoch)
+        i = int(info.iteration)
+        if i >= len(batches):
+            raise StopIteration
+        b, pos = batches[i], positions[i]
+        m = None
+        if self.mixing_files:
+            u = uniforms(sample_keys(self.mixing_seed, epoch, pos), STREAM_MIXING, 1)[:, 0]
+            m = np.floor(u * len(self.mixing_files)).astype(np.int64)
+        return epoch, b, pos, m
 
-    def taken(self):
-        """The iterator took the oldest batch in flight."""
-        with self._lock:
-            if self.in_flight:
-                self.in_flight.popleft()
-
-    def files_in_flight(self) -> List[str]:
-        """Data and mixing files of the batches handed to DALI and not yet taken, in order."""
-        with self._lock:
-            batches = list(self.in_flight)
-        out = []
-        for b, m, *_ in batches:
-            out += [self.files[i] for i in b]
-            out += [] if m is None else [self.mixing_files[i] for i in m]
-        return list(dict.fromkeys(out))
-
-    def __call__(self):
-        with self._lock:
-            b, m, labels, (epoch, pos) = self._take(0)
-        out = ([self._paths[i] for i in b], labels)
+    def __call__(self, info):
+        epoch, b, pos, m = self.batch(info)
+        out = ([self._data[i] for i in b], self._labels[b])
         if m is not None and not self.on_device:
             mixing = self._mix_paths if self.mixing_cache is None else self.mixing_cache
             out += ([mixing[i] for i in m],)
         if self.draws is not None:
             out += tuple(self.draws(epoch, pos))
+        with self._lock:   # keeps the batch's own arrays alive while DALI reads them (no_copy)
+            self.in_flight.append((b, m, out))
+            self.calls += 1
         return out
 
-    def device_mixing(self):
-        """The source of the GPU mixing pictures: those of the batch that the feed's call of the same
-        iteration hands out (before or after this one); ``StopIteration`` with it."""
+    def device_mixing(self, info):
+        """The source of the GPU mixing pictures: those of the batch the feed hands out for the same
+        ``BatchInfo``; ``StopIteration`` with it."""
         if not self.on_device:
             raise RuntimeError("device_mixing: this feed has no mixing cache in GPU memory")
-        with self._lock:
-            _, m, *_ = self._take(1)
+        _, _, _, m = self.batch(info)
         return [self.mixing_cache[i] for i in m]
+
+    def taken(self):
+        """The driver took the oldest batch in flight."""
+        with self._lock:
+            if self.in_flight:
+                self.in_flight.popleft()
+
+    def files_in_flight(self) -> List[str]:
+        """Data and mixing files of the batches handed to DALI and not yet taken, in order (with a
+        driver that does not call :meth:`taken`: of the last ``keep`` batches)."""
+        with self._lock:
+            batches = list(self.in_flight)
+        out = []
+        for b, m, _ in batches:
+            out += [self.files[i] for i in b] if self.files else []
+            out += [] if m is None else [self.mixing_files[i] for i in m]
+        return list(dict.fromkeys(out))

@@ -42,7 +42,7 @@ class BadImageError(ValueError):
 
     def __init__(self, bad: Sequence[Tuple[str, str]]):
         self.bad = list(bad)
-        lines = [f"  {p}: {why}" for p, why in self.bad[:_MAX_NAMED]]
+        lines = [f"  {shown(p)}: {why}" for p, why in self.bad[:_MAX_NAMED]]
         if len(self.bad) > _MAX_NAMED:
             lines.append(f"  ... and {len(self.bad) - _MAX_NAMED} more")
         super().__init__(
@@ -121,7 +121,8 @@ def _walk_files(root) -> Tuple[List[str], List[str]]:
     Directory links are followed (data sets are often assembled from links) but no folder is entered
     twice, nor a folder above ``root``: a link back into an enclosing folder (``a/self -> .``,
     ``a/up -> ..``) would list every image many times, under the wrong class; it is skipped with a
-    warning naming it."""
+    warning naming it. A folder that cannot be listed (no permission, an I/O error) is an error
+    naming it: skipping it would leave its images out silently."""
     images, others, loops = [], [], []
     seen = set()   # (device, inode) of every folder entered, and of the folders above root
     up = os.path.realpath(root)
@@ -131,7 +132,7 @@ def _walk_files(root) -> Tuple[List[str], List[str]]:
         if os.path.dirname(up) == up:
             break
         up = os.path.dirname(up)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_unlistable):
         st = os.stat(dirpath)
         seen.add((st.st_dev, st.st_ino))
         keep = []
@@ -152,15 +153,27 @@ def _walk_files(root) -> Tuple[List[str], List[str]]:
                 continue
             (images if _is_image_name(name) else others).append(os.path.join(dirpath, name))
     for link in loops:
-        warnings.warn(f"not following {link} -> {os.path.realpath(link)}: that folder is listed already "
+        warnings.warn(f"not following {shown(link)} -> {shown(os.path.realpath(link))}: that folder is listed already "
                       "(a link back into the tree would repeat its images)", stacklevel=3)
     return images, others
 
 
+def _unlistable(err: OSError):
+    """``os.walk``'s ``onerror``: a folder it cannot list stops the listing, naming the folder."""
+    raise type(err)(f"cannot list folder {shown(err.filename)} ({err.strerror or err}): its images "
+                    "would be left out; fix its permissions or remove it") from None
+
+
+def shown(path) -> str:
+    """``path`` as printable text: a name that is not valid UTF-8 (legal on Linux; Python holds its
+    bytes as surrogates) shows those bytes as ``\\xNN`` instead of failing to print."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _warn_skipped(paths, why):
     if paths:
-        shown = ", ".join(paths[:_MAX_NAMED]) + (" ..." if len(paths) > _MAX_NAMED else "")
-        warnings.warn(f"skipping {len(paths)} file(s) {why}: {shown}", stacklevel=3)
+        names = ", ".join(map(shown, paths[:_MAX_NAMED])) + (" ..." if len(paths) > _MAX_NAMED else "")
+        warnings.warn(f"skipping {len(paths)} file(s) {why}: {names}", stacklevel=3)
 
 
 def _tail_has(path, marker, tail_bytes):
@@ -188,24 +201,27 @@ def _quiet_bomb_warnings():
     return ctx
 
 
-def check_image(path: str, validate: str = "header") -> Optional[str]:
+def check_image(path: str, validate: str = "header", *, shorter_side: Optional[int] = None) -> Optional[str]:
     """Why ``path`` cannot be decoded as an RGB image, or ``None`` when it looks fine; see
     :func:`_check_image`."""
     ctx = _quiet_bomb_warnings()
     try:
-        return _check_image(path, validate)
+        return _check_image(path, validate, shorter_side)
     finally:
         ctx.__exit__(None, None, None)
 
 
-def _check_image(path: str, validate: str = "header") -> Optional[str]:
+def _check_image(path: str, validate: str = "header", shorter_side: Optional[int] = None) -> Optional[str]:
     """Why ``path`` cannot be decoded as an RGB image, or ``None`` when it looks fine.
 
     ``header`` opens the header with PIL (catches non-images, unsupported formats, empty files, and
     headers claiming more than :func:`max_image_pixels` pixels: a decompression bomb, a few hundred
     bytes that would decode to gigabytes) and, for JPEG and PNG, looks for the end marker (catches
     truncated files; a file without it is decoded in full to confirm, so trailing data after the
-    marker is no false alarm). ``full`` decodes every file.
+    marker is no false alarm). ``full`` decodes every file. ``shorter_side``: the image will be
+    resized to this shorter side (the preset's mixing-picture or validation resize); the resized
+    image must be within the same pixel limit (a 1 x 65,000 JPEG of 17 kB resized to a 256 shorter
+    side would need 12.8 GB).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -223,6 +239,10 @@ def _check_image(path: str, validate: str = "header") -> Optional[str]:
                 return f"image has no pixels (size {im.size})"
             if im.size[0] * im.size[1] > limit:
                 return _too_large(f"{im.size[0]}x{im.size[1]} = {im.size[0] * im.size[1]:,} pixels", limit)
+            if shorter_side is not None:
+                why = _too_large_resized(im.size, shorter_side, limit)
+                if why:
+                    return why
             truncated = (fmt in ("JPEG", "MPO") and not _tail_has(path, b"\xff\xd9", 4096)) or \
                         (fmt == "PNG" and not _tail_has(path, b"IEND", 64))
             if validate == "full" or truncated:
@@ -239,28 +259,39 @@ def _check_image(path: str, validate: str = "header") -> Optional[str]:
     return None
 
 
+def _too_large_resized(size, side, limit) -> Optional[str]:
+    """Why a ``(width, height)`` image resized to the shorter side ``side`` is too large, or None."""
+    from .mixing_cache import decoded_shape
+    h, w, _ = decoded_shape(size[0], size[1], side)
+    if w * h <= limit:
+        return None
+    return (f"image too large after the resize to a shorter side of {side} px: {size[0]}x{size[1]} "
+            f"becomes {w}x{h} = {w * h:,} pixels, over the limit of {limit:,} pixels (an extremely "
+            "elongated image; if it is genuine, raise PIL.Image.MAX_IMAGE_PIXELS)")
+
+
 def _too_large(what, limit):
     return (f"image too large: header claims {what}, over the limit of {limit:,} pixels (a "
             "decompression bomb, or a genuine huge image: then raise PIL.Image.MAX_IMAGE_PIXELS)")
 
 
-def find_bad_images(paths: Sequence[str], validate: str = "header",
-                    num_workers: int = 8) -> List[Tuple[str, str]]:
+def find_bad_images(paths: Sequence[str], validate: str = "header", num_workers: int = 8, *,
+                    shorter_side: Optional[int] = None) -> List[Tuple[str, str]]:
     """``(path, reason)`` for every path that fails :func:`check_image`, in order."""
     paths = list(paths)
     ctx = _quiet_bomb_warnings()
     try:
-        return _find_bad_images(paths, validate, num_workers)
+        return _find_bad_images(paths, validate, num_workers, shorter_side)
     finally:
         ctx.__exit__(None, None, None)
 
 
-def _find_bad_images(paths, validate, num_workers):
+def _find_bad_images(paths, validate, num_workers, shorter_side=None):
     if validate == "none" or len(paths) < 2:
-        reasons = [_check_image(p, validate) for p in paths]
+        reasons = [_check_image(p, validate, shorter_side) for p in paths]
     else:   # threads: the work is file I/O and PIL decoding, which release the GIL
         with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(paths)))) as pool:
-            reasons = pool.map(lambda p: _check_image(p, validate), paths, chunksize=64)
+            reasons = pool.map(lambda p: _check_image(p, validate, shorter_side), paths, chunksize=64)
             if len(paths) >= _PROGRESS_FROM:
                 from tqdm import tqdm
                 reasons = tqdm(reasons, total=len(paths), desc=f"checking images ({validate})",
@@ -300,24 +331,25 @@ def all_shorter_sides_equal(paths: Sequence[str], side: int, num_workers: int = 
 
 
 def check_images(paths: Sequence[str], validate: str = "header", on_bad_file: str = "error",
-                 num_workers: int = 8) -> List[str]:
+                 num_workers: int = 8, *, shorter_side: Optional[int] = None) -> List[str]:
     """The paths that pass :func:`check_image`, in order; bad ones raise or are skipped with a warning."""
     _check_options(validate, on_bad_file)
     paths = list(paths)
-    bad = find_bad_images(paths, validate, num_workers)
+    bad = find_bad_images(paths, validate, num_workers, shorter_side=shorter_side)
     if bad and on_bad_file == "error":
         raise BadImageError(bad)
     for p, r in bad:
-        warnings.warn(f"skipping unreadable image {p}: {r}", stacklevel=2)
+        warnings.warn(f"skipping unreadable image {shown(p)}: {r}", stacklevel=2)
     bad_paths = {p for p, _ in bad}
     return [p for p in paths if p not in bad_paths]
 
 
 def list_image_folder(root, validate: str = "header", on_bad_file: str = "error",
-                      share: Tuple[int, int] = (0, 1)) -> LabelledFiles:
+                      share: Tuple[int, int] = (0, 1), *,
+                      shorter_side: Optional[int] = None) -> LabelledFiles:
     """An ImageFolder tree ``root/<class>/...`` as labelled files (labels = sorted class folder order).
 
-    ``share``: see :func:`_checked`."""
+    ``share``: see :func:`_checked`; ``shorter_side``: see :func:`_check_image`."""
     _check_options(validate, on_bad_file)
     root = _require_dir(root, "file_root")
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
@@ -336,23 +368,24 @@ def list_image_folder(root, validate: str = "header", on_bad_file: str = "error"
                              f"({'/'.join(IMAGE_EXTENSIONS)}); remove it or add images")
         files += images
         labels += [label] * len(images)
-    return _checked(files, labels, tuple(classes), validate, on_bad_file, root, share)
+    return _checked(files, labels, tuple(classes), validate, on_bad_file, root, share, shorter_side)
 
 
 def read_file_list(file_list, file_root=None, validate: str = "header",
-                   on_bad_file: str = "error", share: Tuple[int, int] = (0, 1)) -> LabelledFiles:
+                   on_bad_file: str = "error", share: Tuple[int, int] = (0, 1), *,
+                   shorter_side: Optional[int] = None) -> LabelledFiles:
     """A ``<path> <label>`` text file as labelled files; see the module docstring for the format.
 
-    ``share``: see :func:`_checked`."""
+    ``share``: see :func:`_checked`; ``shorter_side``: see :func:`_check_image`."""
     _check_options(validate, on_bad_file)
     file_list = os.path.abspath(os.fspath(file_list))
     if not os.path.isfile(file_list):
         raise FileNotFoundError(f"file_list {file_list!r} does not exist or is not a file")
     base = _require_dir(file_root, "file_root") if file_root is not None else os.path.dirname(file_list)
     files, labels = [], []
-    with open(file_list, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
+    with open(file_list, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = _decode_line(raw, file_list, lineno).strip()
             if not line or line.startswith("#"):
                 continue
             parts = line.rsplit(maxsplit=1)   # the path may contain spaces, the label may not
@@ -375,33 +408,50 @@ def read_file_list(file_list, file_root=None, validate: str = "header",
         raise ValueError(f"file_list {file_list!r} lists no files")
     # Labels may be sparse (e.g. 0 and 2147483647): the class names are made on demand, not listed.
     classes = NumberedClasses(max(labels) + 1)
-    return _checked(files, labels, classes, validate, on_bad_file, file_list, share)
+    return _checked(files, labels, classes, validate, on_bad_file, file_list, share, shorter_side)
 
 
-def list_mixing_images(root, validate: str = "header", on_bad_file: str = "error") -> List[str]:
-    """Every image under ``root`` (any depth; no labels), checked, sorted."""
+def _decode_line(raw: bytes, file_list, lineno) -> str:
+    """Line ``lineno`` of a file list as text: UTF-8, with or without a byte-order mark on the first
+    line; any other encoding (Latin-1, UTF-16, ...) is an error naming the file, the line and the
+    byte, not a path "not found" later."""
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{file_list}:{lineno}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                         f"{err.start + 1}): file lists must be UTF-8, with or without a BOM; "
+                         "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def list_mixing_images(root, validate: str = "header", on_bad_file: str = "error", *,
+                       shorter_side: Optional[int] = None) -> List[str]:
+    """Every image under ``root`` (any depth; no labels), checked, sorted; ``shorter_side``: the
+    side they will be resized to (see :func:`_check_image`)."""
     _check_options(validate, on_bad_file)
     root = _require_dir(root, "mixing_root")
     images, others = _walk_files(root)
     _warn_skipped(others, "without an image extension " + "/".join(IMAGE_EXTENSIONS))
     if not images:
         raise ValueError(f"mixing_root {root!r} contains no image files ({'/'.join(IMAGE_EXTENSIONS)})")
-    kept = check_images(images, validate, on_bad_file)
+    kept = check_images(images, validate, on_bad_file, shorter_side=shorter_side)
     if not kept:
         raise ValueError(f"mixing_root {root!r} has no readable images left after skipping bad files")
     return kept
 
 
-def _checked(files, labels, classes, validate, on_bad_file, source, share=(0, 1)) -> LabelledFiles:
+def _checked(files, labels, classes, validate, on_bad_file, source, share=(0, 1),
+             shorter_side=None) -> LabelledFiles:
     """Checks the files; ``share=(i, n)`` with ``on_bad_file="error"`` checks only every n-th file from
     the i-th: the n processes of a distributed job check the data set together, each a disjoint
     share, instead of each all of it (a bad file stops the process that owns it, naming the file).
     Skipping bad files needs every process to check every file, so that all keep the same list."""
     i, n = share
     if on_bad_file == "error" and n > 1:
-        check_images(files[i::n], validate, on_bad_file)
+        check_images(files[i::n], validate, on_bad_file, shorter_side=shorter_side)
         return LabelledFiles(tuple(files), tuple(labels), classes)
-    kept = set(check_images(files, validate, on_bad_file))
+    kept = set(check_images(files, validate, on_bad_file, shorter_side=shorter_side))
     pairs = [(f, l) for f, l in zip(files, labels) if f in kept]
     if not pairs:
         raise ValueError(f"{source!r} has no readable images left after skipping bad files")

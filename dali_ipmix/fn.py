@@ -37,6 +37,7 @@ from nvidia.dali import types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import do_not_convert
 
+from . import checks
 from .augment import ipmix_views
 from .config import IPMixConfig
 from .execute import array_module
@@ -61,15 +62,13 @@ def normalize_args(normalize: Optional[dict]) -> Optional[dict]:
         raise ValueError(f"normalize={normalize!r}: give mean and std (and optionally layout, dtype); "
                          f"unknown keys: {sorted(unknown)}")
     out = {}
-    for key in ("mean", "std"):
-        values = [float(v) for v in np.atleast_1d(np.asarray(normalize[key], np.float64))]
+    for key in ("mean", "std"):   # finite (std > 0): NaN or inf would make NaN or zero outputs
+        values = checks.finite_reals(f"normalize[{key!r}]", normalize[key], positive=key == "std")
         values = values * 3 if len(values) == 1 else values
         if len(values) != 3:
             raise ValueError(f"normalize[{key!r}] has {len(values)} values; expected 1 or 3 "
                              f"(per RGB channel, 0..255 scale)")
         out[key] = values
-    if min(out["std"]) <= 0:
-        raise ValueError(f"normalize['std']={out['std']}: every std must be > 0")
     out["layout"] = normalize.get("layout", "CHW")
     if out["layout"] not in ("CHW", "HWC"):
         raise ValueError(f"normalize['layout']={out['layout']!r} is invalid: use 'CHW' or 'HWC'")
@@ -240,6 +239,8 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
         raise ValueError("ipmix: device='cpu' but an input is on the GPU; DALI cannot move data "
                          "back to the CPU inside a pipeline, use device='gpu'")
     norm = normalize_args(normalize)
+    seed = checks.optional_integer("seed", seed, 0, checks.INT64_MAX)
+    num_threads = checks.integer("num_threads", num_threads, 0, note=" (0: one per core)")
     if keys is not None and not isinstance(keys, DataNode):
         raise TypeError(f"keys must be a DataNode of one int64 per sample (e.g. fn.external_source), got "
                         f"{type(keys).__name__}: one key for every sample would draw every sample alike")

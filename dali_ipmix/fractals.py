@@ -15,6 +15,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from . import checks
+
 __all__ = ["random_ifs", "render_fractals", "write_fractal_set"]
 
 _MIN_COVERAGE = 0.04    # a picture covering less of the canvas than this is degenerate: redrawn
@@ -139,10 +141,10 @@ def write_fractal_set(out_dir, n: int, size: int = 256, seed: Optional[int] = 0,
 
     from .extras import progress_bar
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r} is invalid: expected an integer >= 1")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"size={size!r} is invalid: expected an integer >= 8 (pixels)")
+    n = checks.integer("n", n, 1)
+    size = checks.integer("size", size, 8, note=" (pixels)")
+    seed = checks.optional_integer("seed", seed, 0)
+    chunk = checks.integer("chunk", chunk, 1)
     if file_format not in FORMATS:
         raise ValueError(f"file_format={file_format!r} is invalid: use one of {sorted(FORMATS)}")
     extension, options = FORMATS[file_format]

@@ -8,23 +8,32 @@
 Tensors are NCHW (as the pipeline produces them: normalised float32/float16) and labels int64 of
 shape (N,), all on the pipeline's device (CUDA for ``device="gpu"``, else CPU).
 
-Epochs follow ``torch.utils.data.DataLoader``: every ``for`` loop (every ``iter(it)``) is one epoch; a
-loop left with ``break`` abandons the rest of its epoch, and the next loop starts a fresh, full epoch
-(the batches DALI had already prefetched, at most ``prefetch_queue_depth``, are run and dropped).
-A batch is never empty, and ``len(it)`` is the exact number of batches every epoch.
+Epochs follow ``torch.utils.data.DataLoader``: every ``for`` loop (every ``iter(it)``) is one full
+epoch from its start, whatever ended the loop before (its end, a ``break``, an error raised in a
+batch, a ``KeyboardInterrupt``, an abandoned ``next(iter(it))``). Which epoch: the one
+:meth:`IPMixIterator.set_epoch` named, else the next one after an epoch that handed out a batch,
+else the same one again (an epoch that failed or was interrupted before its first batch is read from
+its start). The batches DALI had already prefetched, at most ``prefetch_queue_depth``, are run and
+dropped. A batch is never empty, and ``len(it)`` is the exact number of batches every epoch.
+One iterator per pipeline: a second one (ours or DALI's) on a pipeline that one drives is an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import warnings
+import weakref
 from typing import Optional, Sequence, Tuple
 
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy, feed_ndarray, to_torch_type
 
+from . import checks
 from .epochs import EpochPlan
 
-__all__ = ["IPMixIterator", "shard_defaults", "LAST_BATCH_POLICIES"]
+__all__ = ["IPMixIterator", "shard_defaults", "LAST_BATCH_POLICIES", "claim_pipeline"]
 
 #: ``last_batch_policy`` names: ``partial`` returns a short last batch (every sample exactly once per
 #: epoch); ``drop`` leaves the incomplete last batch out (every shard runs the same number of full
@@ -51,13 +60,50 @@ def shard_defaults(shard_id: Optional[int] = None, num_shards: Optional[int] = N
         num_shards = dist[1] if dist else 1
     if shard_id is None:
         shard_id = dist[0] if dist else 0
-    for name, v in (("shard_id", shard_id), ("num_shards", num_shards)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"{name}={v!r} is invalid: expected an integer")
+    shard_id, num_shards = checks.integer("shard_id", shard_id), checks.integer("num_shards", num_shards)
     if num_shards < 1 or not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id={shard_id}, num_shards={num_shards} is invalid: "
                          "need num_shards >= 1 and 0 <= shard_id < num_shards")
     return shard_id, num_shards
+
+
+def claim_pipeline(pipeline, driver):
+    """Records ``driver`` (an iterator) as the one that drives ``pipeline``; a RuntimeError when
+    another iterator that is still alive drives it (two would share one stream of batches)."""
+    ref = getattr(pipeline, "_ipmix_driver", None)
+    current = ref() if ref is not None else None
+    if current is not None and current is not driver:
+        raise RuntimeError(
+            f"this pipeline is already driven by a {type(current).__name__}: one iterator per pipeline "
+            f"(a second {type(driver).__name__} would share its stream of batches, and each would read "
+            "part of every epoch). Keep using the first one, delete it first, or make a second "
+            "pipeline with the same arguments")
+    pipeline._ipmix_driver = weakref.ref(driver)
+
+
+def _release_pipeline(pipeline, driver):
+    ref = getattr(pipeline, "_ipmix_driver", None)
+    if ref is not None and ref() is driver:
+        pipeline._ipmix_driver = None
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Holds a Ctrl-C (SIGINT with Python's default handler, in the main thread) back until the
+    block ends, then raises it: DALI's own bookkeeping of a run (feed, count, run) is never cut in
+    half. Other threads and custom handlers are left alone."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    got = []
+    signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if got:
+            raise KeyboardInterrupt
 
 
 class IPMixIterator:
@@ -67,9 +113,12 @@ class IPMixIterator:
         pipeline: a pipeline from :func:`training_pipeline` / :func:`validation_pipeline` (built here if
             needed), or any DALI pipeline whose outputs are images then one label output, in which case
             give ``output_names`` and ``reader_name``.
-        last_batch_policy: ``"partial"`` (default; every sample exactly once per epoch), ``"drop"``
+        last_batch_policy: ``"partial"`` (every sample exactly once per epoch), ``"drop"``
             (full batches only, as many on every shard: use it for DDP training) or ``"fill"``; see
-            :data:`dali_ipmix.epochs.POLICIES`.
+            :data:`dali_ipmix.epochs.POLICIES`. Default: the pipeline's own
+            (``pipe.ipmix_info.last_batch_policy``, ``"partial"`` unless it was made with another),
+            else ``"partial"``. An epoch without a batch (``"drop"`` with fewer samples per shard
+            than a batch) warns, naming the numbers.
         auto_reset: a finished epoch is followed by the next one on the next ``for`` / ``next()``
             (default True); with False call :meth:`reset` between epochs.
         output_names: names of the pipeline outputs; the last must be ``"label"``. Three image outputs
@@ -77,16 +126,18 @@ class IPMixIterator:
         reader_name: the pipeline's data reader (sets the epoch size and shard bookkeeping).
 
     Attributes:
-        epoch: the epoch being read (the training pipeline's ``start_epoch`` first, then +1 per epoch).
+        epoch: the epoch being read (the training pipeline's ``start_epoch`` first, then as the module
+            docstring says; :meth:`set_epoch` names the next one).
         num_samples: samples this shard yields per epoch (repeats of ``"fill"`` included).
         total_samples: samples in the data set (all shards).
 
-    The pipelines made by dali_ipmix are fed by this iterator, which plans every epoch (see
-    :mod:`dali_ipmix.epochs`); other pipelines go through DALI's ``DALIGenericIterator``, where a new
+    The pipelines made by dali_ipmix compute each batch from (epoch, step) (see
+    :mod:`dali_ipmix.epochs`): this iterator only says which epoch comes next, so an epoch is always
+    read whole from its start. Other pipelines go through DALI's ``DALIGenericIterator``, where a new
     epoch after a ``break`` has to run the rest of the old one first.
     """
 
-    def __init__(self, pipeline, *, last_batch_policy: str = "partial", auto_reset: bool = True,
+    def __init__(self, pipeline, *, last_batch_policy: Optional[str] = None, auto_reset: bool = True,
                  output_names: Optional[Sequence[str]] = None, reader_name: Optional[str] = None):
         info = getattr(pipeline, "ipmix_info", None)
         feed = getattr(pipeline, "ipmix_feed", None) if info is not None else None
@@ -99,6 +150,8 @@ class IPMixIterator:
         if reader_name is None and feed is None:
             raise ValueError("reader_name is required for a pipeline not made by dali_ipmix: it is the "
                              "name= of the data reader, which defines the epoch")
+        if last_batch_policy is None:
+            last_batch_policy = getattr(info, "last_batch_policy", None) or "partial"
         if last_batch_policy not in LAST_BATCH_POLICIES:
             raise ValueError(f"last_batch_policy={last_batch_policy!r} is invalid: choose one of "
                              f"{tuple(LAST_BATCH_POLICIES)}")
@@ -109,14 +162,25 @@ class IPMixIterator:
         self.jsd = len(output_names) == 4
         self.last_batch_policy = last_batch_policy
         self.auto_reset = bool(auto_reset)
-        if feed is not None:
-            self._epochs = _FedEpochs(pipeline, feed, info, last_batch_policy)
-            self.epoch = info.start_epoch
-        else:
-            self._epochs = _ReaderEpochs(pipeline, output_names, reader_name, last_batch_policy)
-            self.epoch = 0
-        self._pos: Optional[int] = None   # batches yielded in the running epoch; None: none running
-        self._start(self.epoch)           # build, and prefetch the first batches: errors show here
+        claim_pipeline(pipeline, self)
+        # State: epoch ``self.epoch`` has handed out ``_pos`` batches; ``_running``: the pipeline is
+        # in that epoch; ``_done``: it ran to its end; ``_dirty``: an operation on the pipeline was
+        # cut short (error, Ctrl-C): drain it before anything else; ``_requested``: set_epoch's.
+        self._running = self._done = self._dirty = False
+        self._requested: Optional[int] = None
+        self._pos = 0
+        try:
+            if feed is not None:
+                self.epoch = info.start_epoch
+                self._epochs = _FedEpochs(pipeline, feed, info, last_batch_policy)
+                self.info = pipeline.ipmix_info
+            else:
+                self.epoch = 0
+                self._epochs = _ReaderEpochs(pipeline, output_names, reader_name, last_batch_policy)
+            self._start(self.epoch)       # build, and prefetch the first batches: errors show here
+        except BaseException:
+            _release_pipeline(pipeline, self)
+            raise
 
     @staticmethod
     def _check_shard(info):
@@ -150,44 +214,89 @@ class IPMixIterator:
                 "remainder; use it.num_samples / it.total_samples for counts (see docs/training.md)")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def _start(self, epoch: int):
-        try:
-            self._epochs.start(epoch)
-        except RuntimeError as err:
-            raise self._explain(err) from err
-        self.epoch, self._pos = epoch, 0
+    def set_epoch(self, epoch: int):
+        """The next loop (``iter(it)``, or ``next(it)`` once the running epoch is over) reads epoch
+        ``epoch`` from its start, like ``DistributedSampler.set_epoch``: call it before each epoch's
+        loop with the loop's epoch number and every loop reads that epoch, whatever ran before it (a
+        debugging ``next(iter(it))``, a ``break``, an error). Keyed augmentation: the same samples,
+        order and draws as an uninterrupted run's epoch ``epoch``."""
+        from .checks import INT64_MAX, integer
+        self._requested = integer("epoch", epoch, 0, INT64_MAX)
 
-    def _finish(self):
-        """Ends the running epoch, dropping what is left of it."""
-        if self._pos is not None:
-            self._pos = None
+    def _following(self) -> int:
+        """The epoch the next loop reads (see the module docstring)."""
+        if self._requested is not None:
+            return self._requested
+        return self.epoch + 1 if self._done or self._pos > 0 else self.epoch
+
+    def _sync(self):
+        """After an operation on the pipeline was cut short: drains it (the batches DALI holds are run
+        and dropped) and ends the epoch it was in."""
+        if self._dirty:
+            self._running = False
+            with _sigint_deferred():
+                try:
+                    self._epochs.drain()
+                except RuntimeError as err:
+                    raise self._explain(err) from err
+            self._dirty = False
+
+    def _start(self, epoch: int):
+        """Starts epoch ``epoch`` (the pipeline is at an epoch's boundary)."""
+        self._requested = None
+        self.epoch, self._pos, self._done, self._running = epoch, 0, False, True
+        self._dirty = True
+        with _sigint_deferred():
             try:
-                self._epochs.finish()
+                self._epochs.start(epoch)
             except RuntimeError as err:
                 raise self._explain(err) from err
+        self._dirty = False
+
+    def _switch(self, epoch: int):
+        """Ends the running epoch, if any, and starts epoch ``epoch`` (nothing to do when ``epoch`` is
+        the running one and has handed out nothing yet)."""
+        self._sync()
+        if self._running and self._pos == 0 and self.epoch == epoch:
+            self._requested = None
+            return
+        if self._running:
+            self._finish(done=False)
+        self._start(epoch)
+
+    def _finish(self, done: bool):
+        """Ends the running epoch, dropping what is left of it."""
+        self._running, self._done, self._dirty = False, done, True
+        with _sigint_deferred():
+            try:
+                self._epochs.drain()
+            except RuntimeError as err:
+                raise self._explain(err) from err
+        self._dirty = False
 
     def __iter__(self):
-        if self._pos is None:
-            if self.auto_reset:
-                self._start(self.epoch + 1)
-        elif self._pos > 0:   # a new loop after a break: a fresh, full epoch, as a DataLoader does
-            self._finish()
-            self._start(self.epoch + 1)
+        self._sync()
+        if self._running or self.auto_reset or self._requested is not None or not self._done:
+            self._switch(self._following())
         return self
 
     def __next__(self):
-        if self._pos is None:
-            if not self.auto_reset:
+        self._sync()
+        if not self._running:
+            if self._done and not self.auto_reset and self._requested is None:
                 raise StopIteration
-            self._start(self.epoch + 1)
+            self._switch(self._following())
         if self._pos >= len(self._epochs):
-            self._finish()
+            self._finish(done=True)
             raise StopIteration
-        try:
-            out = self._epochs.next()
-        except RuntimeError as err:
-            raise self._explain(err) from err
-        self._pos += 1
+        self._dirty = True
+        with _sigint_deferred():
+            try:
+                out = self._epochs.next()
+            except RuntimeError as err:
+                raise self._explain(err) from err
+            self._pos += 1
+            self._dirty = False
         labels = out["label"].reshape(-1).long()
         if self.jsd:
             return (out[self.output_names[0]], out[self.output_names[1]],
@@ -195,28 +304,37 @@ class IPMixIterator:
         return out[self.output_names[0]], labels
 
     def reset(self):
-        """Starts the next epoch now: a running epoch that has yielded batches is abandoned (needed
-        between epochs only with ``auto_reset=False``; a new ``for`` loop does it anyway)."""
-        if self._pos is None or self._pos > 0:
-            self._finish()
-            self._start(self.epoch + 1)
+        """Starts the next epoch now (:meth:`set_epoch`'s, else the following one): a running epoch
+        that has handed out batches is abandoned (needed between epochs only with
+        ``auto_reset=False``; a new ``for`` loop does it anyway)."""
+        self._sync()
+        self._switch(self._following())
 
     def _explain(self, err: RuntimeError) -> RuntimeError:
-        """A read or decode failure names the file only sometimes; then check the files involved (the
-        batches in flight, else all of the pipeline's files; header check: fast) and name the ones
-        that fail. Other errors pass through unchanged."""
+        """A read or decode failure (from any operator that reads the encoded files: the file read,
+        the decoders, the crop's ``peek_image_shape``) names the file only sometimes; then check the
+        files involved and name the ones that fail: the batches in flight with the full check (decode
+        every one: a damaged body passes the header check), else all of the pipeline's files with
+        the header check (fast). Other errors pass through unchanged."""
         text = str(err)
-        if self.info is None or not any(w in text for w in ("decoders", "io__file__read", "file")):
+        if self.info is None or not any(w in text for w in _READ_OPERATORS):
             return err
-        from .files import find_bad_images
+        from .files import find_bad_images, shown
         in_flight = getattr(self._epochs, "files_in_flight", lambda: [])()
-        suspects = find_bad_images(in_flight or (*self.info.files, *self.info.mixing_files), "header")
+        if in_flight:
+            suspects = find_bad_images(in_flight, "full")
+        else:
+            suspects = find_bad_images((*self.info.files, *self.info.mixing_files), "header")
         if not suspects:
             return err
-        named = "\n".join(f"  {p}: {why}" for p, why in suspects[:20])
+        named = "\n".join(f"  {shown(p)}: {why}" for p, why in suspects[:20])
         return RuntimeError(f"DALI could not read or decode an input image; these files fail the "
                             f"check (changed or removed since the pipeline was made?):\n"
                             f"{named}\nDALI said: {text.strip()}")
+
+
+#: Words of a DALI error from an operator that reads the encoded input files.
+_READ_OPERATORS = ("io.file.read", "io__file__read", "decoders", "peek_image_shape", "nvImageCodec")
 
 
 def _torch_device(pipeline):
@@ -247,15 +365,21 @@ class _FedEpochs:
     at the end of the planned epoch, which is DALI's own end-of-epoch signal."""
 
     def __init__(self, pipeline, feed, info, policy):
+        from .pipelines import epoch_fields
         self.pipeline, self.feed = pipeline, feed
         self.plan = EpochPlan(info.num_samples, info.batch_size, info.shard_id, info.num_shards,
                               policy, info.shuffle_seed)
         self.batch_size, self.total_samples = info.batch_size, info.num_samples
-        self.num_samples = len(self.plan.shard_indices(0))
+        self.num_samples = len(self.plan.positions(0))
         self.output_names = info.output_names
         self.device = _torch_device(pipeline)
         pipeline.build()
         self.copy = not getattr(pipeline, "exec_dynamic", False)
+        if feed.calls:   # run before (by an iterator now gone): end the epoch it was in
+            self.drain()
+        if feed.plan is None or feed.plan.policy != policy:
+            feed.set_plan(self.plan)
+        pipeline.ipmix_info = type(info)(**{**info.__dict__, **epoch_fields(self.plan)})
 
     def __len__(self):
         return len(self.plan)
@@ -264,7 +388,7 @@ class _FedEpochs:
         return self.feed.files_in_flight()
 
     def start(self, epoch):
-        self.feed.load(self.plan.batches(epoch), epoch, self.plan.batch_positions(epoch))
+        self.feed.begin(epoch)
         self.pipeline.schedule_run()
 
     def next(self):
@@ -274,11 +398,17 @@ class _FedEpochs:
         self.pipeline.schedule_run()   # keeps the queue full; a no-op once the feed has run dry
         return batch
 
-    def finish(self):
-        self.feed.clear()
-        while not self.pipeline.empty():   # batches already scheduled: run and drop them
-            self.pipeline.outputs()
-            self.feed.taken()
+    def drain(self):
+        """Ends the pipeline's epoch: the feed stops, the batches already scheduled are run and
+        dropped (a failed one too: the epoch is being left), DALI sees the end and resets."""
+        self.feed.stop()
+        while not self.pipeline.empty():
+            try:
+                self.pipeline.outputs()
+            except RuntimeError:
+                pass
+            finally:
+                self.feed.taken()
         self.pipeline.schedule_run()   # lets DALI see the feed's end, if it has not yet
         self.pipeline.reset()
 
@@ -329,7 +459,7 @@ class _ReaderEpochs:
             if out["label"].numel():
                 return out
 
-    def finish(self):
+    def drain(self):
         try:   # DALI cannot skip: run what is left of the epoch (not iter(): that would reset)
             while True:
                 next(self._it)

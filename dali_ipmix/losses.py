@@ -13,9 +13,10 @@ arguments in ``F.kl_div``'s order; we follow the reference code's numbers.
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["jsd_loss", "MIXTURE_FLOOR"]
+__all__ = ["jsd_loss", "JSDLoss", "MIXTURE_FLOOR"]
 
 #: Lower clamp of the mixture distribution; keeps ``log p_mix`` finite when all three views agree on 0.
 MIXTURE_FLOOR = 1e-7
@@ -53,3 +54,41 @@ def jsd_loss(logits_clean: torch.Tensor, logits_view1: torch.Tensor, logits_view
     log_mix = torch.clamp(mix, MIXTURE_FLOOR, 1.0).log()
     consistency = sum(F.kl_div(log_mix, lp, reduction="batchmean", log_target=True) for lp in log_probs) / 3.0
     return loss + weight * consistency
+
+
+class JSDLoss(nn.Module):
+    """``criterion(model(x), y)`` for both kinds of batch, for scripts built around that call.
+
+    ``forward(logits, targets)``: ``logits`` ``(3N, C)``, the model's output on the JSD batch
+    ``torch.cat([clean, view1, view2])`` (in that order), with ``targets`` ``(N,)``, gives
+    :func:`jsd_loss` of its three ``(N, C)`` thirds; ``(N, C)`` logits (a plain batch, or
+    validation) give cross-entropy. ``logits`` may also be a tuple of the three ``(N, C)`` tensors.
+    Any other row count is an error naming both shapes.
+
+    Args:
+        weight: factor of the consistency term (the paper's 12).
+    """
+
+    def __init__(self, weight: float = 12.0):
+        super().__init__()
+        self.weight = float(weight)
+
+    def forward(self, logits, targets: torch.Tensor) -> torch.Tensor:
+        if isinstance(logits, (tuple, list)):
+            if len(logits) != 3:
+                raise ValueError(f"JSDLoss: a tuple of logits must hold 3 tensors (clean, view1, view2), "
+                                 f"got {len(logits)}")
+            return jsd_loss(*logits, targets, weight=self.weight)
+        if logits.dim() != 2 or targets.dim() != 1:
+            raise ValueError(f"JSDLoss expects (3N, C) or (N, C) logits and (N,) targets, got logits "
+                             f"{tuple(logits.shape)} and targets {tuple(targets.shape)}")
+        n = targets.shape[0]
+        if logits.shape[0] == n:
+            return F.cross_entropy(logits.float(), targets)
+        if logits.shape[0] == 3 * n:
+            return jsd_loss(*logits.split(n), targets, weight=self.weight)
+        raise ValueError(f"JSDLoss: logits {tuple(logits.shape)} for targets {tuple(targets.shape)}: expected "
+                         f"{3 * n} rows (a JSD batch: clean, view1, view2 concatenated) or {n} (a plain batch)")
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight:g}"

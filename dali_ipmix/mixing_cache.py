@@ -15,11 +15,14 @@ decode, no resize and no host copy per batch; the random crop stays in the pipel
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import checks
 from .constants import MIXING_CACHE_MAX_BYTES
 
 __all__ = ["MixingCache", "DeviceMixingCache", "decoded_shape", "estimate_bytes", "MIXING_CACHE_MAX_BYTES"]
@@ -100,10 +103,7 @@ class MixingCache:
         files = list(files)
         if not files:
             raise ValueError("MixingCache.build: no mixing files given")
-        if isinstance(side, bool) or (side is not None and (not isinstance(side, (int, np.integer))
-                                                            or side < 1)):
-            raise ValueError(f"MixingCache.build: side={side!r} is invalid: expected an integer >= 1 "
-                             "or None (no resize)")
+        side = checks.optional_integer("side", side, 1, note=" (None: no resize)")
         show = len(files) >= _PROGRESS_FROM if progress is None else progress
         from tqdm import tqdm
         packer = _Packer(expected_bytes or 0, pin)
@@ -194,7 +194,7 @@ def _decode(paths: List[str], side: Optional[int], num_threads: int, sink, done)
 
     def source():
         fed.append(chunks[len(fed)])
-        return [np.frombuffer(p.encode("utf-8"), dtype=np.uint8) for p in fed[-1]]
+        return [np.frombuffer(os.fsencode(p), dtype=np.uint8) for p in fed[-1]]   # any file name
 
     pipe = Pipeline(batch_size=_BUILD_BATCH, num_threads=max(1, int(num_threads)), device_id=None,
                     prefetch_queue_depth=1, seed=0)
@@ -215,15 +215,41 @@ def _decode(paths: List[str], side: Optional[int], num_threads: int, sink, done)
 
 
 def _run(pipe, fed):
-    """One batch of the decoding pipeline; a failure names the files of the batch it was fed."""
+    """One batch of the decoding pipeline. A failure names the pictures of the batch it was fed that
+    fail the full check (decoded with PIL), with their reasons and DALI's own cause; when none does,
+    the whole batch with DALI's cause."""
     try:
         return pipe.run()
     except Exception as err:
-        bad = fed[-1] if fed else ["(no file fed yet)"]
-        shown = ", ".join(bad[:8]) + (f" (+{len(bad) - 8} more)" if len(bad) > 8 else "")
-        raise ValueError(f"mixing cache: DALI could not decode one of these mixing pictures: {shown} "
-                         f"({type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}); "
-                         "check them with dali_ipmix.files.check_images(paths, 'full')") from None
+        from .files import find_bad_images, shown
+        batch = fed[-1] if fed else []
+        cause = f"{type(err).__name__}: {dali_cause(err)}"
+        bad = find_bad_images(batch, "full")
+        if bad:
+            named = "; ".join(f"{shown(p)}: {why}" for p, why in bad[:8])
+            more = f" (+{len(bad) - 8} more)" if len(bad) > 8 else ""
+            raise ValueError(f"mixing cache: {len(bad)} mixing picture(s) cannot be decoded: {named}{more} "
+                             f"(DALI said {cause})") from None
+        names = ", ".join(map(shown, batch[:8])) + (f" (+{len(batch) - 8} more)" if len(batch) > 8 else "")
+        raise ValueError(f"mixing cache: DALI failed on a batch of these mixing pictures: "
+                         f"{names or '(no file fed yet)'} ({cause}); they pass PIL's full check") from None
+
+
+#: Lines of a DALI pipeline error that say nothing about its cause.
+_BOILERPLATE = ("Current pipeline object is no longer valid.", "Critical error in pipeline:")
+
+
+def dali_cause(err: BaseException) -> str:
+    """The cause in a DALI pipeline error, on one line: the failing operator and the text after
+    DALI's ``encountered:`` (not its last line, which is "Current pipeline object is no longer
+    valid."); the whole message, less such boilerplate, when it has no such part."""
+    text = str(err)
+    op = re.search(r"Error in (?:CPU|GPU|MIXED) operator `([^`]+)`", text)
+    body = text.rsplit("encountered:", 1)[-1]
+    lines = [line.strip() for line in body.splitlines()
+             if line.strip() and line.strip() not in _BOILERPLATE]
+    cause = " ".join(lines)[:500] or text.strip()[:500]
+    return f"{op.group(1)}: {cause}" if op else cause
 
 
 def _host_buffer(nbytes: int, pin: bool, filled: int):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import warnings
 from typing import Optional, Sequence, Tuple, Union
 
@@ -27,28 +28,28 @@ import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
+from . import checks
 from .config import IPMixConfig
 from .constants import IMAGENET_MEAN, IMAGENET_STD
-from .epochs import Feed
+from .epochs import POLICIES, EpochPlan, Feed, empty_epoch_warning
 from .files import (LabelledFiles, header_sizes, list_image_folder, list_mixing_images, read_file_list,
                     shorter_sides_equal)
 from .fn import ipmix, normalize_args, normalize_node
-from .iterator import shard_defaults
+from .iterator import claim_pipeline, shard_defaults
 from .keys import SampleDraws
 from .mixing_cache import MIXING_CACHE_MAX_BYTES, MixingCache, estimate_bytes
 from .presets import DEFAULT_PRESET, PRESETS, Preset, decoder_device, get_preset
 
 __all__ = ["training_pipeline", "validation_pipeline", "resolve_preset", "PipelineInfo", "PRESETS",
-           "IMAGENET_MEAN", "IMAGENET_STD", "DATA_READER"]
-
-DATA_READER = "data_reader"             # PipelineInfo.reader_name: the feed, not a DALI reader
+           "IMAGENET_MEAN", "IMAGENET_STD", "IPMixPipeline"]
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineInfo:
     """What :class:`IPMixIterator` needs to know about a pipeline; attached as ``pipe.ipmix_info``."""
     output_names: Tuple[str, ...]   # names of the pipeline outputs, in order
-    reader_name: str
+    reader_name: Optional[str]      # always None: no DALI reader (the feed is an external_source);
+                                    # DALI iterators take size=epoch_size or nothing (see docs/dali.md)
     jsd: bool
     num_samples: int                # samples in the whole data set (all shards)
     classes: Sequence[str]          # class name of each label (tuple, or NumberedClasses for lists)
@@ -70,6 +71,10 @@ class PipelineInfo:
     backend: Optional[str] = None   # fn.ipmix backend the training pipeline runs: "native" or "python"
     mixing_resize: bool = True      # False: every mixing picture already has the preset's shorter side
     mixing_cache_bytes: int = 0     # decoded mixing pictures held in memory (0: decoded per batch)
+    last_batch_policy: str = "partial"   # the epochs the pipeline runs by itself (epochs.POLICIES)
+    epoch_batches: int = 0          # batches of this shard per epoch under that policy
+    epoch_size: int = 0             # samples of this shard per epoch (fill's repeats included)
+    layout: str = "NCHW"            # image outputs: "NCHW" or "NHWC"
 
 
 def resolve_preset(preset: Optional[str], config: Optional[IPMixConfig]) -> str:
@@ -85,9 +90,7 @@ def resolve_preset(preset: Optional[str], config: Optional[IPMixConfig]) -> str:
 
 
 def _check_common(preset: Preset, size, device, dtype, batch_size):
-    size = preset.size if size is None else size
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
-        raise ValueError(f"size={size!r} is invalid: expected an integer >= 2 (output is size x size)")
+    size = checks.integer("size", preset.size if size is None else size, 2, note=" (output is size x size)")
     if device is None:
         device = "gpu" if _cuda_available() else "cpu"
     if device not in ("cpu", "gpu"):
@@ -96,9 +99,19 @@ def _check_common(preset: Preset, size, device, dtype, batch_size):
         raise RuntimeError("device='gpu' but PyTorch sees no CUDA GPU; use device='cpu'")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype={dtype!r} is invalid: use 'float32' or 'float16'")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} is invalid: expected an integer >= 1")
-    return int(size), device
+    checks.integer("batch_size", batch_size, 1)
+    return size, device
+
+
+def _check_integers(seed, num_threads, device_id, prefetch_queue_depth, start_epoch=0):
+    """The pipelines' other integer arguments, checked (:mod:`dali_ipmix.checks`) and as ``int``
+    (``prefetch_queue_depth`` may also be DALI's dict of the CPU and GPU queue sizes)."""
+    queue = prefetch_queue_depth if isinstance(prefetch_queue_depth, dict) else \
+        checks.integer("prefetch_queue_depth", prefetch_queue_depth, 1)
+    return (checks.optional_integer("seed", seed, 0, checks.INT64_MAX),
+            checks.optional_integer("num_threads", num_threads, 0, note=" (0 or None: min(8, cores))"),
+            checks.optional_integer("device_id", device_id, 0), queue,
+            checks.integer("start_epoch", start_epoch, 0, checks.INT64_MAX))
 
 
 def _cuda_available():
@@ -109,12 +122,67 @@ def _cuda_available():
         return False
 
 
-def _data_files(file_root, file_list, validate, on_bad_file, share) -> LabelledFiles:
+@dataclasses.dataclass(frozen=True)
+class ArraySamples:
+    """In-memory samples (``images=``, ``labels=``): what :class:`LabelledFiles` is for files, with no
+    files. ``images``: C-contiguous uint8 (N, H, W, 3)."""
+    images: np.ndarray
+    labels: Tuple[int, ...]
+    classes: Sequence[str]
+    files: Tuple[str, ...] = ()
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def _array_samples(images, labels, file_root, file_list) -> ArraySamples:
+    """``images`` / ``labels`` checked, naming the argument, the value and the rule."""
+    from .files import NumberedClasses
+    if file_root is not None or file_list is not None:
+        raise ValueError("give images= and labels= (samples in memory) or file_root / file_list (files), "
+                         "not both")
+    if images is None or labels is None:
+        raise ValueError(f"images= and labels= go together: got images={'None' if images is None else '...'} "
+                         f"and labels={'None' if labels is None else '...'}")
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or \
+            images.shape[3] != 3:
+        what = (f"dtype {images.dtype}, shape {images.shape}" if isinstance(images, np.ndarray)
+                else type(images).__name__)
+        raise ValueError(f"images= is invalid: expected a NumPy uint8 array of shape (N, H, W, 3) (RGB, one "
+                         f"HWC image per sample), got {what}")
+    if images.shape[0] < 1 or images.shape[1] < 2 or images.shape[2] < 2:
+        raise ValueError(f"images= of shape {images.shape} is invalid: need at least one image of at least "
+                         "2 x 2 pixels")
+    lab = np.asarray(labels)
+    if lab.dtype.kind not in "iu" or lab.ndim != 1 or len(lab) != len(images):
+        raise ValueError(f"labels= is invalid: expected {len(images)} integers (one per image, a 1-D integer "
+                         f"array or list), got dtype {lab.dtype}, shape {lab.shape}")
+    bad = np.flatnonzero((lab < 0) | (lab > np.iinfo(np.int32).max))
+    if len(bad):
+        raise ValueError(f"labels[{bad[0]}]={lab[bad[0]]} is invalid: labels are integers 0..2147483647")
+    return ArraySamples(np.ascontiguousarray(images), tuple(int(v) for v in lab),
+                        NumberedClasses(int(lab.max()) + 1))
+
+
+def _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards,
+             shorter_side=None):
+    """The data set: in-memory samples (``images`` / ``labels``) or listed and checked files
+    (``shorter_side``: what the preset resizes them to, see :func:`dali_ipmix.files.check_image`)."""
+    if images is not None or labels is not None:
+        data = _array_samples(images, labels, file_root, file_list)
+    else:
+        data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards), shorter_side)
+    if len(data) < num_shards:
+        raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
+    return data
+
+
+def _data_files(file_root, file_list, validate, on_bad_file, share, shorter_side=None) -> LabelledFiles:
     if file_list is not None:
-        return read_file_list(file_list, file_root, validate, on_bad_file, share)
+        return read_file_list(file_list, file_root, validate, on_bad_file, share, shorter_side=shorter_side)
     if file_root is None:
         raise ValueError("give file_root (an ImageFolder tree) or file_list (a '<path> <label>' file)")
-    return list_image_folder(file_root, validate, on_bad_file, share)
+    return list_image_folder(file_root, validate, on_bad_file, share, shorter_side=shorter_side)
 
 
 def _seeds(seed, shard_id, start_epoch=0):
@@ -141,33 +209,78 @@ def _seeds(seed, shard_id, start_epoch=0):
                          keys=derive(augment, 4))
 
 
+class IPMixPipeline(Pipeline):
+    """The ready pipelines' ``Pipeline``: a DALI pipeline like any other, which refuses a second
+    iterator. The first iterator made on it (an :class:`IPMixIterator` or one of DALI's framework
+    iterators) drives it for as long as it
+    lives; another one, while it does, is an error (two drivers would share one stream of batches,
+    each reading part of every epoch). A DALI iterator is recognised when its constructor first
+    touches the pipeline (DALI's API-type check, before it builds or runs it)."""
+
+    def _check_api_type_scope(self, type):
+        # DALI's framework iterators enter this scope in their constructor, before anything else.
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "__init__":
+            from nvidia.dali.plugin.base_iterator import _DaliBaseIterator
+            driver = caller.f_locals.get("self")
+            if isinstance(driver, _DaliBaseIterator):
+                claim_pipeline(self, driver)
+        return super()._check_api_type_scope(type)
+
+
 def _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_queue_depth, kwargs):
     if device == "gpu" and device_id is None:
         import torch
         device_id = torch.cuda.current_device()
-    return Pipeline(batch_size=int(batch_size), num_threads=num_threads or min(8, os.cpu_count() or 1),
-                    device_id=device_id if device == "gpu" else None, seed=seed,
-                    prefetch_queue_depth=prefetch_queue_depth, **kwargs)
+    return IPMixPipeline(batch_size=int(batch_size), num_threads=num_threads or min(8, os.cpu_count() or 1),
+                         device_id=device_id if device == "gpu" else None, seed=seed,
+                         prefetch_queue_depth=prefetch_queue_depth, **kwargs)
 
 
-def _normalization(dtype):
+#: ``layout=`` of the ready pipelines -> the per-sample layout of ``fn.crop_mirror_normalize``.
+LAYOUTS = {"NCHW": "CHW", "NHWC": "HWC"}
+
+
+def _check_layout(layout):
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is invalid: use 'NCHW' (channels first, the default) or "
+                         "'NHWC' (channels last)")
+    return layout
+
+
+def _check_policy(policy):
+    if not isinstance(policy, str) or policy not in POLICIES:
+        raise ValueError(f"last_batch_policy={policy!r} is invalid: choose one of {POLICIES}")
+    return policy
+
+
+def _queue_depth(prefetch_queue_depth) -> int:
+    """The deepest of DALI's queues (an int, or a dict of the CPU and GPU queues)."""
+    if isinstance(prefetch_queue_depth, dict):
+        return max(int(v) for v in prefetch_queue_depth.values())
+    return int(prefetch_queue_depth)
+
+
+def _normalization(dtype, layout="NCHW"):
     """The pipelines' normalisation as ``fn.ipmix``'s ``normalize``: ImageNet mean/std on the 0..255
-    scale, CHW ``dtype``."""
-    return dict(mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD], layout="CHW",
-                dtype=dtype)
+    scale, ``dtype``, CHW (``layout="NCHW"``) or HWC (``"NHWC"``) per sample."""
+    return dict(mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD],
+                layout=LAYOUTS[layout], dtype=dtype)
 
 
-def _normalize(images, dtype, crop=None):
-    """HWC (uint8 or float 0..255) -> CHW ``dtype``, ImageNet mean/std; optional centre crop (h, w)."""
+def _normalize(images, dtype, crop=None, layout="NCHW"):
+    """HWC (uint8 or float 0..255) -> CHW (or HWC) ``dtype``, ImageNet mean/std; optional centre crop
+    (h, w)."""
     extra = {} if crop is None else dict(crop=crop, crop_pos_x=0.5, crop_pos_y=0.5)
-    return normalize_node(images, normalize_args(_normalization(dtype)), **extra)
+    return normalize_node(images, normalize_args(_normalization(dtype, layout)), **extra)
 
 
-def _train_crop(jpegs, preset: Preset, size, device, draws):
+def _train_crop(jpegs, preset: Preset, size, device, draws, decoded: bool = False):
     """Decoded, cropped (the preset's recipe), flipped training images: HWC uint8 size x size, with
     the crop and the flip of each sample from its keyed ``draws`` (:class:`keys.SampleDraws`' outputs
-    by name)."""
-    images = preset.train_crop.dali(jpegs, size, device, draws["crop"])
+    by name). ``decoded``: ``jpegs`` are HWC uint8 images already (in-memory samples)."""
+    extra = dict(decoded=True) if decoded else {}
+    images = preset.train_crop.dali(jpegs, size, device, draws["crop"], **extra)
     return fn.flip(images, horizontal=draws["flip"])
 
 
@@ -179,23 +292,26 @@ def _read(paths):
 
 
 def _sources(feed, mixing: bool):
-    """The pipeline's inputs from ``feed``: encoded paths, labels int32 (N, 1) [, mixing paths, or the
-    decoded mixing pictures (HWC uint8) when the feed has a cache: from a second, GPU source when the
-    cache is in GPU memory] [, with ``feed.draws`` a dict of the keyed draws by name
-    (``SampleDraws.OUTPUTS``)]. Taken without a copy: the feed's arrays live as long as it and never
-    change."""
+    """The pipeline's inputs from ``feed``: encoded paths (or with ``feed.images`` the images, HWC
+    uint8), labels int32 (N, 1) [, mixing paths, or the decoded mixing pictures (HWC uint8) when the
+    feed has a cache: from a second, GPU source when the cache is in GPU memory] [, with
+    ``feed.draws`` a dict of the keyed draws by name (``SampleDraws.OUTPUTS``)]. Each source is
+    called with DALI's ``BatchInfo`` (``batch_info=True``), from which the feed computes the batch.
+    Taken without a copy: the feed's arrays live as long as it (a batch's own ones while DALI may read
+    them) and never change."""
     dtypes = [types.UINT8, types.INT32] + ([types.UINT8] if mixing and not feed.on_device else [])
-    layout = [None, None] + (["HWC" if feed.mixing_cache is not None else None] if len(dtypes) == 3 else [])
+    layout = ["HWC" if feed.images is not None else None, None]
+    layout += (["HWC" if feed.mixing_cache is not None else None] if len(dtypes) == 3 else [])
     n = len(dtypes)
     if feed.draws is not None:
         dtypes += [types.to_dali_type(np.dtype(t)) for t in feed.draws.OUTPUTS.values()]
         layout += [None] * len(feed.draws.OUTPUTS)
-    out = fn.external_source(source=feed, num_outputs=len(dtypes), batch=True, no_copy=True,
-                             dtype=dtypes, layout=layout)
+    out = fn.external_source(source=feed, num_outputs=len(dtypes), batch=True, batch_info=True,
+                             no_copy=True, dtype=dtypes, layout=layout)
     out, draws = tuple(out[:n]), out[n:]
-    if mixing and feed.on_device:   # paired with the feed by call count (Feed.device_mixing)
-        out += (fn.external_source(source=feed.device_mixing, batch=True, device="gpu", no_copy=True,
-                                   dtype=types.UINT8, layout="HWC"),)
+    if mixing and feed.on_device:   # the same BatchInfo as the feed's call (Feed.device_mixing)
+        out += (fn.external_source(source=feed.device_mixing, batch=True, batch_info=True, device="gpu",
+                                   no_copy=True, dtype=types.UINT8, layout="HWC"),)
     return out + ((dict(zip(feed.draws.OUTPUTS, draws)),) if feed.draws is not None else ())
 
 
@@ -275,6 +391,7 @@ def _mixing_cache(files, sizes, side, mixing_cache, num_threads, device, device_
 
 
 def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size: int,
+                      images: Optional[np.ndarray] = None, labels=None,
                       preset: Optional[str] = None, size: Optional[int] = None,
                       config: Optional[IPMixConfig] = None, device: Optional[str] = None,
                       device_id: Optional[int] = None, num_threads: Optional[int] = None,
@@ -283,13 +400,18 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
                       validate: str = "header", on_bad_file: str = "error",
                       prefetch_queue_depth: int = 2, start_epoch: int = 0,
                       backend: Optional[str] = None, mixing_cache: Union[None, bool, str] = None,
+                      last_batch_policy: str = "partial", layout: str = "NCHW",
                       **pipeline_kwargs) -> Pipeline:
-    """An IPMix training pipeline (not yet built; :class:`IPMixIterator` builds it).
+    """An IPMix training pipeline (not yet built; the iterator that drives it builds it).
 
     Args:
         file_root: ImageFolder tree (one sub-folder per class; labels in sorted folder order), or the
             folder that ``file_list`` paths are relative to.
         file_list: text file of ``<path> <label>`` lines, instead of a tree.
+        images, labels: samples in memory instead of files (e.g. CIFAR from its pickles): a NumPy
+            uint8 array (N, H, W, 3) of RGB images and N integer labels. No files, no decoding; the
+            same crops (on the arrays), keyed augmentation, epochs and shards as files.
+            ``ipmix_info.files`` is empty and the classes are numbered.
         mixing_root: folder of mixing pictures (e.g. ``dali-ipmix fractals``), searched recursively.
         batch_size: samples per batch (per shard).
         preset: name of a :mod:`dali_ipmix.presets` record (``"imagenet"``, ``"cifar"``, ...): crop
@@ -330,28 +452,37 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
             the same seed reads in its epoch ``start_epoch``, bit for bit (samples, order, crops,
             flips, mixing pictures, IPMix draws: every draw is keyed by (seed, epoch, position), see
             :mod:`dali_ipmix.keys`; so is the augmentation in any shard layout).
+        last_batch_policy: the epochs the pipeline runs when a DALI iterator or ``pipe.run()`` drives
+            it: ``"partial"`` (default), ``"drop"`` or ``"fill"`` (:data:`dali_ipmix.epochs.POLICIES`);
+            :class:`IPMixIterator`'s own ``last_batch_policy`` replaces it.
+        layout: ``"NCHW"`` (default) or ``"NHWC"`` (channels last) image outputs.
 
-    The pipeline is fed by :class:`IPMixIterator` (``pipe.ipmix_feed``), which plans each epoch.
+    The pipeline drives itself: its source computes each batch from DALI's ``BatchInfo`` (epoch
+    ``start_epoch + epoch_idx``, see :class:`dali_ipmix.epochs.Feed`) and ends every epoch itself,
+    so :class:`IPMixIterator`, ``DALIGenericIterator([pipe], names, auto_reset=True)`` (optionally
+    ``size=pipe.ipmix_info.epoch_size`` with a ``"drop"`` or ``"fill"`` pipeline) and a
+    ``pipe.run()`` loop with ``pipe.reset()`` at each ``StopIteration`` all read the same batches.
+    One iterator per pipeline.
 
     Returns:
         A ``Pipeline`` with outputs ``(clean, view1, view2, label)`` when ``config.jsd`` else
-        ``(images, label)``; images (N, 3, size, size) normalised, labels int32 (N, 1). Metadata in
-        ``pipe.ipmix_info`` (:class:`PipelineInfo`).
+        ``(images, label)``; images (N, 3, size, size) normalised (NHWC: (N, size, size, 3)), labels
+        int32 (N, 1). Metadata in ``pipe.ipmix_info`` (:class:`PipelineInfo`).
     """
     if config is not None and not isinstance(config, IPMixConfig):
         raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
     recipe = get_preset(resolve_preset(preset, config))
     size, device = _check_common(recipe, size, device, dtype, batch_size)
+    seed, num_threads, device_id, prefetch_queue_depth, start_epoch = _check_integers(
+        seed, num_threads, device_id, prefetch_queue_depth, start_epoch)
+    layout, last_batch_policy = _check_layout(layout), _check_policy(last_batch_policy)
     config = IPMixConfig.from_preset(recipe.name) if config is None else config
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
-    data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards))
-    if len(data) < num_shards:
-        raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
-    mix_files = list_mixing_images(mixing_root, validate, on_bad_file)
+    data = _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards)
+    mix_files = list_mixing_images(mixing_root, validate, on_bad_file, shorter_side=recipe.mixing_side(size))
     # Pictures already at the preset's shorter side need no resize (known only where headers are read).
     sizes = None if validate == "none" else header_sizes(mix_files)
     mixing_resize = sizes is None or not shorter_sides_equal(sizes, recipe.mixing_side(size))
-    start_epoch = _check_start_epoch(start_epoch)
     num_threads = num_threads or min(8, os.cpu_count() or 1)
     cache = _mixing_cache(mix_files, sizes, recipe.mixing_side(size) if mixing_resize else None,
                           mixing_cache, num_threads, device, device_id)
@@ -360,13 +491,19 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     augment_seed, seeds = _seeds(seed, shard_id, start_epoch)
     crop = recipe.train_crop
     draws = SampleDraws(seeds["keys"], crop.draws, lambda u: crop.law(u, size))
-    feed = Feed(data.files, data.labels, mix_files, seeds["keys"], mixing_cache=cache, draws=draws)
+    plan = EpochPlan(len(data), batch_size, shard_id, num_shards, last_batch_policy, seeds["shuffle"])
+    feed = Feed(data.files, data.labels, mix_files, seeds["keys"], mixing_cache=cache, draws=draws,
+                plan=plan, start_epoch=start_epoch, keep=_queue_depth(prefetch_queue_depth) + 2,
+                images=getattr(data, "images", None))
 
     pipe = _new_pipeline(batch_size, num_threads, device, device_id, seeds["pipeline"],
                          prefetch_queue_depth, pipeline_kwargs)
     with pipe:
         paths, labels, mix_paths, draws = _sources(feed, mixing=True)
-        images = _train_crop(_read(paths), recipe, size, device, draws)
+        if feed.images is None:
+            images = _train_crop(_read(paths), recipe, size, device, draws)
+        else:
+            images = _train_crop(paths, recipe, size, device, draws, decoded=True)
         mixing = _mixing_pictures(mix_paths, recipe, size, device, draws, resize=mixing_resize,
                                   cached=cache is not None)
         from . import native
@@ -374,7 +511,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
         # Normalised by fn.ipmix: in the native operator's final mix (no pass of its own), else by
         # crop_mirror_normalize after it; the same values either way.
         views = ipmix(images, mixing, config=config, keys=draws["ipmix_keys"], device=device,
-                      num_threads=pipe.num_threads, backend=backend, normalize=_normalization(dtype))
+                      num_threads=pipe.num_threads, backend=backend,
+                      normalize=_normalization(dtype, layout))
         views = views if config.jsd else (views,)
         labels = labels.gpu() if device == "gpu" else labels
         pipe.set_outputs(*views, labels)
@@ -383,18 +521,22 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
                             dtype, recipe.name, config, seed, batch_size, seeds["shuffle"], augment_seed,
                             start_epoch)
     pipe.ipmix_info = dataclasses.replace(pipe.ipmix_info, backend=backend, mixing_resize=mixing_resize,
-                                          mixing_cache_bytes=0 if cache is None else cache.nbytes)
+                                          mixing_cache_bytes=0 if cache is None else cache.nbytes,
+                                          layout=layout, **epoch_fields(plan))
     pipe.ipmix_feed = feed
+    _warn_empty(plan)
     return pipe
 
 
-def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, preset: Optional[str] = None,
+def validation_pipeline(file_root=None, file_list=None, *, batch_size: int,
+                        images: Optional[np.ndarray] = None, labels=None, preset: Optional[str] = None,
                         size: Optional[int] = None, device: Optional[str] = None,
                         device_id: Optional[int] = None, num_threads: Optional[int] = None,
                         seed: Optional[int] = None, shard_id: Optional[int] = None,
                         num_shards: Optional[int] = None, dtype: str = "float32",
                         validate: str = "header", on_bad_file: str = "error",
-                        prefetch_queue_depth: int = 2, **pipeline_kwargs) -> Pipeline:
+                        prefetch_queue_depth: int = 2, last_batch_policy: str = "partial",
+                        layout: str = "NCHW", **pipeline_kwargs) -> Pipeline:
     """An evaluation pipeline: files in listed order, no augmentation, outputs ``(images, label)``.
 
     The transform is the preset's ``validation`` record (``preset=None``: the default preset, as for
@@ -403,39 +545,56 @@ def validation_pipeline(file_root=None, file_list=None, *, batch_size: int, pres
     for inputs of that size). Same normalisation and arguments as :func:`training_pipeline` (``seed``
     only seeds DALI; nothing here is random). Shard
     ``s`` of ``n`` reads the files ``s, s + n, s + 2n, ...`` of the listed order, so with
-    ``last_batch_policy="partial"`` every file is scored exactly once over all shards.
+    ``last_batch_policy="partial"`` (the default, here and in the iterators) every file is scored
+    exactly once over all shards. Driven by any iterator, as :func:`training_pipeline`; ``images``
+    / ``labels``: samples in memory, as there.
     """
     recipe = get_preset(resolve_preset(preset, None))
     size, device = _check_common(recipe, size, device, dtype, batch_size)
+    seed, num_threads, device_id, prefetch_queue_depth, _ = _check_integers(
+        seed, num_threads, device_id, prefetch_queue_depth)
+    layout, last_batch_policy = _check_layout(layout), _check_policy(last_batch_policy)
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
-    data = _data_files(file_root, file_list, validate, on_bad_file, (shard_id, num_shards))
-    if len(data) < num_shards:
-        raise ValueError(f"{len(data)} samples cannot be split into {num_shards} shards")
+    data = _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards,
+                    recipe.validation.resized_shorter(size))
     seed = 0 if seed is None else seed
-    feed = Feed(data.files, data.labels)
+    plan = EpochPlan(len(data), batch_size, shard_id, num_shards, last_batch_policy, None)
+    feed = Feed(data.files, data.labels, plan=plan, keep=_queue_depth(prefetch_queue_depth) + 2,
+                images=getattr(data, "images", None))
     pipe = _new_pipeline(batch_size, num_threads, device, device_id, seed, prefetch_queue_depth,
                          pipeline_kwargs)
     with pipe:
-        paths, labels = _sources(feed, mixing=False)
-        images = fn.decoders.image(_read(paths), device=decoder_device(device), output_type=types.RGB)
-        images, crop = recipe.validation.dali(images, size)
-        images = _normalize(images, dtype, crop=crop)
-        pipe.set_outputs(images, labels.gpu() if device == "gpu" else labels)
+        source, label_node = _sources(feed, mixing=False)
+        if feed.images is None:
+            decoded = fn.decoders.image(_read(source), device=decoder_device(device), output_type=types.RGB)
+        else:
+            decoded = source.gpu() if device == "gpu" else source
+        decoded, crop = recipe.validation.dali(decoded, size)
+        out = _normalize(decoded, dtype, crop=crop, layout=layout)
+        pipe.set_outputs(out, label_node.gpu() if device == "gpu" else label_node)
     pipe.ipmix_info = _info(("images", "label"), False, data, (), shard_id, num_shards, device, size,
                             dtype, recipe.name, None, seed, batch_size, None, seed, 0)
+    pipe.ipmix_info = dataclasses.replace(pipe.ipmix_info, layout=layout, **epoch_fields(plan))
     pipe.ipmix_feed = feed
+    _warn_empty(plan)
     return pipe
 
 
-def _check_start_epoch(start_epoch):
-    if isinstance(start_epoch, bool) or not isinstance(start_epoch, (int, np.integer)) or start_epoch < 0:
-        raise ValueError(f"start_epoch={start_epoch!r} is invalid: expected an integer >= 0")
-    return int(start_epoch)
+def epoch_fields(plan: EpochPlan) -> dict:
+    """:class:`PipelineInfo`'s epoch fields for ``plan``: its policy, batches and samples per epoch."""
+    return dict(last_batch_policy=plan.policy, epoch_batches=len(plan),
+                epoch_size=len(plan.positions(0)))
+
+
+def _warn_empty(plan: EpochPlan):
+    message = empty_epoch_warning(plan)
+    if message:
+        warnings.warn(message, stacklevel=3)
 
 
 def _info(names, jsd, data, mix_files, shard_id, num_shards, device, size, dtype, preset, config,
           seed, batch_size, shuffle_seed, augment_seed, start_epoch):
-    return PipelineInfo(output_names=names, reader_name=DATA_READER, jsd=jsd, num_samples=len(data),
+    return PipelineInfo(output_names=names, reader_name=None, jsd=jsd, num_samples=len(data),
                         classes=data.classes, files=data.files, labels=data.labels,
                         mixing_files=tuple(mix_files), shard_id=shard_id,
                         num_shards=num_shards, device=device, size=size, dtype=dtype, preset=preset,

@@ -13,6 +13,7 @@ from typing import Tuple
 
 import numpy as np
 
+from . import checks
 from .config import IPMixConfig
 
 IMAGE_CHAIN, PATCH_CHAIN = 0, 1
@@ -109,8 +110,8 @@ def as_generator(rng) -> np.random.Generator:
     from .keys import KeyedGenerator
     if isinstance(rng, (np.random.Generator, KeyedGenerator)):
         return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        return np.random.default_rng(checks.integer("rng", rng, 0, note=" (a seed)"))
     raise TypeError(f"rng must be a numpy.random.Generator, a keys.KeyedGenerator or an int seed, got {type(rng).__name__}")
 
 

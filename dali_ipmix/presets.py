@@ -100,8 +100,10 @@ class RandomResizedCrop:
         """The aspect range as the pipeline holds it (float32 constants and arguments), in float64."""
         return float(np.float32(self.aspect[0])), float(np.float32(self.aspect[1]))
 
-    def dali(self, encoded, size: int, device: str, params, window: Optional[str] = None):
-        """Encoded files -> decoded, cropped HWC uint8 ``size x size``; ``params``: a DataNode of each
+    def dali(self, encoded, size: int, device: str, params, window: Optional[str] = None,
+             decoded: bool = False):
+        """Encoded files (``decoded=True``: HWC uint8 images on the CPU, e.g. arrays from memory) ->
+        decoded, cropped HWC uint8 ``size x size``; ``params``: a DataNode of each
         sample's :meth:`law` parameters (float64, ``draws``), e.g. a column slice of the feed's
         keyed draws. The window is :meth:`window`'s, computed on the image's decoded shape
         (``peek_image_shape``, EXIF orientation applied), so no file header is read in Python:
@@ -113,7 +115,7 @@ class RandomResizedCrop:
         window = ("native" if native.available() else "dali") if window is None else window
         if window not in ("native", "dali"):
             raise ValueError(f"window={window!r} is invalid: use 'native', 'dali' or None")
-        shape = fn.peek_image_shape(encoded)
+        shape = encoded.shape() if decoded else fn.peek_image_shape(encoded)
         if window == "native":
             native.load()
             low, high = self._aspect32()
@@ -122,7 +124,9 @@ class RandomResizedCrop:
             x, y, w, h = self._dali_window(shape, params)
             anchor = fn.cast(fn.stack(x, y), dtype=dtypes.INT32)
             extent = fn.cast(fn.stack(w, h), dtype=dtypes.INT32)
-        if self.decode == "full":
+        if decoded:
+            images = fn.slice(encoded.gpu() if device == "gpu" else encoded, anchor, extent, axis_names="WH")
+        elif self.decode == "full":
             images = fn.decoders.image(encoded, device=decoder_device(device), output_type=dtypes.RGB)
             images = fn.slice(images, anchor, extent, axis_names="WH")
         else:
@@ -180,11 +184,15 @@ class PaddedCrop:
         pad = self.pad_px(size)
         return np.floor(u * (2 * pad + 1)) - pad
 
-    def dali(self, encoded, size: int, device: str, params):
-        """Encoded files -> decoded, resized, padded and cropped HWC uint8 ``size x size``;
-        ``params``: each sample's :meth:`law` offsets (float64 (2,), y then x)."""
+    def dali(self, encoded, size: int, device: str, params, decoded: bool = False):
+        """Encoded files (``decoded=True``: HWC uint8 images on the CPU) -> decoded, resized, padded
+        and cropped HWC uint8 ``size x size``; ``params``: each sample's :meth:`law` offsets
+        (float64 (2,), y then x)."""
         from nvidia.dali import fn, types as dtypes
-        images = fn.decoders.image(encoded, device=decoder_device(device), output_type=dtypes.RGB)
+        if decoded:
+            images = encoded.gpu() if device == "gpu" else encoded
+        else:
+            images = fn.decoders.image(encoded, device=decoder_device(device), output_type=dtypes.RGB)
         images = fn.resize(images, resize_x=size, resize_y=size)
         return fn.slice(images, start=fn.cast(params, dtype=dtypes.INT32), shape=[size, size],
                         axis_names="HW", out_of_bounds_policy="pad", fill_values=0)
@@ -201,6 +209,10 @@ class ResizeCentreCrop:
     """Resize the shorter side to ``size * ratio`` (at least ``size``), centre crop ``size x size``."""
     ratio: float = IMAGENET_RESIZE
 
+    def resized_shorter(self, size: int) -> Optional[int]:
+        """The shorter side an image is resized to (its longer side follows the aspect)."""
+        return resized_side(size, self.ratio)
+
     def dali(self, images, size: int):
         """Decoded HWC images -> ``(resized images, centre-crop (h, w))`` for the normalising crop."""
         from nvidia.dali import fn
@@ -214,6 +226,10 @@ class ResizeCentreCrop:
 @dataclasses.dataclass(frozen=True)
 class ResizeTo:
     """Resize to ``size x size`` (the identity for inputs of that size), no crop."""
+
+    def resized_shorter(self, size: int) -> Optional[int]:
+        """None: both sides become ``size``, whatever the aspect (nothing grows with it)."""
+        return None
 
     def dali(self, images, size: int):
         from nvidia.dali import fn

@@ -122,7 +122,6 @@ def read_batches(data, mixing, batch_size, threads, feed, count):
     training pipeline's feed (``feed=True``: paths, labels and the decoded mixing set as
     ``training_pipeline`` hands them to ``external_source``, files read with ``fn.io.file.read``), or
     with ``fn.readers.file`` as plain DALI reads them. ``count``: the calls it will get."""
-    import math
     from nvidia.dali import fn
     from nvidia.dali.pipeline import Pipeline
     from dali_ipmix import pipelines
@@ -139,17 +138,19 @@ def read_batches(data, mixing, batch_size, threads, feed, count):
         pipe.build()
         return lambda: (pipe.run(), batch_size)[1]
     mix_files = list_mixing_images(mixing, validate="none")
-    source = Feed(files.files, files.labels, mix_files, 3, mixing_cache=MixingCache.build(mix_files, 256, threads))
+    plan = EpochPlan(len(files), batch_size, 0, 1, "fill", shuffle_seed=1)
+    source = Feed(files.files, files.labels, mix_files, 3, mixing_cache=MixingCache.build(mix_files, 256, threads),
+                  plan=plan)
     with pipe:
         paths, labels, pictures = pipelines._sources(source, mixing=True)
         pipe.set_outputs(pipelines._read(paths).shape(), labels, pictures.shape())
-    plan = EpochPlan(len(files), batch_size, 0, 1, "fill", shuffle_seed=1)
-    # Every batch the row can ask for, with DALI's prefetch on top, queued once.
-    epochs = math.ceil((count + 8) / len(plan))
-    source.load([b for e in range(epochs) for b in plan.batches(e)], 0)
 
-    def next_batch():
-        pipe.run()
+    def next_batch():   # the feed ends each epoch; the next one starts after the reset
+        try:
+            pipe.run()
+        except StopIteration:
+            pipe.reset()
+            pipe.run()
         source.taken()
         return batch_size
     pipe.build()

@@ -6,16 +6,13 @@ schedule, weight decay 5e-4, batch 128, JSD loss on (``--no-jsd`` for plain cros
 the python-pickle folder as distributed, ``cifar-10-batches-py`` (data_batch_1..5, test_batch,
 batches.meta) or ``cifar-100-python`` (train, test, meta; fine labels).
 
-How DALI is fed: the pickles are converted ONCE into a lossless PNG ImageFolder tree (``--cache-dir``,
-default DATA-imagefolder next to DATA; folders ``000_airplane``, ... so that sorted folder order is
-the label order) and then read by the same ``dali_ipmix.training_pipeline`` / ``validation_pipeline``
-as ImageNet, with the CIFAR preset. Why not ``fn.external_source`` over the in-memory arrays:
-  * the file reader already gives what the training loop relies on -- per-rank shards, shuffling,
-    exact epochs and ``len()`` -- which an external source would have to re-implement per rank;
-  * one pipeline definition serves both scripts, so the CIFAR path cannot drift from the tested one;
-  * the cost is small: about 10 s and ~150 MB once, and decoding a 32x32 PNG is cheap next to IPMix.
-PNG, not JPEG, so the network sees exactly the pickled pixels. Under torchrun the local rank 0 of
-each node converts and the other ranks wait for it.
+How DALI is fed: every rank reads the pickles into memory (uint8 (N, 32, 32, 3) arrays and labels)
+and hands them to ``dali_ipmix.training_pipeline`` / ``validation_pipeline`` (``images=``,
+``labels=``) with the CIFAR preset: no files, no decoding; the same shards, epochs, crops and keyed
+augmentation as files (the PNG tree of the same pixels gives the same batches). ``--loader
+pytorch`` (the torchvision baseline) reads a lossless PNG ImageFolder tree instead, converted ONCE
+from the pickles (``--cache-dir``, default DATA-imagefolder next to DATA; under torchrun the local
+rank 0 of each node converts and the other ranks wait for it).
 
     python pipelines/train_cifar.py /data/cifar-10-batches-py --mixing-root /data/fractals-32
     torchrun --nproc_per_node 8 pipelines/train_cifar.py /data/cifar-100-python --mixing-root ... -b 16
@@ -26,7 +23,7 @@ import os
 from pathlib import Path
 
 from dali_ipmix._scripts import training
-from dali_ipmix._scripts.cifar import prepare_data
+from dali_ipmix._scripts.cifar import prepare_data, read_cifar
 from dali_ipmix._scripts.models import wide_resnet
 from dali_ipmix.presets import CIFAR
 
@@ -36,7 +33,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", help="cifar-10-batches-py or cifar-100-python folder")
     p.add_argument("-a", "--arch", default="wrn-40-4", help="wrn-DEPTH-WIDTH")
-    p.add_argument("--cache-dir", help="where the PNG ImageFolder copy goes (default DATA-imagefolder)")
+    p.add_argument("--cache-dir", help="--loader pytorch: where the PNG ImageFolder copy goes "
+                                       "(default DATA-imagefolder)")
     training.add_common_args(p, epochs=100, batch_size=128, lr=0.1, weight_decay=5e-4, jsd=True, print_freq=50)
     return p.parse_args(argv)
 
@@ -45,6 +43,10 @@ def main(argv=None):
     args = parse_args(argv)
     model_fn = wide_resnet(args.arch)  # a bad --arch stops before any conversion work
     src = Path(args.data).resolve()
+    if args.loader == "dali-ipmix":   # from memory: no files, no decoding
+        arrays, names = read_cifar(src)
+        training.run(args, model_fn, None, None, preset=CIFAR.name, size=CIFAR.size, arrays=arrays, names=names)
+        return
     cache = Path(args.cache_dir) if args.cache_dir else src.with_name(src.name + "-imagefolder")
     root = prepare_data(src, cache, int(os.environ.get("LOCAL_RANK", "0")))
     training.run(args, model_fn, root / "train", root / "val", preset=CIFAR.name, size=CIFAR.size)

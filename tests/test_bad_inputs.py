@@ -277,7 +277,7 @@ from dali_ipmix.pipelines import training_pipeline
 index = make_tree({root!r} + "/data", per_class=(8, 8, 8), hw=(120, 160))
 make_mixing({root!r} + "/mix")
 it = IPMixIterator(training_pipeline({root!r} + "/data", mixing_root={root!r} + "/mix", batch_size=4,
-                                     preset="cifar", size=16, seed=0, device="cpu", num_threads=2))
+                                     preset={preset!r}, size=16, seed=0, device="cpu", num_threads=2))
 blobs = {{}}
 for path, _ in index.values():          # prefetched batches are in DALI's hands now
     blobs[path] = open(path, "rb").read()
@@ -292,7 +292,7 @@ for path, data in blobs.items():        # rewritten with the same bytes: read co
     with open(path, "wb") as f:
         f.write(data)
 it = IPMixIterator(training_pipeline({root!r} + "/data", mixing_root={root!r} + "/mix", batch_size=4,
-                                     preset="cifar", size=16, seed=0, device="cpu", num_threads=2))
+                                     preset={preset!r}, size=16, seed=0, device="cpu", num_threads=2))
 for path in list(blobs)[:3]:
     with open(path, "wb") as f:
         f.write(blobs[path])
@@ -308,11 +308,13 @@ except RuntimeError as err:
 """
 
 
-def test_files_rewritten_or_removed_while_training_give_an_error_naming_them(tmp_path):
-    """DALI's memory-mapped reads died with SIGBUS when a file shrank under them; plain reads do not."""
+@pytest.mark.parametrize("preset", ["cifar", "imagenet"])
+def test_files_rewritten_or_removed_while_training_give_an_error_naming_them(tmp_path, preset):
+    """DALI's memory-mapped reads died with SIGBUS when a file shrank under them; plain reads do not.
+    The ImageNet preset's keyed crop reads the shape first (``peek_image_shape``): its error too."""
     import subprocess
     import sys
-    code = _MUTATE.format(tests=os.path.dirname(__file__), root=str(tmp_path))
+    code = _MUTATE.format(tests=os.path.dirname(__file__), root=str(tmp_path), preset=preset)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])   # -7: SIGBUS
     out = proc.stdout
@@ -400,3 +402,163 @@ def test_directory_link_to_a_folder_outside_is_followed(tree, dali_mixing, tmp_p
     info = train(tree[0], dali_mixing).ipmix_info
     assert info.num_samples == 11
     assert [os.path.basename(f) for f in info.files if "/more/" in f] == ["img_050.jpg", "img_051.jpg"]
+
+
+# --------------------------------------------------------------------------- file names and lists
+def _bytes_name_image(folder, name: bytes, colour, hw=(20, 24)):
+    """A solid JPEG whose file name is the raw bytes ``name`` (not valid UTF-8: legal on Linux)."""
+    path = os.path.join(os.fsencode(str(folder)), name)
+    img = np.empty((*hw, 3), np.uint8)
+    img[:] = colour
+    with open(path, "wb") as f:
+        Image.fromarray(img).save(f, format="JPEG", quality=95)
+    return os.fsdecode(path)
+
+
+@pytest.mark.parametrize("mixing_cache", [True, False])
+def test_file_names_that_are_not_utf8_are_read(tree, tmp_path, mixing_cache):
+    """os.walk gives such names with surrogates; the feed passes their bytes (os.fsencode), so the
+    sample and the mixing picture are read, not a UnicodeEncodeError."""
+    root, _ = tree
+    path = _bytes_name_image(os.path.join(root, "class_1"), b"caf\xe9.jpg", index_colour(9))
+    mix_dir = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"mix\xff"))
+    os.makedirs(mix_dir)
+    _bytes_name_image(mix_dir, b"m\xe9lange.jpg", (90, 40, 200), hw=(30, 30))
+    pipe = train(root, mix_dir, batch_size=5, mixing_cache=mixing_cache)
+    assert path in pipe.ipmix_info.files
+    indices, labels = collect_epoch(IPMixIterator(pipe))
+    assert sorted(indices) == list(range(10)) and labels[indices.index(9)] == 1
+    (images, _), *_ = IPMixIterator(validation_pipeline(root, batch_size=10, preset="cifar", size=16,
+                                                        device="cpu"))
+    assert sorted(decode_index(x) for x in images) == list(range(10))
+
+
+def test_bad_file_with_a_name_that_is_not_utf8_is_named_printably(tree, dali_mixing):
+    bad = os.path.join(os.fsencode(tree[0]), b"class_1", b"bad\xff.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"not a jpeg" * 20)
+    with pytest.raises(BadImageError) as err:
+        train(tree[0], dali_mixing)
+    text = str(err.value)
+    assert "bad\\xff.jpg: not an image" in text
+    text.encode("utf-8")   # printable: no lone surrogates
+
+
+def test_unlistable_folder_is_an_error_naming_it(tree, dali_mixing, tmp_path, monkeypatch):
+    """os.walk without onerror skipped a folder it could not list, and its images with it."""
+    hidden = os.path.join(tree[0], "class_2", "locked")
+    os.makedirs(hidden)
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == hidden:
+            raise PermissionError(13, "Permission denied", hidden)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(PermissionError) as err:
+        train(tree[0], dali_mixing)
+    assert f"cannot list folder {hidden} (Permission denied)" in str(err.value)
+    mix_locked = tmp_path / "mix"
+    write_image(str(mix_locked / "ok.png"), np.zeros((8, 8, 3), np.uint8))
+    hidden = str(mix_locked / "sub")
+    os.makedirs(hidden)
+    with pytest.raises(PermissionError, match="cannot list folder .*mix/sub"):
+        train(tree[0], str(mix_locked))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists any folder")
+def test_unlistable_folder_for_real(tree, dali_mixing):
+    locked = os.path.join(tree[0], "class_2", "locked")
+    os.makedirs(locked)
+    os.chmod(locked, 0)
+    try:
+        with pytest.raises(PermissionError, match="cannot list folder .*locked"):
+            train(tree[0], dali_mixing)
+    finally:
+        os.chmod(locked, 0o755)
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_file_list_in_utf8_with_or_without_bom(tree, dali_mixing, tmp_path, bom):
+    root, index = tree
+    os.rename(index[0][0], os.path.join(root, "class_0", "ünïcode.jpg"))
+    lines = ["class_0/ünïcode.jpg 0"] + [f"{os.path.relpath(index[i][0], root)} {index[i][1]}" for i in (1, 4)]
+    (tmp_path / "list.txt").write_bytes(bom + "\n".join(lines).encode("utf-8") + b"\n")
+    info = train(root, dali_mixing, file_list=str(tmp_path / "list.txt")).ipmix_info
+    assert info.labels == (0, 0, 1) and info.files[0].endswith("ünïcode.jpg")
+
+
+@pytest.mark.parametrize("encoding,line", [("latin-1", 2), ("utf-16", 1)])
+def test_file_list_in_another_encoding_is_refused_naming_file_and_line(tree, dali_mixing, tmp_path,
+                                                                      encoding, line):
+    root, index = tree
+    os.rename(index[0][0], os.path.join(root, "class_0", "é.jpg"))
+    text = f"{os.path.relpath(index[1][0], root)} 0\nclass_0/é.jpg 0\n"
+    (tmp_path / "list.txt").write_bytes(text.encode(encoding))
+    with pytest.raises(ValueError) as err:
+        train(root, dali_mixing, file_list=str(tmp_path / "list.txt"))
+    assert f"list.txt:{line}: not valid UTF-8" in str(err.value), str(err.value)
+
+
+def _damage_png_body(path):
+    """Zeros over the middle of the image data: the header (and the IEND marker) stay intact, so the
+    header check passes; decoding fails (zlib / CRC error)."""
+    b = bytearray(open(path, "rb").read())
+    i = b.index(b"IDAT") + 4
+    mid = i + (len(b) - i) // 2
+    b[mid:mid + 64] = bytes(64)
+    open(path, "wb").write(bytes(b))
+
+
+@pytest.mark.parametrize("preset", ["cifar", "imagenet"])
+def test_damaged_body_is_named_by_the_full_recheck_of_the_batches_in_flight(tmp_path, dali_mixing, preset):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "data"
+    for c in range(2):
+        for i in range(3):   # noise: the image data spans many bytes
+            write_image(str(root / f"class_{c}" / f"n_{c}{i}.png"),
+                        rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    bad = str(root / "class_1" / "n_11.png")
+    _damage_png_body(bad)
+    assert check_image(bad, "header") is None and "corrupt" in check_image(bad, "full")
+    with pytest.raises(RuntimeError) as err:
+        for _ in IPMixIterator(train(str(root), dali_mixing, preset=preset, batch_size=3)):
+            pass
+    text = str(err.value)
+    assert f"{bad}: corrupt image" in text and "DALI said" in text, text
+    assert text.count("corrupt image") == 1   # the intact files in flight are not named
+
+
+# ------------------------------------------------------------------------ elongated images
+def _elongated(path, w=65000, h=1):
+    rng = np.random.default_rng(2)
+    write_image(str(path), rng.integers(0, 256, (h, w, 3), dtype=np.uint8)[:, :, :1].repeat(3, 2),
+                quality=75)
+    return str(path)
+
+
+def test_elongated_image_is_refused_by_its_size_after_the_presets_resize(tree, tmp_path):
+    """1 x 65,000 pixels passes the pixel limit, but resized to a 256 shorter side it would be
+    256 x 16,640,000 (12.8 GB: DALI died with std::bad_alloc): a named bad file instead."""
+    path = _elongated(tmp_path / "mix" / "long.jpg")
+    write_image(str(tmp_path / "mix" / "ok.png"), np.zeros((300, 300, 3), np.uint8))
+    assert os.path.getsize(path) < 200_000
+    assert check_image(path) is None
+    reason = check_image(path, shorter_side=256)
+    assert "image too large after the resize to a shorter side of 256 px: 65000x1 becomes " \
+           "16640000x256 = 4,259,840,000 pixels" in reason, reason
+    with pytest.raises(BadImageError) as err:   # the ImageNet preset at 224: mixing side 256
+        train(tree[0], str(tmp_path / "mix"), preset="imagenet", size=224)
+    assert f"{path}: image too large after the resize" in str(err.value)
+    with pytest.warns(UserWarning, match="long.jpg"):
+        pipe = train(tree[0], str(tmp_path / "mix"), preset="imagenet", size=224, on_bad_file="skip",
+                     mixing_cache=False)
+    assert path not in pipe.ipmix_info.mixing_files
+    # Validation data of the ImageNet preset are resized to a shorter side of 256 too.
+    bad = _elongated(os.path.join(tree[0], "class_0", "long.jpg"), w=1, h=65000)
+    with pytest.raises(BadImageError, match="long.jpg: image too large after the resize to a shorter side "
+                                            "of 256 px: 1x65000 becomes 256x16640000"):
+        validation_pipeline(tree[0], batch_size=2, preset="imagenet", device="cpu")
+    # The CIFAR preset resizes both sides to the output size: nothing grows with the aspect.
+    assert bad in validation_pipeline(tree[0], batch_size=2, preset="cifar", size=16, device="cpu").ipmix_info.files

@@ -82,7 +82,7 @@ def _reference_predict(ckpt_path, images):
     """(confidence, prediction) of the checkpoint's WRN-10-1, independently of the eval script."""
     from dali_ipmix._scripts.models import WideResNet
     net = WideResNet(10, 1, K)
-    net.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"])
+    net.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=True)["model"])
     net.eval()
     x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
     x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

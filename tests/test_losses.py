@@ -90,3 +90,25 @@ def test_bad_shapes_are_rejected_with_a_message():
         jsd_loss(lc, l1, l1[:4], y)
     with pytest.raises(ValueError, match="targets"):
         jsd_loss(lc, l1, l1, y[:3])
+
+
+def test_jsd_loss_module_takes_the_3n_logits_of_a_jsd_batch_and_falls_back_to_cross_entropy():
+    from dali_ipmix.losses import JSDLoss
+    (lc, l1, l2), y = _logits(n=6, c=5, seed=4)
+    criterion = JSDLoss(weight=12.0)
+    assert isinstance(criterion, torch.nn.Module) and "weight=12" in repr(criterion)
+    cat = torch.cat([lc, l1, l2]).requires_grad_()
+    loss = criterion(cat, y)
+    torch.testing.assert_close(loss, jsd_loss(lc, l1, l2, y))
+    assert loss.item() > F.cross_entropy(lc, y).item()       # the consistency term counts
+    loss.backward()
+    assert cat.grad is not None and torch.isfinite(cat.grad).all() and cat.grad[6:].abs().sum() > 0
+    torch.testing.assert_close(criterion((lc, l1, l2), y), jsd_loss(lc, l1, l2, y))
+    torch.testing.assert_close(criterion(lc, y), F.cross_entropy(lc, y))   # a plain (N, C) batch
+    torch.testing.assert_close(JSDLoss(weight=0.5)(cat, y), jsd_loss(lc, l1, l2, y, weight=0.5))
+    with pytest.raises(ValueError, match=r"logits \(12, 5\) for targets \(6,\): expected 18 rows"):
+        criterion(cat[:12], y)
+    with pytest.raises(ValueError, match="3 tensors"):
+        criterion((lc, l1), y)
+    with pytest.raises(ValueError, match=r"got logits \(18,\)"):
+        criterion(cat[:, 0], y)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from dali_ipmix import IPMixConfig, IPMixIterator
 from dali_ipmix import pipelines as pipelines_module
-from dali_ipmix.epochs import Feed
+from dali_ipmix.epochs import EpochPlan, Feed
 from dali_ipmix.files import header_sizes
 from dali_ipmix.mixing_cache import MixingCache, decoded_shape, estimate_bytes
 from dali_ipmix.pipelines import training_pipeline
@@ -65,25 +65,53 @@ def test_pictures_decode_into_one_buffer_whatever_size_it_was_given(pictures, ex
     assert all(b - a == cache[i].nbytes for i, (a, b) in enumerate(zip(starts, starts[1:])))
 
 
-def test_an_undecodable_picture_is_named(pictures, tmp_path):
+def test_an_undecodable_picture_is_named_with_the_real_cause(pictures, tmp_path, monkeypatch):
+    """Named alone (the batch's good pictures are not), with PIL's reason and DALI's cause, not
+    DALI's last line "Current pipeline object is no longer valid."."""
     paths, _ = pictures
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(open(paths[0], "rb").read()[:200])
-    with pytest.raises(ValueError, match="broken.jpg"):
+    with pytest.raises(ValueError) as err:
         MixingCache.build(paths + [str(bad)], side=None, num_threads=1)
-    with pytest.raises(ValueError, match="side=0 is invalid"):
-        MixingCache.build(paths, side=0)
+    text = str(err.value)
+    assert f"1 mixing picture(s) cannot be decoded: {bad}: corrupt image" in text, text
+    assert "DALI said RuntimeError: nvidia.dali.fn.decoders.image: " in text, text
+    assert "no longer valid" not in text and paths[0] not in text, text
+    gone = str(tmp_path / "gone.png")
+    with pytest.raises(ValueError, match=f"{gone}: file does not exist .*fn.io.file.read: .*Could not open"):
+        MixingCache.build(paths + [gone], side=None, num_threads=1)
+    # A failure no PIL check explains: the batch is named, with DALI's cause.
+    import dali_ipmix.files as files
+    monkeypatch.setattr(files, "find_bad_images", lambda batch, validate: [])
+    with pytest.raises(ValueError, match=r"DALI failed on a batch of these mixing pictures: .*broken.jpg "
+                                         r"\(RuntimeError: nvidia.dali.fn.decoders.image: .*\); they pass"):
+        MixingCache.build(paths + [str(bad)], side=None, num_threads=1)
+
+
+def test_dali_cause_keeps_the_operator_and_what_it_encountered():
+    from dali_ipmix.mixing_cache import dali_cause
+    text = ("Critical error in pipeline:\nError in CPU operator `nvidia.dali.fn.resize`,\nwhich was used "
+            "in the pipeline definition with the following traceback:\n\n  File \"x.py\", line 1\n\n"
+            "encountered:\n\nstd::bad_alloc\nCurrent pipeline object is no longer valid.\n"
+            "Current pipeline object is no longer valid.")
+    assert dali_cause(RuntimeError(text)) == "nvidia.dali.fn.resize: std::bad_alloc"
+    assert dali_cause(RuntimeError("plain message\n")) == "plain message"
+
+
+def test_side_is_checked():
+    with pytest.raises(ValueError, match="side=0 is invalid: must be >= 1"):
+        MixingCache.build(["a.png"], side=0)
 
 
 def test_feed_hands_out_the_cached_pictures_of_the_drawn_mixing_files(pictures):
+    from nvidia.dali.types import BatchInfo
     paths, _ = pictures
     cache = MixingCache.build(paths, side=None, num_threads=1)
-    feed = Feed(["a.jpg", "b.jpg"], [0, 1], paths, mixing_seed=5, mixing_cache=cache)
-    plain = Feed(["a.jpg", "b.jpg"], [0, 1], paths, mixing_seed=5)
-    for f in (feed, plain):
-        f.load([np.array([0, 1]), np.array([1])], epoch=2)
-    for _ in range(2):
-        got, want = feed()[2], plain()[2]
+    plan = EpochPlan(2, 1, 0, 1)
+    feed = Feed(["a.jpg", "b.jpg"], [0, 1], paths, mixing_seed=5, mixing_cache=cache, plan=plan, start_epoch=2)
+    plain = Feed(["a.jpg", "b.jpg"], [0, 1], paths, mixing_seed=5, plan=plan, start_epoch=2)
+    for i in range(2):
+        got, want = feed(BatchInfo(i, 0))[2], plain(BatchInfo(i, 0))[2]
         assert [g is cache[paths.index(bytes(w).decode())] for g, w in zip(got, want)] == [True] * len(got)
     with pytest.raises(ValueError, match="mixing_cache holds 3 pictures for 2 mixing files"):
         Feed(["a.jpg"], [0], paths[:2], mixing_seed=0, mixing_cache=cache)
@@ -159,45 +187,42 @@ class _FakeDeviceCache(list):
 
 @pytest.mark.parametrize("gpu_source_first", [False, True])
 def test_a_device_cache_is_handed_out_by_the_second_source_batch_by_batch(gpu_source_first):
-    """The GPU source gives the pictures of the batch the feed hands out in the same iteration, and
+    """The GPU source gives the pictures of the batch the feed hands out for the same BatchInfo, and
     stops with it, whichever of the two DALI calls first (it keeps its sources in a set: on the H200
-    the GPU source came first and, paired by call order, stopped the epoch at once)."""
+    the GPU source came first)."""
+    from nvidia.dali.types import BatchInfo
     pictures = _FakeDeviceCache(f"picture {i}" for i in range(4))
+    plan = EpochPlan(3, 2, 0, 1, shuffle_seed=1)
     feed = Feed(["a.jpg", "b.jpg", "c.jpg"], [0, 1, 2], [f"m{i}.jpg" for i in range(4)], mixing_seed=1,
-                mixing_cache=pictures)
-    plain = Feed(["a.jpg", "b.jpg", "c.jpg"], [0, 1, 2], [f"m{i}.jpg" for i in range(4)], mixing_seed=1)
-    batches = [np.array([2, 0]), np.array([1])]
+                mixing_cache=pictures, plan=plan, start_epoch=3)
+    plain = Feed(["a.jpg", "b.jpg", "c.jpg"], [0, 1, 2], [f"m{i}.jpg" for i in range(4)], mixing_seed=1,
+                 plan=plan, start_epoch=3)
 
-    def iteration():
+    def iteration(info):
         if gpu_source_first:
-            gpu = feed.device_mixing()
-            return feed(), gpu
-        first = feed()
-        return first, feed.device_mixing()
+            gpu = feed.device_mixing(info)
+            return feed(info), gpu
+        first = feed(info)
+        return first, feed.device_mixing(info)
 
-    for epoch in (3, 4):
-        for f in (feed, plain):
-            f.load(batches, epoch=epoch)
-        for _ in batches:
-            (paths, labels), gpu = iteration()
-            want = plain()
+    for dali_epoch in (0, 1):   # epochs 3 and 4
+        for i in range(len(plan)):
+            (paths, labels), gpu = iteration(BatchInfo(i, dali_epoch))
+            want = plain(BatchInfo(i, dali_epoch))
             assert [bytes(p).decode() for p in paths] == [bytes(p).decode() for p in want[0]]
             assert labels.dtype == np.int32 and labels.tolist() == [["abc".index(bytes(p).decode()[0])]
                                                                     for p in paths]
             assert gpu == [f"picture {bytes(p).decode()[1]}" for p in want[2]]
-        with pytest.raises(StopIteration):
-            feed.device_mixing() if gpu_source_first else feed()
-        with pytest.raises(StopIteration):
-            feed() if gpu_source_first else feed.device_mixing()
-    assert len(feed._taken) == 0
-    feed.load(batches, epoch=3)
-    iteration()
-    feed.clear()                      # an epoch cut short: nothing left for either source
+        end = BatchInfo(len(plan), dali_epoch)
+        for source in ((feed.device_mixing, feed) if gpu_source_first else (feed, feed.device_mixing)):
+            with pytest.raises(StopIteration):
+                source(end)
+    feed.stop()                      # an epoch cut short: nothing left for either source
     for source in (feed, feed.device_mixing):
         with pytest.raises(StopIteration):
-            source()
+            source(BatchInfo(0, 2))
     with pytest.raises(RuntimeError, match="no mixing cache in GPU memory"):
-        plain.device_mixing()
+        plain.device_mixing(BatchInfo(0, 0))
 
 
 def test_a_two_source_pipeline_runs_whole_epochs(dali_tree, dali_mixing, monkeypatch):

@@ -330,7 +330,9 @@ def operator_pipeline(x, z, **kwargs):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(mean=[1.0, 2.0, 3.0]), r"`mean` and `std` go together"),
     (dict(mean=[1.0, 2.0], std=[1.0, 1.0]), r"argument `mean` has 2 values; expected 1 or 3"),
-    (dict(mean=[0.0], std=[1.0, 0.0, 1.0]), r"argument `std` has entry 0: every std must be > 0"),
+    (dict(mean=[0.0], std=[1.0, 0.0, 1.0]), r"argument `std` has entry 0: every std must be finite and > 0"),
+    (dict(mean=[0.0], std=[1.0, float("inf"), 1.0]), r"argument `std` has entry inf: every std must be finite"),
+    (dict(mean=[0.0, float("nan"), 0.0], std=[1.0]), r"argument `mean` has entry nan: every mean must be finite"),
     (dict(output_layout="HCW"), r"argument `output_layout`=\"HCW\" is invalid"),
 ])
 def test_bad_normalisation_arguments_are_named(kwargs, match):
@@ -390,12 +392,35 @@ def test_bad_layout_is_named():
         run(x, z, IPMixConfig.cifar(), layout="CHW")
 
 
-def test_bad_arguments_are_named():
-    pipe = operator_pipeline(*ok_batch(), k=0)
-    with pytest.raises(RuntimeError, match="argument `k`=0 is invalid: must be >= 1"):
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(k=0), r"argument `k`=0 is invalid: must be >= 1 and <= 32"),
+    (dict(k=2**31 - 1), r"argument `k`=2147483647 is invalid: must be >= 1 and <= 32"),
+    (dict(k=33), r"argument `k`=33 is invalid"),
+    (dict(t=-1), r"argument `t`=-1 is invalid: must be >= 0 and <= 32"),
+    (dict(t=33), r"argument `t`=33 is invalid"),
+    (dict(t=2**31 - 1), r"argument `t`=2147483647 is invalid"),
+    (dict(beta=float("inf")), r"argument `beta`=inf is invalid: must be finite and > 0"),
+])
+def test_bad_arguments_are_named(kwargs, match):
+    """The raw operator bounds k and t as IPMixConfig does: k = 2^31 - 1 is refused when the pipeline
+    is built, not allocated until the process is killed."""
+    pipe = operator_pipeline(*ok_batch(), **kwargs)
+    with pytest.raises(RuntimeError, match=match):
         p = pipe()
         p.build()
         p.run()
+
+
+def test_k_and_t_bounds_are_the_configs():
+    from dali_ipmix.config import K_MAX, T_MAX
+    assert (K_MAX, T_MAX) == (32, 32)   # the operator's kMaxK / kMaxT (ipmix_op.cc)
+    p = operator_pipeline(*ok_batch(n=1, h=4, w=4), k=K_MAX, t=T_MAX, seed=1)()
+    p.build()
+    (out,) = p.run()
+    assert np.array(out[0]).shape == (4, 4, 3)
+    for kw in (dict(k=K_MAX + 1), dict(t=T_MAX + 1)):
+        with pytest.raises(ValueError, match="must be <= 32"):
+            IPMixConfig(**kw)
 
 
 # ---------------------------------------------------------------------------------- GPU (device check)

@@ -5,6 +5,7 @@
     models       the training scripts' models by ``--arch`` name (WRN-D-W or a torchvision model)
     cifar        CIFAR python pickles -> a lossless PNG ImageFolder tree
     robustness   corruption metrics, AlexNet's ImageNet-C errors, checkpoint loading (eval_robustness.py)
+    checkpoints  checkpoint files: plain values written, loaded with weights_only=True (both)
     benchdata    generated benchmark data and the GPU environment (bench_throughput.py,
                  gpu_memory_check.py)
 

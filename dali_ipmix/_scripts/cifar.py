@@ -1,8 +1,11 @@
-"""CIFAR-10/100 as distributed (python pickles) -> a lossless PNG ImageFolder tree, once.
+"""CIFAR-10/100 as distributed (python pickles): read into memory, or written once as a lossless PNG
+ImageFolder tree.
 
-The tree ``DST/{train,val}/{000_name,...}/NNNNN.png`` is what ``training_pipeline`` /
-``validation_pipeline`` read with the CIFAR preset (folder names sort in label order). Under torchrun
-the local rank 0 of each node converts and the other ranks wait for it (:func:`prepare_data`).
+:func:`read_cifar` gives the arrays that ``training_pipeline`` / ``validation_pipeline`` take as
+``images=`` / ``labels=`` (what ``pipelines/train_cifar.py`` does). The tree
+``DST/{train,val}/{000_name,...}/NNNNN.png`` (folder names sort in label order) is for loaders that
+read files (the torchvision baseline); under torchrun the local rank 0 of each node converts and the
+other ranks wait for it (:func:`prepare_data`).
 """
 
 import json

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from . import checkpoints
 from .models import model_builder
 
 # The 15 corruptions of CIFAR-10-C / CIFAR-100-C / ImageNet-C that the mean corruption error and mCE
@@ -131,7 +132,7 @@ def load_model(path, arch: str | None = None, device="cpu"):
     path = Path(path)
     if not path.is_file():
         raise SystemExit(f"{path}: no such checkpoint file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = checkpoints.load(path)   # weights_only: a file that needs more is refused, naming it
     if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), Mapping):
         state, saved = ckpt["model"], ckpt.get("args") or {}
     elif isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):

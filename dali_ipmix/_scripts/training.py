@@ -29,6 +29,8 @@ from ..config import IPMixConfig
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..losses import jsd_loss
 from ..presets import get_preset
+from . import checkpoints
+from .checkpoints import plain_args
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -135,11 +137,14 @@ def class_names(folder) -> list:
     return names
 
 
-def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, start_epoch: int = 0):
+def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, start_epoch: int = 0,
+                 arrays=None):
     """(train, val) iterables of ``(images, labels)`` / ``((clean, v1, v2), labels)`` batches, one shard per rank.
 
     ``preset``: a :mod:`dali_ipmix.presets` name; both loaders follow its record (training crop +
-    flip, validation transform). ``size``: training crop edge in pixels.
+    flip, validation transform). ``size``: training crop edge in pixels. ``arrays``: ``{"train":
+    (images, labels), "val": (...)}`` in memory (uint8 (N, H, W, 3)) instead of the folders (the
+    dali-ipmix loader only).
     """
     if args.loader == "pytorch":
         return _torch_loaders(args, d, train_dir, val_dir, preset, size)
@@ -159,14 +164,18 @@ def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, star
                   # from it (seed 0's for None), which keeps the shards disjoint, and keys every
                   # sample's augmentation by (seed, epoch, position): the same on any number of ranks.
                   seed=args.seed, validate=args.validate_files)
-    val = validation_pipeline(file_root=str(val_dir), **common)
+    def data(split, folder):
+        if arrays is None:
+            return dict(file_root=str(folder))
+        return dict(images=arrays[split][0], labels=arrays[split][1])
+    val = validation_pipeline(**data("val", val_dir), **common)
     # partial: each validation image is scored exactly once; drop: every rank runs the same number of
     # full training steps, which DDP needs.
     val = IPMixIterator(val, last_batch_policy="partial")
     if args.evaluate:
         return None, val
     # start_epoch: a resumed run reads the samples an uninterrupted one reads in that epoch.
-    train = training_pipeline(file_root=str(train_dir), mixing_root=args.mixing_root,
+    train = training_pipeline(**data("train", train_dir), mixing_root=args.mixing_root,
                               config=IPMixConfig.from_preset(preset, jsd=args.jsd), start_epoch=start_epoch,
                               mixing_cache=MIXING_CACHE_CHOICES[args.mixing_cache], **common)
     return IPMixIterator(train, last_batch_policy="drop"), val
@@ -266,14 +275,16 @@ def evaluate(args, d: Dist, model, loader, amp: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------- the driver
-def run(args, build_model, train_dir, val_dir, preset: str, size: int):
-    """Trains ``build_model(num_classes)`` on ``train_dir`` and validates on ``val_dir`` every epoch."""
+def run(args, build_model, train_dir, val_dir, preset: str, size: int, arrays=None, names=None):
+    """Trains ``build_model(num_classes)`` on ``train_dir`` and validates on ``val_dir`` every epoch;
+    or on ``arrays`` (``{"train": (images, labels), "val": ...}``, class ``names``) from memory."""
     d = setup_distributed(args.device)
     if args.seed is not None:  # DDP broadcasts rank 0's initial weights anyway
         torch.manual_seed(args.seed)
-    names = class_names(train_dir)
-    if class_names(val_dir) != names:
-        raise SystemExit(f"{val_dir} and {train_dir} have different class folders")
+    if arrays is None:
+        names = class_names(train_dir)
+        if class_names(val_dir) != names:
+            raise SystemExit(f"{val_dir} and {train_dir} have different class folders")
     model = build_model(len(names)).to(d.device)
     cuda = d.device.type == "cuda"
     if cuda:
@@ -296,12 +307,13 @@ def run(args, build_model, train_dir, val_dir, preset: str, size: int):
     if d.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if cuda else None)
     state["model"] = model
-    train_loader, val_loader = make_loaders(args, d, train_dir, val_dir, preset, size, state["epoch"])
+    train_loader, val_loader = make_loaders(args, d, train_dir, val_dir, preset, size, state["epoch"], arrays)
     if args.evaluate:
         log(d, json.dumps(evaluate(args, d, model, val_loader, amp)))
         return state
     _check_equal_lengths(d, train_loader)
-    log(d, f"{preset}: {len(names)} classes, {d.world} process(es) on {d.device}, loader {args.loader}, "
+    log(d, f"{preset}: {len(names)} classes{' (from memory)' if arrays is not None else ''}, {d.world} "
+           f"process(es) on {d.device}, loader {args.loader}, "
            f"jsd {args.jsd}, {len(train_loader)} steps/epoch of {args.batch_size} per process"
            + _pipeline_summary(train_loader))
     if d.main:
@@ -352,7 +364,7 @@ def save_checkpoint(out: Path, state, args, is_best: bool):
     model = state["model"].module if hasattr(state["model"], "module") else state["model"]
     ckpt = {"epoch": state["epoch"], "step": state["step"], "best_acc1": state["best_acc1"],
             "model": model.state_dict(), "optimizer": state["optimizer"].state_dict(),
-            "scaler": state["scaler"].state_dict(), "args": vars(args)}
+            "scaler": state["scaler"].state_dict(), "args": plain_args(args)}
     tmp = out / "checkpoint.pth.tmp"
     torch.save(ckpt, tmp)
     os.replace(tmp, out / "checkpoint.pth")  # never leave a half-written checkpoint behind
@@ -362,7 +374,8 @@ def save_checkpoint(out: Path, state, args, is_best: bool):
 
 
 def load_checkpoint(path, state, d: Dist):
-    ckpt = torch.load(path, map_location=d.device, weights_only=False)
+    """Resumes ``state`` from ``path`` (loaded with ``weights_only=True``: see :mod:`.checkpoints`)."""
+    ckpt = checkpoints.load(path, map_location=d.device)
     state["model"].load_state_dict(ckpt["model"])
     state["optimizer"].load_state_dict(ckpt["optimizer"])
     state["scaler"].load_state_dict(ckpt["scaler"])

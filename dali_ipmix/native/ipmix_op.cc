@@ -5,6 +5,7 @@
 // plan changes) with a per-thread scratch buffer. No Python, no GIL.
 #include "ipmix_op.h"
 
+#include <cmath>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -24,6 +25,10 @@ namespace {
 
 const char *const kInputNames[2] = {"images", "mixing"};
 const char *const kSampleKey = "sample_key";
+// Upper bounds of `k` and `t`, as dali_ipmix.config.K_MAX / T_MAX: a typo (k = 2^31 - 1) is an
+// error here, not an allocation of k * t plan steps per view until the process is killed.
+constexpr int kMaxK = 32;
+constexpr int kMaxT = 32;
 
 template <typename... Args>
 std::string Msg(const Args &...args) {
@@ -57,9 +62,12 @@ IpxConfig ReadConfig(const OpSpec &spec) {
   cfg.patch_sizes = spec.GetRepeatedArgument<int>("patch_sizes");
   cfg.op_codes = spec.GetRepeatedArgument<int>("op_codes");
 
-  if (cfg.k < 1) Fail(Msg("argument `k`=", cfg.k, " is invalid: must be >= 1"));
-  if (cfg.t < 0) Fail(Msg("argument `t`=", cfg.t, " is invalid: must be >= 0"));
-  if (!(cfg.beta > 0)) Fail(Msg("argument `beta`=", cfg.beta, " is invalid: must be > 0"));
+  if (cfg.k < 1 || cfg.k > kMaxK)
+    Fail(Msg("argument `k`=", cfg.k, " is invalid: must be >= 1 and <= ", kMaxK));
+  if (cfg.t < 0 || cfg.t > kMaxT)
+    Fail(Msg("argument `t`=", cfg.t, " is invalid: must be >= 0 and <= ", kMaxT));
+  if (!(cfg.beta > 0 && std::isfinite(cfg.beta)))
+    Fail(Msg("argument `beta`=", cfg.beta, " is invalid: must be finite and > 0"));
   if (!(cfg.severity >= 1 && cfg.severity <= 10))
     Fail(Msg("argument `severity`=", cfg.severity, " is invalid: allowed range is 1..10"));
   for (int s : cfg.patch_sizes)
@@ -97,8 +105,11 @@ OutputSpec ReadOutputSpec(const OpSpec &spec) {
       Fail(Msg("argument `", arg == &mean ? "mean" : "std", "` has ", arg->size(),
                " values; expected 1 or 3 (per RGB channel, 0..255 scale)"));
   }
+  for (float m : mean)
+    if (!std::isfinite(m)) Fail(Msg("argument `mean` has entry ", m, ": every mean must be finite"));
   for (float s : std)
-    if (!(s > 0)) Fail(Msg("argument `std` has entry ", s, ": every std must be > 0"));
+    if (!(s > 0 && std::isfinite(s)))
+      Fail(Msg("argument `std` has entry ", s, ": every std must be finite and > 0"));
   if (layout != "HWC" && layout != "CHW")
     Fail(Msg("argument `output_layout`=\"", layout, "\" is invalid: use \"HWC\" or \"CHW\""));
   if (out.type != DALI_FLOAT && out.type != DALI_FLOAT16)
@@ -310,9 +321,9 @@ sample's index in the batch; with ``sample_key`` (one int64 per sample, an argum
       int views = spec.GetArgument<bool>("jsd") ? 2 : 1;
       return (views == 2 ? 3 : 1) + (spec.GetArgument<bool>("return_plan") ? 2 * views : 0);
     })
-    .AddOptionalArg("k", "chains mixed per augmented image (>= 1)", 3)
-    .AddOptionalArg("t", "at most this many operations per chain (>= 0)", 3)
-    .AddOptionalArg("beta", "pixel-level mixing severity, the Beta parameter (> 0; float32)", 4.0f)
+    .AddOptionalArg("k", "chains mixed per augmented image (1..32)", 3)
+    .AddOptionalArg("t", "at most this many operations per chain (0..32)", 3)
+    .AddOptionalArg("beta", "pixel-level mixing severity, the Beta parameter (finite, > 0; float32)", 4.0f)
     .AddOptionalArg("severity", "image-level op severity, 1..10 (level ~ U(0.1, severity); float32)", 1.0f)
     .AddOptionalArg("patch_sizes", "candidate patch edges in pixels (>= 2)",
                                       std::vector<int>{4, 8, 16, 32, 64})
@@ -329,7 +340,7 @@ sample's index in the batch; with ``sample_key`` (one int64 per sample, an argum
                     "values, 0..255 scale; with `std`), as fn.crop_mirror_normalize computes it",
                     std::vector<float>{})
     .AddOptionalArg("std", "per-channel standard deviation of the normalisation (1 or 3 values "
-                    "> 0, 0..255 scale; with `mean`)", std::vector<float>{})
+                    "finite and > 0, 0..255 scale; with `mean`)", std::vector<float>{})
     .AddOptionalArg("output_layout", "layout of the image outputs, \"HWC\" or \"CHW\"",
                     std::string("HWC"))
     .AddOptionalTypeArg("dtype", "type of the image outputs, FLOAT or FLOAT16", DALI_FLOAT)
