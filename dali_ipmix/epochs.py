@@ -26,13 +26,16 @@ import math
 import os
 import threading
 import warnings
-from typing import List, Optional, Sequence
+import weakref
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import checks
 from .keys import STREAM_MIXING, sample_keys, uniforms
 
-__all__ = ["POLICIES", "EpochPlan", "shard_positions", "Feed", "empty_epoch_warning"]
+__all__ = ["POLICIES", "EpochPlan", "shard_positions", "Feed", "empty_epoch_warning", "shard_defaults",
+           "claim_pipeline"]
 
 #: ``partial``: every sample of the shard exactly once, the last batch may be short (and shards may
 #: differ by one batch). ``drop``: only full batches, the same number on every shard
@@ -287,3 +290,50 @@ class Feed:
             out += [self.files[i] for i in b] if self.files else []
             out += [] if m is None else [self.mixing_files[i] for i in m]
         return list(dict.fromkeys(out))
+
+
+# ---------------------------------------------------------------- shards and the iterator that drives a pipeline
+
+def _dist_rank_world() -> Optional[Tuple[int, int]]:
+    try:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except Exception:   # torch without distributed support
+        pass
+    return None
+
+
+def shard_defaults(shard_id: Optional[int] = None, num_shards: Optional[int] = None) -> Tuple[int, int]:
+    """``(shard_id, num_shards)``: the given values, else rank and world size under an initialised
+    ``torch.distributed``, else ``(0, 1)``. Raises ValueError when they do not form a valid shard."""
+    dist = _dist_rank_world()
+    if num_shards is None:
+        num_shards = dist[1] if dist else 1
+    if shard_id is None:
+        shard_id = dist[0] if dist else 0
+    shard_id, num_shards = checks.integer("shard_id", shard_id), checks.integer("num_shards", num_shards)
+    if num_shards < 1 or not 0 <= shard_id < num_shards:
+        raise ValueError(f"shard_id={shard_id}, num_shards={num_shards} is invalid: "
+                         "need num_shards >= 1 and 0 <= shard_id < num_shards")
+    return shard_id, num_shards
+
+
+def claim_pipeline(pipeline, driver):
+    """Records ``driver`` (an iterator) as the one that drives ``pipeline``; a RuntimeError when
+    another iterator that is still alive drives it (two would share one stream of batches)."""
+    ref = getattr(pipeline, "_ipmix_driver", None)
+    current = ref() if ref is not None else None
+    if current is not None and current is not driver:
+        raise RuntimeError(
+            f"this pipeline is already driven by a {type(current).__name__}: one iterator per pipeline "
+            f"(a second {type(driver).__name__} would share its stream of batches, and each would read "
+            "part of every epoch). Keep using the first one, delete it first, or make a second "
+            "pipeline with the same arguments")
+    pipeline._ipmix_driver = weakref.ref(driver)
+
+
+def _release_pipeline(pipeline, driver):
+    ref = getattr(pipeline, "_ipmix_driver", None)
+    if ref is not None and ref() is driver:
+        pipeline._ipmix_driver = None

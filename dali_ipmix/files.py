@@ -24,6 +24,8 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple
 
+from .extras import progress_bar
+
 #: Extensions DALI's image decoder reads (matched case-insensitively).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp",
                     ".pnm", ".ppm", ".pgm", ".pbm", ".jp2")
@@ -291,12 +293,13 @@ def _find_bad_images(paths, validate, num_workers, shorter_side=None):
         reasons = [_check_image(p, validate, shorter_side) for p in paths]
     else:   # threads: the work is file I/O and PIL decoding, which release the GIL
         with ThreadPoolExecutor(max_workers=max(1, min(num_workers, len(paths)))) as pool:
-            reasons = pool.map(lambda p: _check_image(p, validate, shorter_side), paths, chunksize=64)
-            if len(paths) >= _PROGRESS_FROM:
-                from tqdm import tqdm
-                reasons = tqdm(reasons, total=len(paths), desc=f"checking images ({validate})",
-                               unit="file", mininterval=2.0)
-            reasons = list(reasons)
+            results = pool.map(lambda p: _check_image(p, validate, shorter_side), paths, chunksize=64)
+            reasons = []
+            with progress_bar(len(paths), f"checking images ({validate})", "file",
+                              disable=len(paths) < _PROGRESS_FROM, mininterval=2.0) as bar:
+                for reason in results:
+                    reasons.append(reason)
+                    bar.update(1)
     return [(p, r) for p, r in zip(paths, reasons) if r is not None]
 
 

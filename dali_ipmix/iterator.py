@@ -28,10 +28,13 @@ import warnings
 import weakref
 from typing import Optional, Sequence, Tuple
 
-from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy, feed_ndarray, to_torch_type
+from .extras import require
 
-from . import checks
-from .epochs import EpochPlan
+require("torch", "dali_ipmix.iterator (IPMixIterator)")
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy, feed_ndarray, to_torch_type  # noqa: E402
+
+from . import checks  # noqa: E402
+from .epochs import EpochPlan, _dist_rank_world, _release_pipeline, claim_pipeline, shard_defaults  # noqa: E402
 
 __all__ = ["IPMixIterator", "shard_defaults", "LAST_BATCH_POLICIES", "claim_pipeline"]
 
@@ -40,51 +43,6 @@ __all__ = ["IPMixIterator", "shard_defaults", "LAST_BATCH_POLICIES", "claim_pipe
 #: batches); ``fill`` pads it to full size with repeats. Details: :data:`dali_ipmix.epochs.POLICIES`.
 LAST_BATCH_POLICIES = {"partial": LastBatchPolicy.PARTIAL, "drop": LastBatchPolicy.DROP,
                        "fill": LastBatchPolicy.FILL}
-
-
-def _dist_rank_world() -> Optional[Tuple[int, int]]:
-    try:
-        import torch.distributed as dist
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-    except Exception:   # torch without distributed support
-        pass
-    return None
-
-
-def shard_defaults(shard_id: Optional[int] = None, num_shards: Optional[int] = None) -> Tuple[int, int]:
-    """``(shard_id, num_shards)``: the given values, else rank and world size under an initialised
-    ``torch.distributed``, else ``(0, 1)``. Raises ValueError when they do not form a valid shard."""
-    dist = _dist_rank_world()
-    if num_shards is None:
-        num_shards = dist[1] if dist else 1
-    if shard_id is None:
-        shard_id = dist[0] if dist else 0
-    shard_id, num_shards = checks.integer("shard_id", shard_id), checks.integer("num_shards", num_shards)
-    if num_shards < 1 or not 0 <= shard_id < num_shards:
-        raise ValueError(f"shard_id={shard_id}, num_shards={num_shards} is invalid: "
-                         "need num_shards >= 1 and 0 <= shard_id < num_shards")
-    return shard_id, num_shards
-
-
-def claim_pipeline(pipeline, driver):
-    """Records ``driver`` (an iterator) as the one that drives ``pipeline``; a RuntimeError when
-    another iterator that is still alive drives it (two would share one stream of batches)."""
-    ref = getattr(pipeline, "_ipmix_driver", None)
-    current = ref() if ref is not None else None
-    if current is not None and current is not driver:
-        raise RuntimeError(
-            f"this pipeline is already driven by a {type(current).__name__}: one iterator per pipeline "
-            f"(a second {type(driver).__name__} would share its stream of batches, and each would read "
-            "part of every epoch). Keep using the first one, delete it first, or make a second "
-            "pipeline with the same arguments")
-    pipeline._ipmix_driver = weakref.ref(driver)
-
-
-def _release_pipeline(pipeline, driver):
-    ref = getattr(pipeline, "_ipmix_driver", None)
-    if ref is not None and ref() is driver:
-        pipeline._ipmix_driver = None
 
 
 @contextlib.contextmanager

@@ -12,9 +12,11 @@ arguments in ``F.kl_div``'s order; we follow the reference code's numbers.
 
 from __future__ import annotations
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+from .extras import require
+
+torch = require("torch", "dali_ipmix.losses (the JSD loss)")
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 __all__ = ["jsd_loss", "JSDLoss", "MIXTURE_FLOOR"]
 

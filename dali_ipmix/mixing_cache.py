@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import checks
+from .extras import progress_bar
 from .constants import MIXING_CACHE_MAX_BYTES
 
 __all__ = ["MixingCache", "DeviceMixingCache", "decoded_shape", "estimate_bytes", "MIXING_CACHE_MAX_BYTES"]
@@ -105,10 +106,9 @@ class MixingCache:
             raise ValueError("MixingCache.build: no mixing files given")
         side = checks.optional_integer("side", side, 1, note=" (None: no resize)")
         show = len(files) >= _PROGRESS_FROM if progress is None else progress
-        from tqdm import tqdm
         packer = _Packer(expected_bytes or 0, pin)
-        with tqdm(total=len(files), desc="decoding mixing pictures", unit="img", disable=not show,
-                  file=sys.stderr, mininterval=1.0) as bar:
+        with progress_bar(len(files), "decoding mixing pictures", "img", disable=not show,
+                          mininterval=1.0) as bar:
             _decode(files, side, num_threads, packer.add, bar.update)
         cache = cls.__new__(cls)
         cache._adopt(packer, files)

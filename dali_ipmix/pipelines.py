@@ -31,11 +31,10 @@ from nvidia.dali.pipeline import Pipeline
 from . import checks
 from .config import IPMixConfig
 from .constants import IMAGENET_MEAN, IMAGENET_STD
-from .epochs import POLICIES, EpochPlan, Feed, empty_epoch_warning
+from .epochs import POLICIES, EpochPlan, Feed, claim_pipeline, empty_epoch_warning, shard_defaults
 from .files import (LabelledFiles, header_sizes, list_image_folder, list_mixing_images, read_file_list,
                     shorter_sides_equal)
 from .fn import ipmix, normalize_args, normalize_node
-from .iterator import claim_pipeline, shard_defaults
 from .keys import SampleDraws
 from .mixing_cache import MIXING_CACHE_MAX_BYTES, MixingCache, estimate_bytes
 from .presets import DEFAULT_PRESET, PRESETS, Preset, decoder_device, get_preset

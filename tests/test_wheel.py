@@ -47,6 +47,21 @@ USER_SCRIPT = textwrap.dedent("""
     outs = p.run()
     report["output"] = [[list(np.asarray(o[i]).shape) for i in range(len(o))] for o in outs]
     report["finite"] = bool(all(np.isfinite(np.asarray(o[i])).all() for o in outs for i in range(len(o))))
+    # A ready pipeline (files, keyed crops, mixing cache, the native operator), driven by DALI alone.
+    from PIL import Image
+    from dali_ipmix import training_pipeline
+    for c in range(2):
+        os.makedirs(f"tree/c{c}", exist_ok=True)
+        os.makedirs("mix", exist_ok=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(f"tree/c{c}/{i}.png")
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(f"mix/{c}{i}.png")
+    tp = training_pipeline("tree", mixing_root="mix", batch_size=2, preset="cifar", device="cpu",
+                           num_threads=1, seed=5)
+    tp.build()
+    batch = tp.run()
+    report["ready"] = [list(np.asarray(batch[0][i]).shape) for i in range(len(batch[0]))]
+    report["ready_backend"] = tp.ipmix_info.backend
     for name in ("torch", "skimage", "tqdm"):
         try:
             __import__(name)
@@ -105,6 +120,7 @@ def test_the_wheel_holds_the_plugin_and_runs_outside_the_repository(tmp_path):
     assert report["library"] == os.path.join(site_packages, "dali_ipmix", "libdali_ipmix_native.so")
     assert report["stamp"]["dali"] == report["dali"] and dali.endswith("==" + report["dali"])
     assert report["output"] == [[[32, 40, 3]] * 4] * 3 and report["finite"]   # JSD: clean, view 1, view 2
+    assert report["ready"] == [[3, 32, 32]] * 2 and report["ready_backend"] == "native"
     # The light core: no torch, scikit-image or tqdm was installed, and what needs them names the extra.
     assert not (report["torch"] or report["skimage"] or report["tqdm"])
     assert "pip install 'dali-ipmix[torch]'" in report["iterator"]
