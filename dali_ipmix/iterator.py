@@ -192,24 +192,24 @@ class IPMixIterator:
         and dropped) and ends the epoch it was in."""
         if self._dirty:
             self._running = False
-            with _sigint_deferred():
-                try:
-                    self._epochs.drain()
-                except RuntimeError as err:
-                    raise self._explain(err) from err
-            self._dirty = False
+            self._operate(self._epochs.drain)
+
+    def _operate(self, operation, *args):
+        """Runs an operation on the pipeline with Ctrl-C held back and DALI's errors explained; the
+        iterator counts as cut short (``_dirty``) unless it completes."""
+        self._dirty = True
+        with _sigint_deferred():
+            try:
+                operation(*args)
+            except RuntimeError as err:
+                raise self._explain(err) from err
+        self._dirty = False
 
     def _start(self, epoch: int):
         """Starts epoch ``epoch`` (the pipeline is at an epoch's boundary)."""
         self._requested = None
         self.epoch, self._pos, self._done, self._running = epoch, 0, False, True
-        self._dirty = True
-        with _sigint_deferred():
-            try:
-                self._epochs.start(epoch)
-            except RuntimeError as err:
-                raise self._explain(err) from err
-        self._dirty = False
+        self._operate(self._epochs.start, epoch)
 
     def _switch(self, epoch: int):
         """Ends the running epoch, if any, and starts epoch ``epoch`` (nothing to do when ``epoch`` is
@@ -224,13 +224,8 @@ class IPMixIterator:
 
     def _finish(self, done: bool):
         """Ends the running epoch, dropping what is left of it."""
-        self._running, self._done, self._dirty = False, done, True
-        with _sigint_deferred():
-            try:
-                self._epochs.drain()
-            except RuntimeError as err:
-                raise self._explain(err) from err
-        self._dirty = False
+        self._running, self._done = False, done
+        self._operate(self._epochs.drain)
 
     def __iter__(self):
         self._sync()

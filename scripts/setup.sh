@@ -4,7 +4,8 @@
 # the native DALI operator. Idempotent: a second run re-checks the installs and rebuilds incrementally.
 #
 # CUDA line (DALI's wheel and the plugin's toolkit on one CUDA major): $DALI_IPMIX_CUDA if set (12 or
-# 13), else the major of the nvcc found (so that the GPU operator is built), else 12.
+# 13), else the major of the nvcc found (so that the GPU operator is built), else 12. IPMIX_GPU=OFF|ON
+# skips or requires the GPU operator (default AUTO).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -31,5 +32,5 @@ mapfile -t requires < <(.venv/bin/python -c \
   "from scikit_build_core.build import get_requires_for_build_editable as r; print('\n'.join(r()))")
 [ ${#requires[@]} -eq 0 ] || "${pip[@]}" "${requires[@]}"
 echo "[setup] CUDA line $DALI_IPMIX_CUDA; building the native DALI operator (build/$(uname -s | tr A-Z a-z)*/)"
-"${pip[@]}" --no-build-isolation -e ".[test]"
+"${pip[@]}" --no-build-isolation -e ".[test]" -Ccmake.define.IPMIX_GPU="${IPMIX_GPU:-AUTO}"
 echo "[setup] ready: $(.venv/bin/python -c 'import dali_ipmix, nvidia.dali, torch; import dali_ipmix.native as n; print("dali_ipmix", dali_ipmix.__version__, "| native operator", n.library_path(), n.build_stamp(), "| DALI", nvidia.dali.__version__, "| torch", torch.__version__)')"
