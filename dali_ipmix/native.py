@@ -65,14 +65,12 @@ class IncompatibleBuildError(NotBuiltError):
 def _installed_library() -> Optional[str]:
     """The plugin among the installed distribution's files (an editable install keeps it in
     site-packages while the package's modules stay in the source folder)."""
-    try:
-        from importlib import metadata
-        files = metadata.distribution("dali-ipmix").files or ()
-    except Exception:   # not installed, or installed without a RECORD
-        return None
-    for file in files:
-        if file.name == LIBRARY:
-            return str(file.locate())
+    from importlib import metadata
+    # Every dali-ipmix found: a stale egg-info of an older setuptools install may come first.
+    for dist in metadata.distributions(name="dali-ipmix"):
+        for file in dist.files or ():
+            if file.name == LIBRARY:
+                return str(file.locate())
     return None
 
 

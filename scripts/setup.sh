@@ -32,5 +32,6 @@ mapfile -t requires < <(.venv/bin/python -c \
   "from scikit_build_core.build import get_requires_for_build_editable as r; print('\n'.join(r()))")
 [ ${#requires[@]} -eq 0 ] || "${pip[@]}" "${requires[@]}"
 echo "[setup] CUDA line $DALI_IPMIX_CUDA; building the native DALI operator (build/$(uname -s | tr A-Z a-z)*/)"
+rm -rf dali_ipmix.egg-info   # left by the setuptools backend of older versions: it would shadow the install
 "${pip[@]}" --no-build-isolation -e ".[test]" -Ccmake.define.IPMIX_GPU="${IPMIX_GPU:-AUTO}"
 echo "[setup] ready: $(.venv/bin/python -c 'import dali_ipmix, nvidia.dali, torch; import dali_ipmix.native as n; print("dali_ipmix", dali_ipmix.__version__, "| native operator", n.library_path(), n.build_stamp(), "| DALI", nvidia.dali.__version__, "| torch", torch.__version__)')"
