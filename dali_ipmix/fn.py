@@ -19,16 +19,19 @@ every sample and view draws its plan from (seed, batch, sample, view), or with p
 from (seed, key, view). ``"python"`` is
 ``fn.python_function(batch_processing=True)`` around :func:`dali_ipmix.ipmix_batch`: on the CPU
 the function gets lists of NumPy arrays, on the GPU lists of CuPy arrays, and DALI runs it with its
-CUDA stream made CuPy's current stream, so the CuPy kernels are ordered with DALI's own work. The
-random state is a ``numpy.random.Generator`` seeded once per operator instance, so a pipeline with a
-fixed ``seed`` produces the same augmentation sequence on every run; with ``keys`` each sample's
-plans come from its key alone (:class:`dali_ipmix.keys.KeyedGenerator`). The two backends draw from
-the same distributions, not the same streams.
+CUDA stream made CuPy's current stream, so the CuPy kernels are ordered with DALI's own work.
+
+Both backends draw every plan alike (:mod:`dali_ipmix.plan`, ``csrc/ipx_plan.h``): sample ``s`` of
+the operator's batch ``b`` from ``(seed, b, s, view)``, or with ``keys`` from ``(seed, keys[s],
+view)`` (:func:`dali_ipmix.keys.plan_keys`), so the same seed (and keys) gives the same views on
+either backend and device, within float rounding. ``seed=None`` takes a fresh seed (python) or DALI's
+per-operator seed (native), which differ.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from typing import Optional
 
 import numpy as np
@@ -41,7 +44,7 @@ from . import checks
 from .augment import ipmix_views
 from .config import IPMixConfig
 from .execute import array_module
-from .keys import KeyedGenerator, subkeys
+from .keys import KeyedGenerator, plan_keys
 
 __all__ = ["ipmix", "make_ipmix_function", "normalize_args", "normalize_node"]
 
@@ -124,14 +127,18 @@ def make_ipmix_function(config: IPMixConfig, seed: Optional[int], num_threads: i
     (H, W, 3) float32 arrays (0..255), or in JSD mode a tuple of three such lists (clean, view1, view2).
     Outputs are returned as lists of views into one batched array because DALI's batch-mode
     python_function takes a list per output, not one stacked array. With ``keys`` (N int64 scalars),
-    sample n's plans are drawn from ``(keys[n], seed)`` alone (:class:`keys.KeyedGenerator`); without,
-    from one Generator seeded with ``seed``, batch after batch.
+    sample n's plans are drawn from ``(seed, keys[n])`` alone; without, from ``(seed, batch, n)``,
+    ``batch`` counting the calls from 0: what the native operator draws (:func:`keys.plan_keys`).
+    ``seed=None``: a fresh seed.
     """
     if not isinstance(config, IPMixConfig):
         raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
-    rng = np.random.default_rng(seed)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
+    batches = itertools.count()
 
     def ipmix_function(images, mixing, keys=None):
+        batch = next(batches)   # as the native operator's counter: every call counts
         if len(images) != len(mixing) or (keys is not None and len(keys) != len(images)):
             raise ValueError(f"ipmix: the batches of images, mixing (and keys) differ in size: "
                              f"{len(images)} vs {len(mixing)}" + ("" if keys is None else f" vs {len(keys)}"))
@@ -140,7 +147,8 @@ def make_ipmix_function(config: IPMixConfig, seed: Optional[int], num_threads: i
         try:
             x = _stack(images, "images")
             z = _stack(mixing, "mixing")
-            draw = rng if keys is None else KeyedGenerator(subkeys(_host_keys(keys), seed))
+            draw = KeyedGenerator(plan_keys(seed, None if keys is None else _host_keys(keys),
+                                            batch=batch, size=len(images)))
             outputs = [list(a) for a in ipmix_views(x, z, config, draw, num_threads=num_threads)]
             return tuple(outputs) if config.jsd else outputs[0]
         except BaseException:

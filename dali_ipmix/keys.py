@@ -28,7 +28,7 @@ from typing import Callable, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["sample_keys", "subkeys", "uniforms", "KeyedGenerator", "SampleDraws", "STREAM_FLIP", "STREAM_MIXING",
+__all__ = ["sample_keys", "subkeys", "uniforms", "key_chain", "plan_keys", "KeyedGenerator", "SampleDraws", "STREAM_FLIP", "STREAM_MIXING",
            "STREAM_MIXING_CROP", "STREAM_CROP", "STREAM_IPMIX"]
 
 #: The consumers of a sample's key; each gets its own stream of uniforms.
@@ -70,6 +70,27 @@ def sample_keys(root: int, epoch: int, positions) -> np.ndarray:
         return _absorb(np.broadcast_to(state, np.shape(positions)), _as_u64(positions, "positions"))
 
 
+def key_chain(*words) -> np.ndarray:
+    """uint64: the words (integers or arrays, broadcast; signed ones keep their 64 bits) absorbed in
+    order from the start state, as ``ipx_stream`` in ``csrc/ipx_plan.h`` absorbs ``(a, b, c)``."""
+    arrays = np.broadcast_arrays(*(_as_u64(np.asarray(w), "key words") for w in words))
+    with np.errstate(over="ignore"):
+        state = np.full(arrays[0].shape, _START)
+        for word in arrays:
+            state = _absorb(state, word)
+    return state
+
+
+def plan_keys(seed: int, keys=None, batch: int = 0, size: int = 0) -> np.ndarray:
+    """uint64 (N,): the keys of a batch's IPMix plans, as the native operator keys them. With ``keys``
+    (N integers, ``sample_key``): ``key_chain(seed, keys[n], 2**64 - 1)``; without: ``key_chain(seed,
+    batch, n)`` for the ``size`` samples of batch number ``batch``. ``KeyedGenerator(plan_keys(...))``
+    then draws view ``v``'s plans with its call ``v + 1``, what ``ipx_stream(..., v)`` draws."""
+    if keys is not None:
+        return key_chain(int(seed), _as_u64(keys, "keys").reshape(-1), np.uint64(2 ** 64 - 1))
+    return key_chain(int(seed), int(batch), np.arange(int(size), dtype=np.uint64))
+
+
 def subkeys(keys, stream: int) -> np.ndarray:
     """uint64 (N,): the key of consumer ``stream`` for each key (e.g. an IPMix view's plan)."""
     with np.errstate(over="ignore"):
@@ -85,8 +106,9 @@ def uniforms(keys, stream: int, count: int) -> np.ndarray:
 
 
 class KeyedGenerator:
-    """The part of ``numpy.random.Generator`` that :func:`dali_ipmix.draw_plan` uses, with row ``n``
-    of every draw taken from ``keys[n]`` alone (draw calls are counted: call ``c`` is stream ``c``).
+    """A part of ``numpy.random.Generator`` (``random``, which :func:`dali_ipmix.draw_plan` calls once
+    per plan, and a few laws), with row ``n`` of every draw taken from ``keys[n]`` alone (draw calls
+    are counted: call ``c`` is stream ``c``; ``csrc/ipx_plan.h``'s ``ipx_stream`` is call ``view + 1``).
 
     Every ``size`` must have ``len(keys)`` rows first. Laws by inversion of uniforms: ``beta`` with
     one parameter equal to 1 (``Beta(a, 1) = U ** (1 / a)``), ``dirichlet`` with all-ones alpha

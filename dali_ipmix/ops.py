@@ -1,7 +1,8 @@
 """The image-level operations A(y) of IPMix, one small decorated function each.
 
-Every op is declared with ``@image_op`` beside the range of its parameter, in the style of DALI's
-``nvidia/dali/auto_aug/augmentations.py``. An op belongs to one *family*, which fixes how a backend
+Every op is declared with ``@image_op``, in the style of DALI's ``nvidia/dali/auto_aug/augmentations.py``;
+its family, code and magnitude law (level -> parameter) live in :data:`dali_ipmix.laws.LAWS`, the one
+source the compiled core is generated from. An op belongs to one *family*, which fixes how a backend
 runs it on a whole batch at once:
 
 - ``lut``: pointwise; the function returns per-sample, per-channel lookup tables (M, 3, 256) uint8.
@@ -11,8 +12,8 @@ runs it on a whole batch at once:
 - ``image``: the function returns the whole (M, H, W, 3) uint8 result images itself (color and
   sharpness: per-pixel blends with a degenerate image), so a backend runs it as it is.
 
-Level -> parameter: ``level ~ U(0.1, severity)`` per call, ``ip(level, max) = int(level * max / 10)``,
-``fp(level, max) = level * max / 10``, "signed" ops negate with probability 1/2.
+Level -> parameter (:mod:`dali_ipmix.laws`): ``level ~ U(0.1, severity)`` per call, ``ip(level, max) =
+int(level * max / 10)``, ``fp(level, max) = level * max / 10``, "signed" ops negate with probability 1/2.
 Images are (M, H, W, 3) uint8, HWC, 0..255. ``xp`` is ``numpy`` or ``cupy``.
 """
 
@@ -23,7 +24,9 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-LUT, AFFINE, IMAGE = "lut", "affine", "image"
+from . import laws
+from .laws import AFFINE, IMAGE, LUT
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,35 +34,33 @@ class ImageOp:
     name: str
     family: str
     fn: Callable
-    param: Callable[[np.ndarray, int, int], np.ndarray]   # (level, height, width) -> unsigned param
     param_range: Optional[Tuple[float, float]]           # param at level 0 and level 10, for docs/tests
     signed: bool
 
     def params(self, level, sign, height, width) -> np.ndarray:
-        """Host-side parameters (float64, shape of ``level``) for levels in 0..10 and signs in {-1, 1}."""
-        p = np.asarray(self.param(np.asarray(level, np.float64), height, width), np.float64)
-        return p * np.asarray(sign, np.float64) if self.signed else p
+        """Host-side parameters (float64, shape of ``level``) for levels in 0..10 and signs in {-1, 1}:
+        the op's law in :mod:`dali_ipmix.laws`."""
+        return laws.parameter(self.name, level, sign, height, width)
 
 
 IMAGE_OPS: Dict[str, ImageOp] = {}
 
 
-def image_op(*, family, param=None, param_range=None, signed=False):
-    """Registers the decorated function as an image-level op named after it."""
-    def register(fn):
-        IMAGE_OPS[fn.__name__] = ImageOp(
-            fn.__name__, family, fn, param or (lambda level, h, w: np.zeros_like(level)),
-            param_range, signed)
-        return fn
-    return register
+def image_op(fn):
+    """Registers the decorated function as the image-level op named after it; its family, parameter
+    law and sign come from ``laws.LAWS``."""
+    law = laws.LAWS[fn.__name__]
+    IMAGE_OPS[fn.__name__] = ImageOp(fn.__name__, law.family, fn, law.param_range, law.signed)
+    return fn
 
 
-def int_param(maxval):
-    return lambda level, h, w: np.floor(level * maxval / 10.0)
-
-
-def float_param(maxval, offset=0.0):
-    return lambda level, h, w: level * maxval / 10.0 + offset
+def _affine_op(name):
+    """An affine op's function: parameters -> (M, 2, 3) matrices, from its law."""
+    def fn(param, height, width):
+        return laws.matrix(name, param, height, width)
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"{name}: (M,) parameters -> (M, 2, 3) matrices (``laws.LAWS[{name!r}].matrix``)."
+    return image_op(fn)
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -97,12 +98,12 @@ def _per_sample(param, xp):
 
 # ----------------------------------------------------------------------------------- lut ops
 
-@image_op(family=LUT)
+@image_op
 def invert(param, images, xp):
     return (255 - _identity_lut(images.shape[0], xp)).astype(xp.uint8)
 
 
-@image_op(family=LUT, param=lambda level, h, w: 4 - np.floor(level * 4 / 10.0), param_range=(4, 0))
+@image_op
 def posterize(bits, images, xp):
     """Keeps the top ``bits`` bits of every value (PIL ``ImageOps.posterize``)."""
     bits = _per_sample(bits, xp).astype(xp.int64)
@@ -110,15 +111,14 @@ def posterize(bits, images, xp):
     return (_identity_lut(images.shape[0], xp) & mask).astype(xp.uint8)
 
 
-@image_op(family=LUT, param=lambda level, h, w: 256 - np.floor(level * 256 / 10.0),
-          param_range=(256, 0))
+@image_op
 def solarize(threshold, images, xp):
     """Inverts every value >= ``threshold`` (PIL ``ImageOps.solarize``)."""
     lut = _identity_lut(images.shape[0], xp)
     return xp.where(lut < _per_sample(threshold, xp), lut, 255 - lut).astype(xp.uint8)
 
 
-@image_op(family=LUT)
+@image_op
 def equalize(param, images, xp):
     """Per-channel histogram equalisation, PIL ``ImageOps.equalize`` exactly."""
     h = channel_histograms(images, xp)
@@ -134,7 +134,7 @@ def equalize(param, images, xp):
     return xp.where(keep, _identity_lut(images.shape[0], xp), lut).astype(xp.uint8)
 
 
-@image_op(family=LUT, param=lambda level, h, w: 10 - level * 10 / 10.0, param_range=(10, 0))
+@image_op
 def autocontrast(cutoff, images, xp):
     """PIL ``ImageOps.autocontrast(cutoff=cutoff)`` (percent cut at both ends), exactly."""
     h = channel_histograms(images, xp)
@@ -151,17 +151,14 @@ def autocontrast(cutoff, images, xp):
     return xp.where(hi <= lo, _identity_lut(images.shape[0], xp), lut).astype(xp.uint8)
 
 
-_ENHANCE = dict(param=float_param(1.8, 0.1), param_range=(0.1, 1.9))
-
-
-@image_op(family=LUT, **_ENHANCE)
+@image_op
 def brightness(factor, images, xp):
     """PIL ``ImageEnhance.Brightness``: blend with black."""
     lut = _identity_lut(images.shape[0], xp)
     return blend_to_uint8(xp.zeros_like(lut), lut, _per_sample(factor, xp), xp)
 
 
-@image_op(family=LUT, **_ENHANCE)
+@image_op
 def contrast(factor, images, xp):
     """PIL ``ImageEnhance.Contrast``: blend with the rounded mean grey level of the image."""
     grey = grey_levels(images, xp).reshape(images.shape[0], -1)
@@ -173,14 +170,14 @@ def contrast(factor, images, xp):
 
 # ---------------------------------------------------------------------- ops that return images
 
-@image_op(family=IMAGE, **_ENHANCE)
+@image_op
 def color(factor, images, xp):
     """PIL ``ImageEnhance.Color``: blend with the grey version of the image."""
     grey = grey_levels(images, xp)[..., None]
     return blend_to_uint8(grey, images, factor.reshape(-1, 1, 1, 1), xp)
 
 
-@image_op(family=IMAGE, **_ENHANCE)
+@image_op
 def sharpness(factor, images, xp):
     """PIL ``ImageEnhance.Sharpness``: blend with the 3x3 smoothed image, border pixels kept."""
     src = images.astype(xp.int32)
@@ -197,54 +194,15 @@ def sharpness(factor, images, xp):
 
 
 # ----------------------------------------------------------------------------------- affine ops
-
-def _affine(a, b, c, d, e, f):
-    a, b, c, d, e, f = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (a, b, c, d, e, f)))
-    return np.stack([np.stack([a, b, c], -1), np.stack([d, e, f], -1)], -2)
-
-
-@image_op(family=AFFINE, param=int_param(30), param_range=(0, 30), signed=True)
-def rotate(degrees, height, width):
-    """Counter-clockwise by ``degrees`` about the image centre (PIL ``Image.rotate``, bilinear)."""
-    angle = -np.radians(degrees)
-    cos, sin = np.round(np.cos(angle), 15), np.round(np.sin(angle), 15)
-    cx, cy = width / 2.0, height / 2.0
-    # PIL: matrix (cos, sin, ., -sin, cos, .) with the translation that keeps the centre fixed.
-    c = cos * -cx + sin * -cy + cx
-    f = -sin * -cx + cos * -cy + cy
-    return _affine(cos, sin, c, -sin, cos, f)
-
-
-@image_op(family=AFFINE, param=float_param(0.3), param_range=(0, 0.3), signed=True)
-def shear_x(s, height, width):
-    """Output (u, v) samples input (u + s v, v)."""
-    return _affine(1, s, 0, 0, 1, 0)
-
-
-@image_op(family=AFFINE, param=float_param(0.3), param_range=(0, 0.3), signed=True)
-def shear_y(s, height, width):
-    """Output (u, v) samples input (u, s u + v)."""
-    return _affine(1, 0, 0, s, 1, 0)
-
-
-@image_op(family=AFFINE, param=lambda level, h, w: np.floor(level * (w / 3.0) / 10.0),
-          param_range=(0, 1 / 3), signed=True)
-def translate_x(d, height, width):
-    """Output (u, v) samples input (u + d, v); ``d`` in pixels, at most W/3."""
-    return _affine(1, 0, d, 0, 1, 0)
-
-
-@image_op(family=AFFINE, param=lambda level, h, w: np.floor(level * (h / 3.0) / 10.0),
-          param_range=(0, 1 / 3), signed=True)
-def translate_y(d, height, width):
-    """Output (u, v) samples input (u, v + d); ``d`` in pixels, at most H/3."""
-    return _affine(1, 0, 0, 0, 1, d)
-
-
-@image_op(family=AFFINE)
-def mirror(param, height, width):
-    """Horizontal flip, as the exact affine map u -> W - u."""
-    return _affine(-1, 0, width, 0, 1, 0) * np.ones(np.shape(param))[..., None, None]
+# Geometric ops are their law alone (rotate about the centre as PIL's Image.rotate, shear_x: output
+# (u, v) samples input (u + s v, v), shear_y: (u, s u + v), translate_x/y by whole pixels, mirror
+# u -> W - u): the matrices come from laws.LAWS, for every route.
+rotate = _affine_op("rotate")
+shear_x = _affine_op("shear_x")
+shear_y = _affine_op("shear_y")
+translate_x = _affine_op("translate_x")
+translate_y = _affine_op("translate_y")
+mirror = _affine_op("mirror")
 
 
 DEFAULT_OPS = ("equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y",

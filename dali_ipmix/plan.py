@@ -1,23 +1,28 @@
-"""The random plan of one IPMix batch: every random decision, drawn on the host by one Generator.
+"""The random plan of one IPMix batch: every random decision, drawn on the host.
 
 A plan is a handful of small NumPy arrays indexed by sample ``n < N``, chain ``c < k`` and step
-``j < t``; backends (NumPy, CuPy, the per-image PIL reference) only execute it. Entries that a
-sample does not use (steps past its chain's op count, patch fields of an image-level chain, ...) are
-drawn anyway so that the plan's shape and the Generator's consumption depend on (N, k, t) only.
+``j < t``; backends (NumPy, CuPy, the per-image PIL reference) only execute it. Each sample's plan is
+made from ``laws.plan_draws(k, t)`` uniforms, one per slot of ``laws.STEP_DRAWS`` (and the header):
+entries that a sample does not use (steps past its chain's op count, patch fields of an image-level
+chain, ...) are drawn anyway, so that the plan's shape and the draws' places depend on (k, t) only.
+The native operator's drawer (``csrc/ipx_plan.h``) makes the same plan from the same uniforms with
+the same float64 arithmetic, so a :class:`~dali_ipmix.keys.KeyedGenerator` gives every route the
+same plan, bit for bit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Tuple
 
 import numpy as np
 
 from . import checks
 from .config import IPMixConfig
+from .laws import PIXEL_OPS, STEP_DRAWS, plan_draws
 
 IMAGE_CHAIN, PATCH_CHAIN = 0, 1
-PIXEL_OPS = ("add", "multiply", "random_pixels", "random_elems")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,36 +121,65 @@ def as_generator(rng) -> np.random.Generator:
 
 
 def draw_plan(batch_size: int, height: int, width: int, config: IPMixConfig, rng) -> IPMixPlan:
-    """Draws every random decision of an IPMix batch of ``batch_size`` images of ``height x width``."""
+    """Draws every random decision of an IPMix batch of ``batch_size`` images of ``height x width``:
+    one ``rng.random((batch_size, laws.plan_draws(k, t)))`` call, then :func:`plan_from_uniforms`."""
     rng = as_generator(rng)
-    n, k, t = int(batch_size), config.k, config.t
-    step = (n, k, max(t, 1))   # t = 0 keeps one unused step so every array has a real shape
+    n = int(batch_size)
+    u = rng.random((n, plan_draws(config.k, config.t)))
+    return plan_from_uniforms(u, height, width, config)
+
+
+def plan_from_uniforms(u, height: int, width: int, config: IPMixConfig) -> IPMixPlan:
+    """The plan of ``u`` ((N, ``laws.plan_draws(k, t)``) uniforms on [0, 1), one row per sample), as
+    ``csrc/ipx_plan.h``'s ``ipx_draw_sample`` makes it: the same formulas, in float64, in the same
+    order; ``log`` and ``pow`` from the C library (Python's ``math``), ``beta`` and ``severity`` as
+    the float32 values the native operator receives."""
+    u = np.asarray(u, np.float64)
+    n, k, t = u.shape[0], config.k, config.t
+    steps = max(t, 1)   # t = 0 keeps one unused step so every array has a real shape
+    if u.shape != (n, plan_draws(k, t)):
+        raise ValueError(f"plan_from_uniforms: u has shape {u.shape}; expected ({n}, {plan_draws(k, t)})")
+    beta, severity = float(np.float32(config.beta)), float(np.float32(config.severity))
     n_image_ops = len(config.op_names)
-    sizes = np.asarray(config.patch_sizes_for(height, width))
+    sizes = np.asarray(config.patch_sizes_for(height, width), np.int64)
 
-    weights = rng.dirichlet(np.ones(k), size=n) if k > 1 else np.ones((n, 1))
-    m = rng.beta(1.0, 1.0, size=n)
-    kind = rng.integers(0, 2, size=(n, k))
-    n_ops = rng.integers(0, t + 1, size=(n, k))
+    if k > 1:   # Dirichlet(1, ..., 1): normalised Exp(1) draws, summed in chain order
+        e = -_libm(math.log, 1.0 - u[:, :k])
+        total = np.zeros(n)
+        for c in range(k):
+            total = total + e[:, c]
+        weights = e / total[:, None]
+    else:
+        weights = np.ones((n, 1))
+    m = u[:, k].copy()   # Beta(1, 1)
+    kind = _uniform_int(u[:, k + 1:2 * k + 1], 0, 1)
+    n_ops = _uniform_int(u[:, 2 * k + 1:3 * k + 1], 0, t)
 
-    op = rng.integers(0, n_image_ops, size=step)
-    level = rng.uniform(0.1, config.severity, size=step)
-    sign = rng.choice(np.array([-1, 1]), size=step)
-
-    size = sizes[rng.integers(0, len(sizes), size=step)]
-    square = rng.random(step) < 0.5
-    rect_w = np.where(square, size, _uniform_int(rng, 2, size, step))
-    rect_h = np.where(square, size, _uniform_int(rng, 2, size, step))
-    left = _uniform_int(rng, 0, width - size, step)
-    top = _uniform_int(rng, 0, height - size, step)
-    pixel_op = rng.integers(0, len(PIXEL_OPS), size=step)
-    wa, wb = _draw_ab(rng, config.beta, step)
-    p = rng.random(step)
-    mask_key = rng.integers(0, 2 ** 32, size=step, dtype=np.uint64).astype(np.uint32)
-    from_image = (rng.random(step) < 0.5) & bool(config.source_from_image)
-    src_op = rng.integers(0, n_image_ops, size=step)
-    src_level = rng.uniform(0.1, config.severity, size=step)
-    src_sign = rng.choice(np.array([-1, 1]), size=step)
+    slots = u[:, 3 * k + 1:].reshape(n, k, steps, len(STEP_DRAWS))
+    d = {name: slots[..., i] for i, name in enumerate(STEP_DRAWS)}
+    op = _uniform_int(d["op"], 0, n_image_ops - 1)
+    level = 0.1 + (severity - 0.1) * d["level"]
+    sign = np.where(d["sign"] < 0.5, -1, 1)
+    size = sizes[_uniform_int(d["size"], 0, len(sizes) - 1)]
+    square = d["square"] < 0.5
+    rect_w = np.where(square, size, _uniform_int(d["rect_w"], 2, size))
+    rect_h = np.where(square, size, _uniform_int(d["rect_h"], 2, size))
+    left = _uniform_int(d["left"], 0, int(width) - size)
+    top = _uniform_int(d["top"], 0, int(height) - size)
+    pixel_op = _uniform_int(d["pixel_op"], 0, len(PIXEL_OPS) - 1)
+    # get_ab(beta): (Beta(beta, 1), Beta(1, beta)) or (1 + Beta(1, beta), -Beta(1, beta)), by
+    # inversion: Beta(beta, 1) = (1 - U)^(1/beta) =: P, Beta(1, beta) = 1 - P.
+    pa = _libm(math.pow, 1.0 - d["wa"], 1.0 / beta)
+    pb = _libm(math.pow, 1.0 - d["wb"], 1.0 / beta)
+    first = d["ab"] < 0.5
+    wa = np.where(first, pa, 1.0 + (1.0 - pa))
+    wb = np.where(first, 1.0 - pb, -(1.0 - pb))
+    p = d["p"].copy()
+    mask_key = (d["mask_key"] * 4294967296.0).astype(np.uint64).astype(np.uint32)
+    from_image = (d["from_image"] < 0.5) & bool(config.source_from_image)
+    src_op = _uniform_int(d["src_op"], 0, n_image_ops - 1)
+    src_level = 0.1 + (severity - 0.1) * d["src_level"]
+    src_sign = np.where(d["src_sign"] < 0.5, -1, 1)
 
     return IPMixPlan(
         op_names=config.op_names, image_shape=(int(height), int(width)),
@@ -155,15 +189,16 @@ def draw_plan(batch_size: int, height: int, width: int, config: IPMixConfig, rng
         src_op=src_op, src_level=src_level, src_sign=src_sign)
 
 
-def _uniform_int(rng, low, high, shape):
-    """Uniform integers in [low, high] (inclusive) with per-entry ``high``."""
-    high = np.broadcast_to(np.asarray(high), shape)
-    return low + np.floor(rng.random(shape) * (high - low + 1)).astype(np.int64)
+def _uniform_int(u, low, high):
+    """Uniform integers in [low, high] (inclusive; ``high`` may be an array): low + floor(U * (high -
+    low + 1)), as ``ipx_uniform_int``."""
+    span = np.asarray(np.asarray(high) - low + 1, np.float64)
+    return low + np.floor(u * span).astype(np.int64)
 
 
-def _draw_ab(rng, beta, shape):
-    """The spec's get_ab(beta): (Beta(beta,1), Beta(1,beta)) or (1 + Beta(1,beta), -Beta(1,beta))."""
-    first = rng.random(shape) < 0.5
-    wa = np.where(first, rng.beta(beta, 1.0, shape), 1.0 + rng.beta(1.0, beta, shape))
-    wb = np.where(first, rng.beta(1.0, beta, shape), -rng.beta(1.0, beta, shape))
-    return wa, wb
+def _libm(fn, x, *args):
+    """``fn`` (``math.log``, ``math.pow``: the C library's, as the compiled drawer calls it) element by
+    element; NumPy's own vectorised versions may round differently (SIMD implementations)."""
+    x = np.asarray(x, np.float64)
+    flat = [fn(v, *args) for v in x.ravel().tolist()]
+    return np.asarray(flat, np.float64).reshape(x.shape)

@@ -29,13 +29,10 @@ from typing import Protocol, Tuple
 
 import numpy as np
 
-from .ops import AFFINE, IMAGE_OPS
+from . import laws
+from .laws import AFFINE, OP_CODES
 from .plan import IMAGE_CHAIN, IPMixPlan
 
-#: Image-level op codes of ``csrc/ipx_core.cuh`` (``IPX_OP_*``); LUT ops first, then blends, then affine.
-OP_CODES = {"invert": 0, "posterize": 1, "solarize": 2, "equalize": 3, "autocontrast": 4,
-            "brightness": 5, "contrast": 6, "color": 7, "sharpness": 8, "rotate": 9, "shear_x": 10,
-            "shear_y": 11, "translate_x": 12, "translate_y": 13, "mirror": 14}
 ACT_NONE, ACT_IMAGE, ACT_PATCH = 0, 1, 2
 NO_OP = -1
 #: Columns of an ``IpxStep`` row, in struct order (int32 fields, then float32 fields).
@@ -55,7 +52,8 @@ def op_parameters(op_names, op_index, level, sign, height, width):
     ``op_index`` indexes ``op_names``; ``level``/``sign`` as drawn. Returns ``(codes, params, cuts)``:
     int32 op codes, float32 (E, 6) parameters (affine: the 2x3 matrix; else ``[0]`` = the op's
     parameter), int32 autocontrast cut (pixels per histogram end, computed in float64 exactly as
-    ``ops.autocontrast`` does for an image of ``height * width`` pixels).
+    ``ops.autocontrast`` does for an image of ``height * width`` pixels). The laws are
+    :data:`dali_ipmix.laws.LAWS`; ``csrc/ipx_laws.h`` (generated from them) computes the same bits.
     """
     op_index = np.asarray(op_index).ravel()
     level, sign = np.asarray(level, np.float64).ravel(), np.asarray(sign).ravel()
@@ -66,14 +64,12 @@ def op_parameters(op_names, op_index, level, sign, height, width):
         sel = np.flatnonzero(op_index == i)
         if not sel.size:
             continue
-        op = IMAGE_OPS[name]
-        value = op.params(level[sel], sign[sel], height, width)
-        if op.family == AFFINE:
-            params[sel] = op.fn(value, height, width).reshape(-1, 6)
+        value = laws.parameter(name, level[sel], sign[sel], height, width)
+        if laws.LAWS[name].family == AFFINE:
+            params[sel] = laws.matrix(name, value, height, width).reshape(-1, 6)
         else:
             params[sel, 0] = value
-        if name == "autocontrast":
-            cuts[sel] = np.floor(np.float64(height * width) * value // 100)
+        cuts[sel] = laws.cut(name, value, height, width)
     return codes, params.astype(np.float32), cuts.astype(np.int32)
 
 

@@ -31,8 +31,8 @@ void op_parameters_c(int code, double level, int sign, int h, int w, float* p, i
 // Draws and packs one sample: plan record (ipx_plan_doubles), rows (k * steps IpxStep), mixw (1 + k).
 int draw_sample_c(int k, int t, double beta, double severity, const int* sizes, int n_sizes,
                   int whole, const int* codes, int n_codes, int from_image, int h, int w,
-                  unsigned long long seed, unsigned long long sample, double* plan, IpxStep* rows,
-                  float* mixw) {
+                  unsigned long long a, unsigned long long b, unsigned long long c,
+                  unsigned long long view, double* plan, IpxStep* rows, float* mixw) {
     IpxConfig cfg;
     cfg.k = k; cfg.t = t; cfg.beta = beta; cfg.severity = severity;
     cfg.patch_sizes.assign(sizes, sizes + n_sizes);
@@ -41,9 +41,8 @@ int draw_sample_c(int k, int t, double beta, double severity, const int* sizes, 
     cfg.source_from_image = from_image != 0;
     std::vector<int> usable = ipx_patch_sizes_for(cfg, h, w);
     if (usable.empty()) return 0;
-    IpxRng r = ipx_rng(seed, 0, sample, 0);
     IpxDraw d;
-    ipx_draw_sample(cfg, usable, h, w, &r, &d);
+    ipx_draw_sample(cfg, usable, h, w, ipx_stream(a, b, c, view), &d);
     ipx_write_plan(d, plan);
     ipx_pack_sample(cfg, d, h, w, rows, mixw);
     return 1;
@@ -85,9 +84,10 @@ def run_sample(rows, mixw, k, t, x, z, sparse):
     return out
 
 
-def draw_samples(config, n, height, width, seed):
+def draw_samples(config, n, height, width, seed, keys=None, view=0):
     """n samples drawn by the C++ drawer: (plan records (n, D) float64, rows (n, k*T, 26) uint32,
-    mixw (n, 1 + k) float32), T = max(t, 1)."""
+    mixw (n, 1 + k) float32), T = max(t, 1). Sample i's stream: ``ipx_stream(seed, 0, i, view)``, or
+    with ``keys`` (n integers) the native operator's keyed ``ipx_stream(seed, keys[i], ~0, view)``."""
     from dali_ipmix.table import OP_CODES
     dll = library()
     k, t = config.k, config.t
@@ -97,11 +97,20 @@ def draw_samples(config, n, height, width, seed):
     mixw = np.zeros((n, 1 + k), np.float32)
     sizes = np.asarray(config.patch_sizes, np.int32)
     codes = np.asarray([OP_CODES[o] for o in config.op_names], np.int32)
+    # The operator's schema takes beta and severity as float32 (the plan's draws use those values).
+    beta, severity = float(np.float32(config.beta)), float(np.float32(config.severity))
+    key_bits = None if keys is None else np.asarray(keys).astype(np.int64).view(np.uint64)
+
+    def words(i):
+        if key_bits is None:
+            return ctypes.c_ulonglong(0), ctypes.c_ulonglong(i)
+        return ctypes.c_ulonglong(int(key_bits[i])), ctypes.c_ulonglong(2 ** 64 - 1)
+
     for i in range(n):
-        ok = dll.draw_sample_c(k, t, ctypes.c_double(config.beta), ctypes.c_double(config.severity),
+        ok = dll.draw_sample_c(k, t, ctypes.c_double(beta), ctypes.c_double(severity),
                                _ptr(sizes), sizes.size, int(config.whole_image_patch), _ptr(codes),
                                codes.size, int(config.source_from_image), height, width,
-                               ctypes.c_ulonglong(seed), ctypes.c_ulonglong(i), _ptr(plans[i]),
+                               ctypes.c_ulonglong(seed), *words(i), ctypes.c_ulonglong(view), _ptr(plans[i]),
                                _ptr(rows[i]), _ptr(mixw[i]))
         if not ok:
             raise ValueError("no patch size fits")

@@ -181,3 +181,31 @@ def test_simd_normalised_mix_equals_the_generic_one_bit_for_bit(h, w, k):
         for flag, out in ((1, fast), (0, slow)):
             dll.mix_c(flag, ptr(x), ptr(finals), ptr(mixw), k, h, w, ptr(mean), ptr(std), chw, ptr(out))
         np.testing.assert_array_equal(fast.view(np.uint32), slow.view(np.uint32), err_msg=f"chw={chw}")
+
+
+@pytest.mark.parametrize("config, h, w", [
+    (IPMixConfig.imagenet(all_ops=True), 224, 224),
+    (IPMixConfig.cifar(), 32, 32),
+    (IPMixConfig.imagenet(k=5, t=4, beta=0.7, severity=3.3), 37, 53),
+    (IPMixConfig.imagenet(k=1, t=0), 9, 9),
+])
+def test_cpp_drawer_is_the_python_drawer_bit_for_bit(config, h, w):
+    """One drawer: the C++ plan of key (seed, key, view) is draw_plan's with
+    KeyedGenerator(keys.plan_keys(seed, keys)), call view + 1; field by field, and the packed rows."""
+    import dataclasses
+    import plan_shim
+    from dali_ipmix import draw_plan
+    from dali_ipmix.keys import KeyedGenerator, plan_keys
+    keys = np.array([5, -1, 2 ** 40, 7, 0, -2 ** 63] * 50, np.int64)
+    draws = KeyedGenerator(plan_keys(11, keys))
+    for view in (0, 1):
+        py = draw_plan(len(keys), h, w, config, draws)
+        records, rows, mixw = plan_shim.draw_samples(config, len(keys), h, w, 11, keys=keys, view=view)
+        cpp = plan_from_records(records, config, h, w)
+        for field in dataclasses.fields(py):
+            a, b = getattr(py, field.name), getattr(cpp, field.name)
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b, err_msg=field.name)
+        steps, mix = pack_plan(py)
+        np.testing.assert_array_equal(rows.reshape(steps.shape), steps)
+        np.testing.assert_array_equal(mixw.view(np.uint32), mix.view(np.uint32))

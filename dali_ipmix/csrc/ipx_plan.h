@@ -1,15 +1,14 @@
 // dali-ipmix compiled core, host side: the random plan of one sample, drawn in C++, and its plan-table
 // rows (IpxStep, ipx_core.cuh).
 //
-// What is drawn, and with which distributions, is dali_ipmix.plan.draw_plan's (per sample: Dirichlet
-// chain weights, m ~ Beta(1, 1); per chain: kind, op count; per step: image op, level, sign, patch
-// rectangle, pixel op, get_ab(beta), mask threshold and key, patch source). The generator is our own
-// (xoshiro256** seeded through SplitMix64 from a key such as (seed, batch, sample, view)), so a draw
-// depends on its key only: not on the thread that runs it, nor on the standard library.
-// ipx_op_parameters holds the magnitude laws (dali_ipmix.ops) exactly as dali_ipmix.table.op_parameters
-// evaluates them (float64, same operation order, then float32), so ipx_pack_sample writes the rows
-// that table.pack_plan writes for the same draws, bit for bit. Host only (used by the native DALI
-// operator and by the tests' g++ shim); no DALI dependency.
+// The draw is dali_ipmix.plan.draw_plan's, bit for bit: one sample and view takes ipx_plan_draws(k, t)
+// uniforms from a counter-based hash of its key (ipx_stream: SplitMix64, as dali_ipmix.keys), at the
+// slots that ipx_laws.h (generated from dali_ipmix/laws.py) names, and turns them into the plan with
+// the same float64 formulas in the same order (libm's log and pow, which Python's math module calls
+// too). A draw depends on its key only: not on the thread that runs it, nor on the standard library's
+// generators. The magnitude laws (ipx_op_parameters) are generated from dali_ipmix/laws.py as well,
+// so ipx_pack_sample writes the rows that table.pack_plan writes for the same draws, bit for bit.
+// Host only (used by the native DALI operator and by the tests' g++ shim); no DALI dependency.
 #ifndef DALI_IPMIX_IPX_PLAN_H
 #define DALI_IPMIX_IPX_PLAN_H
 
@@ -21,59 +20,74 @@
 
 #include "ipx_core.cuh"
 
+// ------------------------------------------------------------------ magnitude laws and draw slots
+
+// Helpers of the generated laws (ipx_laws.h).
+
+// NumPy's float64 floor division (npy_divmod), which `x // 100` in ops/table uses.
+static inline double ipx_floor_divide(double a, double b) {
+    double mod = fmod(a, b);
+    if (b == 0.0) return a / b;
+    double div = (a - mod) / b;
+    if (mod != 0.0) {
+        if ((b < 0) != (mod < 0)) div -= 1.0;
+    }
+    double floordiv;
+    if (div != 0.0) {
+        floordiv = floor(div);
+        if (div - floordiv > 0.5) floordiv += 1.0;
+    } else {
+        floordiv = copysign(0.0, a / b);
+    }
+    return floordiv;
+}
+
+// numpy.round(x, 15): multiply, round half to even, divide.
+static inline double ipx_round15(double x) { return nearbyint(x * 1e15) / 1e15; }
+
+// ipx_op_parameters (the magnitude laws), IPX_STEP_DRAWS and IPX_U_* (the draw slots), generated
+// from dali_ipmix/laws.py.
+#include "ipx_laws.h"
+
 // ------------------------------------------------------------------ generator
 
-struct IpxRng {
-    uint64_t s[4];
-};
-
-static inline uint64_t ipx_splitmix64(uint64_t* x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+// SplitMix64's output function of z + golden (dali_ipmix.keys._mix).
+static inline uint64_t ipx_mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 
-// A generator for key (a, b, c, d): every word of the key goes through SplitMix64 in turn, so keys
-// that differ in any word give unrelated streams.
-static inline IpxRng ipx_rng(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
+// A key absorbed word by word (dali_ipmix.keys._absorb): ipx_absorb(state, word).
+static inline uint64_t ipx_absorb(uint64_t state, uint64_t word) { return ipx_mix64(state ^ word); }
+
+// The uniforms of key (a, b, c) and view: keys.KeyedGenerator(keys.key_chain(a, b, c)), call view + 1.
+// Unkeyed operator: (seed, batch counter, sample); keyed: (seed, sample_key, ~0).
+struct IpxStream {
+    uint64_t key;
+};
+
+static inline IpxStream ipx_stream(uint64_t a, uint64_t b, uint64_t c, uint64_t view) {
     uint64_t x = 0x6A09E667F3BCC908ull;
-    const uint64_t key[4] = {a, b, c, d};
-    for (int i = 0; i < 4; ++i) {
-        x ^= key[i];
-        x = ipx_splitmix64(&x);
-    }
-    IpxRng r;
-    for (int i = 0; i < 4; ++i) r.s[i] = ipx_splitmix64(&x);
-    return r;
+    x = ipx_absorb(x, a);
+    x = ipx_absorb(x, b);
+    x = ipx_absorb(x, c);
+    return IpxStream{ipx_absorb(x, view + 1)};
 }
 
-static inline uint64_t ipx_rotl(uint64_t v, int k) { return (v << k) | (v >> (64 - k)); }
-
-static inline uint64_t ipx_next(IpxRng* r) {   // xoshiro256**
-    uint64_t* s = r->s;
-    uint64_t out = ipx_rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = ipx_rotl(s[3], 45);
-    return out;
+// Uniform number j of the stream on [0, 1), 53 random bits (dali_ipmix.keys.uniforms).
+static inline double ipx_u(const IpxStream& r, long long j) {
+    return (double)(ipx_absorb(r.key, (uint64_t)j) >> 11) * 0x1.0p-53;
 }
 
-// Uniform on [0, 1), 53 random bits.
-static inline double ipx_uniform(IpxRng* r) { return (double)(ipx_next(r) >> 11) * 0x1.0p-53; }
-
-// Uniform integer in [low, high] (inclusive), as plan._uniform_int: low + floor(U * (high - low + 1)).
-static inline int ipx_uniform_int(IpxRng* r, int low, int high) {
-    return low + (int)floor(ipx_uniform(r) * (double)(high - low + 1));
+// Uniform integer in [low, high] (inclusive), as plan.draw_plan: low + floor(U * (high - low + 1)).
+static inline int ipx_uniform_int(double u, int low, int high) {
+    return low + (int)floor(u * (double)(high - low + 1));
 }
 
-// Beta(a, 1) by inversion: U^(1/a). Beta(1, b) = 1 - Beta(b, 1).
-static inline double ipx_beta_a1(IpxRng* r, double a) { return pow(1.0 - ipx_uniform(r), 1.0 / a); }
-static inline double ipx_beta_1b(IpxRng* r, double b) { return 1.0 - ipx_beta_a1(r, b); }
+// P = (1 - U)^(1/beta): Beta(beta, 1) is P, Beta(1, beta) is 1 - P.
+static inline double ipx_beta_power(double u, double beta) { return pow(1.0 - u, 1.0 / beta); }
 
 // ------------------------------------------------------------------ config and draws
 
@@ -121,6 +135,11 @@ struct IpxDrawStep {
     int src_sign;
 };
 
+// Uniforms per sample and view (dali_ipmix.laws.plan_draws).
+static inline long long ipx_plan_draws(const IpxConfig& cfg) {
+    return 3LL * cfg.k + 1 + (long long)cfg.k * cfg.steps() * IPX_STEP_DRAWS;
+}
+
 // Doubles per step in the plan record (ipx_write_plan), in this order; dali_ipmix.native mirrors it.
 #define IPX_PLAN_STEP_FIELDS 17
 
@@ -131,49 +150,56 @@ struct IpxDraw {
     std::vector<IpxDrawStep> steps;   // k * cfg.steps(), chain-major
 };
 
-// Draws one sample's plan for an h x w image. `sizes` is ipx_patch_sizes_for(cfg, h, w), not empty.
+// Draws one sample's plan for an h x w image from its stream. `sizes` is ipx_patch_sizes_for(cfg, h,
+// w), not empty. Slots: weights (k), m, kinds (k), op counts (k), then IPX_STEP_DRAWS per step.
 static inline void ipx_draw_sample(const IpxConfig& cfg, const std::vector<int>& sizes, int h, int w,
-                                   IpxRng* r, IpxDraw* d) {
+                                   const IpxStream& r, IpxDraw* d) {
     int k = cfg.k, tt = cfg.steps();
     int n_ops = (int)cfg.op_codes.size(), n_sizes = (int)sizes.size();
     d->weights.assign(k, 1.0);
-    if (k > 1) {   // Dirichlet(1, ..., 1): normalised Exp(1) draws
+    if (k > 1) {   // Dirichlet(1, ..., 1): normalised Exp(1) draws, summed in chain order
         double sum = 0.0;
-        for (int c = 0; c < k; ++c) sum += (d->weights[c] = -log(1.0 - ipx_uniform(r)));
-        for (int c = 0; c < k; ++c) d->weights[c] /= sum;
+        for (int c = 0; c < k; ++c) sum = sum + (d->weights[c] = -log(1.0 - ipx_u(r, c)));
+        for (int c = 0; c < k; ++c) d->weights[c] = d->weights[c] / sum;
     }
-    d->m = ipx_uniform(r);   // Beta(1, 1)
+    d->m = ipx_u(r, k);   // Beta(1, 1)
     d->kind.resize(k);
     d->n_ops.resize(k);
     for (int c = 0; c < k; ++c) {
-        d->kind[c] = ipx_uniform_int(r, 0, 1);
-        d->n_ops[c] = ipx_uniform_int(r, 0, cfg.t);
+        d->kind[c] = ipx_uniform_int(ipx_u(r, k + 1 + c), 0, 1);
+        d->n_ops[c] = ipx_uniform_int(ipx_u(r, 2 * k + 1 + c), 0, cfg.t);
     }
     d->steps.resize((size_t)k * tt);
+    long long base = 3LL * k + 1;
     for (IpxDrawStep& e : d->steps) {
-        e.op = ipx_uniform_int(r, 0, n_ops - 1);
-        e.level = 0.1 + (cfg.severity - 0.1) * ipx_uniform(r);
-        e.sign = ipx_uniform(r) < 0.5 ? -1 : 1;
-        e.size = sizes[ipx_uniform_int(r, 0, n_sizes - 1)];
-        bool square = ipx_uniform(r) < 0.5;
-        e.width = square ? e.size : ipx_uniform_int(r, 2, e.size);
-        e.height = square ? e.size : ipx_uniform_int(r, 2, e.size);
-        e.left = ipx_uniform_int(r, 0, w - e.size);
-        e.top = ipx_uniform_int(r, 0, h - e.size);
-        e.pixel_op = ipx_uniform_int(r, 0, 3);
-        if (ipx_uniform(r) < 0.5) {   // get_ab(beta)
-            e.wa = ipx_beta_a1(r, cfg.beta);
-            e.wb = ipx_beta_1b(r, cfg.beta);
+        double u[IPX_STEP_DRAWS];
+        for (int i = 0; i < IPX_STEP_DRAWS; ++i) u[i] = ipx_u(r, base + i);
+        base += IPX_STEP_DRAWS;
+        e.op = ipx_uniform_int(u[IPX_U_OP], 0, n_ops - 1);
+        e.level = 0.1 + (cfg.severity - 0.1) * u[IPX_U_LEVEL];
+        e.sign = u[IPX_U_SIGN] < 0.5 ? -1 : 1;
+        e.size = sizes[ipx_uniform_int(u[IPX_U_SIZE], 0, n_sizes - 1)];
+        bool square = u[IPX_U_SQUARE] < 0.5;
+        e.width = square ? e.size : ipx_uniform_int(u[IPX_U_RECT_W], 2, e.size);
+        e.height = square ? e.size : ipx_uniform_int(u[IPX_U_RECT_H], 2, e.size);
+        e.left = ipx_uniform_int(u[IPX_U_LEFT], 0, w - e.size);
+        e.top = ipx_uniform_int(u[IPX_U_TOP], 0, h - e.size);
+        e.pixel_op = ipx_uniform_int(u[IPX_U_PIXEL_OP], 0, IPX_NUM_PIXEL_OPS - 1);
+        // get_ab(beta): (Beta(beta, 1), Beta(1, beta)) or (1 + Beta(1, beta), -Beta(1, beta))
+        double pa = ipx_beta_power(u[IPX_U_WA], cfg.beta), pb = ipx_beta_power(u[IPX_U_WB], cfg.beta);
+        if (u[IPX_U_AB] < 0.5) {
+            e.wa = pa;
+            e.wb = 1.0 - pb;
         } else {
-            e.wa = 1.0 + ipx_beta_1b(r, cfg.beta);
-            e.wb = -ipx_beta_1b(r, cfg.beta);
+            e.wa = 1.0 + (1.0 - pa);
+            e.wb = -(1.0 - pb);
         }
-        e.p = ipx_uniform(r);
-        e.mask_key = (uint32_t)(ipx_next(r) >> 32);
-        e.from_image = (ipx_uniform(r) < 0.5) && cfg.source_from_image;
-        e.src_op = ipx_uniform_int(r, 0, n_ops - 1);
-        e.src_level = 0.1 + (cfg.severity - 0.1) * ipx_uniform(r);
-        e.src_sign = ipx_uniform(r) < 0.5 ? -1 : 1;
+        e.p = u[IPX_U_P];
+        e.mask_key = (uint32_t)(u[IPX_U_MASK_KEY] * 4294967296.0);
+        e.from_image = (u[IPX_U_FROM_IMAGE] < 0.5) && cfg.source_from_image;
+        e.src_op = ipx_uniform_int(u[IPX_U_SRC_OP], 0, n_ops - 1);
+        e.src_level = 0.1 + (cfg.severity - 0.1) * u[IPX_U_SRC_LEVEL];
+        e.src_sign = u[IPX_U_SRC_SIGN] < 0.5 ? -1 : 1;
     }
 }
 
@@ -197,74 +223,6 @@ static inline void ipx_write_plan(const IpxDraw& d, double* out) {
             (double)e.src_sign};
         memcpy(out, f, sizeof(f));
         out += IPX_PLAN_STEP_FIELDS;
-    }
-}
-
-// ------------------------------------------------------------------ magnitude laws
-
-// NumPy's float64 floor division (npy_divmod), which `x // 100` in ops/table uses.
-static inline double ipx_floor_divide(double a, double b) {
-    double mod = fmod(a, b);
-    if (b == 0.0) return a / b;
-    double div = (a - mod) / b;
-    if (mod != 0.0) {
-        if ((b < 0) != (mod < 0)) div -= 1.0;
-    }
-    double floordiv;
-    if (div != 0.0) {
-        floordiv = floor(div);
-        if (div - floordiv > 0.5) floordiv += 1.0;
-    } else {
-        floordiv = copysign(0.0, a / b);
-    }
-    return floordiv;
-}
-
-// numpy.round(x, 15): multiply, round half to even, divide.
-static inline double ipx_round15(double x) { return nearbyint(x * 1e15) / 1e15; }
-
-// Kernel parameters of image-level op `code` at (level, sign) on an h x w image: p (6 floats: the
-// affine matrix a b c d e f, or p[0] = bits / threshold / factor / cutoff) and the autocontrast cut
-// (pixels per histogram end). table.op_parameters, entry by entry.
-static inline void ipx_op_parameters(int code, double level, int sign, int h, int w, float* p,
-                                     int* cut) {
-    double v = 0.0, sg = (double)sign;
-    double m[6] = {0, 0, 0, 0, 0, 0};
-    bool affine = code >= IPX_FIRST_AFFINE;
-    *cut = 0;
-    switch (code) {
-        case IPX_OP_POSTERIZE: v = 4 - floor(level * 4 / 10.0); break;
-        case IPX_OP_SOLARIZE: v = 256 - floor(level * 256 / 10.0); break;
-        case IPX_OP_AUTOCONTRAST:
-            v = 10 - level * 10 / 10.0;
-            *cut = (int)floor(ipx_floor_divide((double)((long long)h * w) * v, 100.0));
-            break;
-        case IPX_OP_BRIGHTNESS: case IPX_OP_CONTRAST: case IPX_OP_COLOR: case IPX_OP_SHARPNESS:
-            v = level * 1.8 / 10.0 + 0.1;
-            break;
-        case IPX_OP_ROTATE: {
-            double degrees = floor(level * 30 / 10.0) * sg;
-            double angle = -(degrees * (3.141592653589793 / 180.0));   // numpy.radians
-            double cs = ipx_round15(cos(angle)), sn = ipx_round15(sin(angle));
-            double cx = w / 2.0, cy = h / 2.0;
-            double c = cs * -cx + sn * -cy + cx;
-            double f = -sn * -cx + cs * -cy + cy;
-            const double r[6] = {cs, sn, c, -sn, cs, f};
-            memcpy(m, r, sizeof(m));
-            break;
-        }
-        case IPX_OP_SHEAR_X: { double s = level * 0.3 / 10.0 * sg; const double r[6] = {1, s, 0, 0, 1, 0}; memcpy(m, r, sizeof(m)); break; }
-        case IPX_OP_SHEAR_Y: { double s = level * 0.3 / 10.0 * sg; const double r[6] = {1, 0, 0, s, 1, 0}; memcpy(m, r, sizeof(m)); break; }
-        case IPX_OP_TRANSLATE_X: { double d = floor(level * (w / 3.0) / 10.0) * sg; const double r[6] = {1, 0, d, 0, 1, 0}; memcpy(m, r, sizeof(m)); break; }
-        case IPX_OP_TRANSLATE_Y: { double d = floor(level * (h / 3.0) / 10.0) * sg; const double r[6] = {1, 0, 0, 0, 1, d}; memcpy(m, r, sizeof(m)); break; }
-        case IPX_OP_MIRROR: { const double r[6] = {-1, 0, (double)w, 0, 1, 0}; memcpy(m, r, sizeof(m)); break; }
-        default: break;   // invert, equalize: no parameter
-    }
-    for (int i = 0; i < 6; ++i) p[i] = 0.0f;
-    if (affine) {
-        for (int i = 0; i < 6; ++i) p[i] = (float)m[i];
-    } else {
-        p[0] = (float)v;
     }
 }
 

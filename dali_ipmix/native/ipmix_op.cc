@@ -202,9 +202,10 @@ std::vector<DrawKey> SampleKeys(const Workspace &ws, bool keyed, uint64_t batch,
 
 void DrawSample(const IpxConfig &cfg, int64_t seed, DrawKey key, int view, int h, int w,
                 bool want_record, SamplePlan *out) {
-  IpxRng rng = ipx_rng(static_cast<uint64_t>(seed), key.a, key.b, static_cast<uint64_t>(view));
+  const IpxStream stream =
+      ipx_stream(static_cast<uint64_t>(seed), key.a, key.b, static_cast<uint64_t>(view));
   IpxDraw draw;
-  ipx_draw_sample(cfg, ipx_patch_sizes_for(cfg, h, w), h, w, &rng, &draw);
+  ipx_draw_sample(cfg, ipx_patch_sizes_for(cfg, h, w), h, w, stream, &draw);
   out->rows.resize(static_cast<size_t>(cfg.k) * cfg.steps());
   out->mixw.resize(1 + cfg.k);
   ipx_pack_sample(cfg, draw, h, w, out->rows.data(), out->mixw.data());

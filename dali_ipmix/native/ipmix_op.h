@@ -60,8 +60,8 @@ OutputSpec ReadOutputSpec(const ::dali::OpSpec &spec);
 std::vector<std::pair<int, int>> CheckInputs(const ::dali::Workspace &ws, const IpxConfig &cfg,
                                              bool uniform);
 
-// The two middle words of a sample's draw key, ipx_rng(seed, a, b, view): (batch counter, sample)
-// unkeyed, (sample_key, ~0) keyed.
+// The two middle words of a sample's draw key, ipx_stream(seed, a, b, view): (batch counter, sample)
+// unkeyed, (sample_key, ~0) keyed (dali_ipmix.keys.plan_keys, what the python route draws from).
 struct DrawKey {
   uint64_t a, b;
 };
