@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Loader throughput, side by side in one run on the same JPEGs: plain DALI vs dali-ipmix vs the paper's
-per-image PIL loader (ImageNet preset: random-resized-crop + flip, mixing picture resize 256/224 + crop).
+"""Loader throughput, side by side in one run on the same data: plain DALI vs dali-ipmix vs the paper's
+per-image PIL loader. ``--preset imagenet`` (default): JPEG files, random-resized-crop + flip, mixing
+picture resize 256/224 + crop, 224 px. ``--preset cifar``: the CIFAR row set, samples in memory (see
+below), pad-4 random crop + flip, mixing picture resize 36/32 + crop, 32 px.
 
 Rows (``--rows``, comma-separated; default all):
 
@@ -17,6 +19,18 @@ Rows (``--rows``, comma-separated; default all):
     pil         torch DataLoader with --workers processes, per image: PIL decode, torchvision
                 RandomResizedCrop + flip, mixing picture Resize + RandomCrop, dali_ipmix.reference.
                 ipmix_reference per view, to tensor + normalise
+
+CIFAR row set (``--preset cifar``): every row reads the same samples in memory (uint8 (N, 32, 32, 3)):
+the CIFAR pickle folder ``--data`` (``cifar-10-batches-py`` / ``cifar-100-python``, its training split,
+read as ``train_cifar.py`` reads it), else ``--cifar-count`` generated CIFAR-like images (default
+50,000, the size of CIFAR's training set). The dali rows are then plain DALI from memory
+(``external_source`` of random batches of the array, the CIFAR preset's crop operators: resize to 32,
+pad 4, random 32 x 32 window; random flip and normalisation in ``crop_mirror_normalize``; no IPMix);
+the ipmix rows ``training_pipeline(images=, labels=, preset="cifar")``, as ``train_cifar.py`` feeds
+it; the pil rows the same per-image loader on the arrays (each worker maps them from an ``.npy`` copy
+in ``--cache-dir``), with the CIFAR preset's torchvision crop (``RandomCrop(32, padding=4)``), flip and
+mixing picture ``Resize(36)`` + ``RandomCrop(32)``, IPMix with the CIFAR setting. ``--batch-size 128``
+is the paper's CIFAR batch.
 
 The IPMix rows come as ``-jsd`` (clean + 2 views per sample) and/or plain (1 view) per ``--jsd``.
 Units: ``samples/s`` = JPEGs consumed per second (one sample = one training example; in JSD mode its
@@ -36,6 +50,7 @@ others still run.
     python pipelines/bench_throughput.py                               # generated data, all rows
     python pipelines/bench_throughput.py --data train/ --mixing fractals/ --jsd on --json out.json
     python pipelines/bench_throughput.py --rows dali-gpu,ipmix-gpu,pil --cpu-batch-size 256 --workers 16
+    python pipelines/bench_throughput.py --preset cifar --batch-size 128 --cpu-batch-size 128   # CIFAR rows
 
 Generated data (no ``--data``): ``--gen-count`` JPEGs of about ``--gen-size`` (default 400x350, about
 100 KB each at quality 95: scikit-image sample photos, random crops, plus film-grain noise so they
@@ -57,15 +72,15 @@ import traceback
 import numpy as np
 
 from dali_ipmix.constants import IMAGENET_MEAN, IMAGENET_STD
-from dali_ipmix.presets import IMAGENET
-from dali_ipmix._scripts.benchdata import (add_data_args, endless, environment, log, plain_dali_pipeline,
-                                           prepare_data, timed_batches)
+from dali_ipmix.presets import IMAGENET, get_preset
+from dali_ipmix._scripts.benchdata import (NpyImages, add_data_args, endless, environment, log, memory_samples,
+                                           plain_dali_pipeline, plain_memory_pipeline, prepare_data,
+                                           prepare_mixing, timed_batches)
 
 ROW_KINDS = ("dali-gpu", "ipmix-native-gpu", "ipmix-gpu", "dali-cpu", "ipmix-native-cpu", "ipmix-cpu",
              "pil")
-MEAN, STD = IMAGENET_MEAN, IMAGENET_STD   # ImageNet's, on the 0..1 scale
-# Colour photos that scikit-image ships in its wheel (no download: the GPU machine is offline).
-MIX_RESIZE = IMAGENET.mix_resize  # ImageNet preset: mixing picture shorter side / crop size
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD   # ImageNet's, on the 0..1 scale (every preset normalises with them)
+PRESET_NAMES = ("imagenet", "cifar")
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -124,6 +139,14 @@ def skip_reason(row, env):
 
 def run_plain_dali(row, ctx):
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+    if ctx["preset"] == "cifar":   # from memory, endless: no reader, no epochs
+        pipe = plain_memory_pipeline(ctx["images"], ctx["labels"], row["batch"], ctx["size"], row["device"],
+                                     ctx["threads"], preset="cifar")
+        it = DALIGenericIterator([pipe], ["images", "label"])
+        try:
+            return _measure_iterator(row, ctx, endless(it, lambda out: out[0]["label"].shape[0]))
+        finally:
+            del it, pipe
     pipe = plain_dali_pipeline(ctx["files"].files, ctx["files"].labels, row["batch"], ctx["size"],
                                row["device"], ctx["threads"], ctx["plain_decode"])
     it = DALIGenericIterator([pipe], ["images", "label"], reader_name="Reader",
@@ -148,9 +171,12 @@ def run_ipmix(row, ctx):
 
 
 def _ipmix_pipeline(row, ctx, IPMixConfig, training_pipeline, backend):
-    return training_pipeline(ctx["data_root"], mixing_root=ctx["mixing_root"], batch_size=row["batch"],
-                             preset="imagenet", size=ctx["size"],
-                             config=IPMixConfig.imagenet(jsd=row["jsd"]), device=row["device"],
+    preset = ctx["preset"]
+    data = dict(images=ctx["images"], labels=ctx["labels"]) if preset == "cifar" else \
+        dict(file_root=ctx["data_root"])
+    return training_pipeline(**data, mixing_root=ctx["mixing_root"], batch_size=row["batch"],
+                             preset=preset, size=ctx["size"],
+                             config=IPMixConfig.from_preset(preset, jsd=row["jsd"]), device=row["device"],
                              num_threads=ctx["threads"], seed=0, backend=backend)
 
 
@@ -164,24 +190,30 @@ def _measure_iterator(row, ctx, next_batch):
 
 
 class PILIPMixDataset:
-    """The paper's loader, per image: PIL decode, RandomResizedCrop(size) + flip, a random mixing
-    picture Resize(size * 256/224) + RandomCrop(size), IPMix views with the per-image PIL reference,
-    then CHW float32 normalised with the ImageNet mean/std. Item: ``(image or (clean, v1, v2), label)``.
+    """The paper's loader, per image: PIL decode, the preset's training crop (ImageNet:
+    RandomResizedCrop(size); CIFAR: RandomCrop(size, padding=4)) + flip, a random mixing picture
+    Resize(the preset's mixing side: size * 256/224, CIFAR 36/32) + RandomCrop(size), IPMix views with
+    the per-image PIL reference, then CHW float32 normalised with the ImageNet mean/std. Item:
+    ``(image or (clean, v1, v2), label)``.
 
-    A map-style torch Dataset (``__getitem__``/``__len__``); the numpy Generator is made per worker
-    process, seeded from torch's per-worker seed, so that workers draw different augmentations.
+    ``files``: the JPEGs; or ``images``: samples in memory (a uint8 (N, H, W, 3) array, or an
+    :class:`NpyImages` that each worker maps from disk) instead, ``files`` None. A map-style torch
+    Dataset (``__getitem__``/``__len__``); the numpy Generator is made per worker process, seeded from
+    torch's per-worker seed, so that workers draw different augmentations.
     """
 
-    def __init__(self, files, labels, mixing_files, size, config):
+    def __init__(self, files, labels, mixing_files, size, config, preset=IMAGENET, images=None):
         from torchvision import transforms as T
-        self.files, self.labels, self.mixing_files = list(files), list(labels), list(mixing_files)
+        preset = get_preset(preset) if isinstance(preset, str) else preset
+        self.files = None if files is None else list(files)
+        self.images, self.labels, self.mixing_files = images, list(labels), list(mixing_files)
         self.config = config
-        self.crop = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()])
-        self.mix = T.Compose([T.Resize(max(size, round(size * MIX_RESIZE))), T.RandomCrop(size)])
+        self.crop = T.Compose([*preset.train_crop.torchvision(size), T.RandomHorizontalFlip()])
+        self.mix = T.Compose([T.Resize(preset.mixing_side(size)), T.RandomCrop(size)])
         self._rng, self._pid = None, None
 
     def __len__(self):
-        return len(self.files)
+        return len(self.labels)
 
     def _generator(self):
         if self._pid != os.getpid():
@@ -200,8 +232,11 @@ class PILIPMixDataset:
         from PIL import Image
         from dali_ipmix.reference import ipmix_reference
         rng = self._generator()
-        with Image.open(self.files[i]) as im:
-            image = np.asarray(self.crop(im.convert("RGB")))
+        if self.files is None:
+            image = np.asarray(self.crop(Image.fromarray(np.asarray(self.images[i]))))
+        else:
+            with Image.open(self.files[i]) as im:
+                image = np.asarray(self.crop(im.convert("RGB")))
         with Image.open(self.mixing_files[rng.integers(len(self.mixing_files))]) as im:
             mixing = np.asarray(self.mix(im.convert("RGB")))
         if self.config.jsd:
@@ -223,9 +258,13 @@ def run_pil(row, ctx):
     batches = -(-ctx["batches"] // per_round) * per_round
     if batches != ctx["batches"]:
         log(f"{row['name']}: timing {batches} batches (a multiple of {per_round} workers)")
-    ds = PILIPMixDataset(ctx["files"].files, ctx["files"].labels,
-                         list_mixing_images(ctx["mixing_root"], validate="none"), ctx["size"],
-                         IPMixConfig.imagenet(jsd=row["jsd"]))
+    mixing = list_mixing_images(ctx["mixing_root"], validate="none")
+    config = IPMixConfig.from_preset(ctx["preset"], jsd=row["jsd"])
+    if ctx["preset"] == "cifar":   # the workers map the arrays from the .npy copy: no pickled copy each
+        ds = PILIPMixDataset(None, ctx["labels"], mixing, ctx["size"], config, "cifar",
+                             images=NpyImages(ctx["npy_path"]))
+    else:
+        ds = PILIPMixDataset(ctx["files"].files, ctx["files"].labels, mixing, ctx["size"], config)
     # Sampling with replacement gives one long epoch: no worker restarts inside the timing.
     total = (warmup + batches + 2 * per_round) * row["batch"]
     loader = DataLoader(ds, batch_size=row["batch"], num_workers=workers, drop_last=True,
@@ -296,8 +335,11 @@ TARGETS = (("ipmix-gpu-jsd", "x_dali_gpu", "dali-gpu", 0.8), ("ipmix-gpu-jsd", "
            ("ipmix-native-cpu-jsd", "x_pil", "pil-jsd", 3.0))
 
 
-def targets(rows):
-    """The targets of the JSD rows, where both rows of a ratio ran: list of text lines."""
+def targets(rows, preset="imagenet"):
+    """The targets of the JSD rows, where both rows of a ratio ran: list of text lines (the ImageNet
+    row set's; the CIFAR row set has none of its own)."""
+    if preset != "imagenet":
+        return []
     by = {r["name"]: r for r in rows}
     out = []
     for name, col, base, goal in TARGETS:
@@ -334,7 +376,8 @@ def write_json(path, meta, rows):
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"meta": meta, "rows": rows, "targets": targets(rows)}, f, indent=2, default=str)
+        json.dump({"meta": meta, "rows": rows, "targets": targets(rows, meta.get("preset", "imagenet"))},
+                  f, indent=2, default=str)
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -356,7 +399,11 @@ def build_parser():
     a("--cpu-batch-size", type=int, default=32,
       help="samples per batch on the CPU rows, DALI CPU and PIL (default 32: CPU IPMix runs at tens of "
            "samples/s per core, so a 256 batch would take minutes on a small machine)")
-    a("--size", type=int, default=224, help="output height = width in pixels (default 224)")
+    a("--preset", choices=PRESET_NAMES, default="imagenet",
+      help="imagenet: JPEG files, 224 px (default); cifar: the CIFAR row set, samples in memory, 32 px")
+    a("--size", type=int, default=None, help="output height = width in pixels (default: the preset's, 224 / 32)")
+    a("--cifar-count", type=int, default=50000,
+      help="--preset cifar without --data: generated CIFAR-like samples in memory (default 50000)")
     a("--workers", type=int, default=cores,
       help=f"DataLoader workers of the PIL row and DALI threads of every row (default all cores: {cores})")
     a("--batches", type=int, default=20, help="timed batches per row (default 20)")
@@ -372,7 +419,10 @@ def build_parser():
 
 
 def _check_args(ap, args):
-    for name in ("batch_size", "cpu_batch_size", "size", "batches", "gen_count", "gen_mixing_count"):
+    if args.size is None:
+        args.size = get_preset(args.preset).size
+    for name in ("batch_size", "cpu_batch_size", "size", "batches", "gen_count", "gen_mixing_count",
+                 "cifar_count"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     for name in ("workers", "warmup", "gpu_warmup"):
@@ -387,15 +437,24 @@ def main(argv=None):
     env = environment()
     log("versions:", " ".join(f"{k} {v}" for k, v in versions().items()), f"| cores {os.cpu_count()}")
     log("GPU:", env["gpu"] or f"none - GPU rows will be skipped: {env['why_no_gpu']}")
-    data_root, mixing_root = prepare_data(args)
-    from dali_ipmix.files import list_image_folder
-    files = list_image_folder(data_root, validate="none")
-    data_info = describe_data(files.files)
-    log(f"data: {data_root}: {data_info['count']} files, mean {data_info['mean_kb']} KB, about "
-        f"{data_info['mean_width']}x{data_info['mean_height']}; mixing: {mixing_root}")
-    ctx = dict(data_root=data_root, mixing_root=mixing_root, files=files, size=args.size,
-               threads=max(1, args.workers), workers=args.workers, batches=args.batches,
-               warmup=args.warmup, gpu_warmup=args.gpu_warmup, plain_decode=args.plain_decode)
+    ctx = dict(preset=args.preset, size=args.size, threads=max(1, args.workers), workers=args.workers,
+               batches=args.batches, warmup=args.warmup, gpu_warmup=args.gpu_warmup,
+               plain_decode=args.plain_decode)
+    if args.preset == "cifar":
+        images, labels, npy_path, what = memory_samples(args.data, args.cache_dir, args.cifar_count)
+        data_root, mixing_root = args.data, prepare_mixing(args)
+        data_info = dict(count=len(images), height=images.shape[1], width=images.shape[2], source=what)
+        log(f"data: {what}; mixing: {mixing_root}")
+        ctx.update(images=images, labels=labels, npy_path=npy_path)
+    else:
+        data_root, mixing_root = prepare_data(args)
+        from dali_ipmix.files import list_image_folder
+        files = list_image_folder(data_root, validate="none")
+        data_info = describe_data(files.files)
+        log(f"data: {data_root}: {data_info['count']} files, mean {data_info['mean_kb']} KB, about "
+            f"{data_info['mean_width']}x{data_info['mean_height']}; mixing: {mixing_root}")
+        ctx.update(data_root=data_root, files=files)
+    ctx.update(mixing_root=mixing_root)
     rows = plan_rows(args)
     meta = dict(vars(args), data=data_root, mixing=mixing_root, data_info=data_info, gpu=env["gpu"],
                 cores=os.cpu_count(), versions=versions(), command=" ".join(sys.argv))
@@ -407,10 +466,11 @@ def main(argv=None):
                 write_json(args.json, meta, rows)   # after each row: a killed run keeps what it measured
 
     print()
-    print(f"throughput at {args.size} px, ImageNet preset; samples/s = JPEGs/s (a JSD sample is clean + "
-          f"2 views), images/s = output images/s; ratios on samples/s")
+    source = "JPEGs/s" if args.preset == "imagenet" else "training samples/s (from memory)"
+    print(f"throughput at {args.size} px, {args.preset} preset; samples/s = {source} (a JSD sample is "
+          f"clean + 2 views), images/s = output images/s; ratios on samples/s")
     print(format_table(rows))
-    for line in targets(rows):
+    for line in targets(rows, args.preset):
         print(line)
     if env["gpu"] is None:
         print(f"GPU rows skipped: {env['why_no_gpu']}")

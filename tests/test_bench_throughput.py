@@ -99,3 +99,27 @@ def test_gpu_profile_runs_every_variant_on_the_cpu(tmp_path):
             assert "error: ValueError: mixing_cache='device' needs device='gpu'" in line
         else:
             assert "error" not in line and line.rstrip().endswith("x"), line
+
+
+def test_cifar_row_set_cpu(tmp_path):
+    """--preset cifar: plain DALI from memory, the CIFAR training pipeline from memory (images=,
+    labels=) and the per-image loader on the same arrays, JSD on and off, in one table with ratios."""
+    out = tmp_path / "cifar.json"
+    proc, log = run_script(["pipelines/bench_throughput.py", "--preset", "cifar", "--cifar-count", "24",
+                            "--gen-mixing-count", "4", "--gen-mixing-size", "64", "--cache-dir", tmp_path / "cache",
+                            "--rows", "dali-cpu,ipmix-native-cpu,ipmix-cpu,pil", "--jsd", "both",
+                            "--cpu-batch-size", "8", "--batches", "1", "--warmup", "1", "--workers", "1",
+                            "--json", out], timeout=180)
+    assert proc.returncode == 0, log[-6000:]
+    data = json.loads(out.read_text())
+    assert data["meta"]["preset"] == "cifar" and data["meta"]["size"] == 32
+    assert data["meta"]["data_info"]["count"] == 24 and data["targets"] == []
+    rows = {r["name"]: r for r in data["rows"]}
+    from dali_ipmix import native
+    for name in ("dali-cpu", "ipmix-cpu-jsd", "ipmix-cpu", "pil-jsd", "pil", "ipmix-native-cpu-jsd"):
+        if name.startswith("ipmix-native") and not native.available():
+            continue
+        assert rows[name]["status"] == "ok", rows[name]
+        assert rows[name]["samples_per_s"] > 0
+    assert rows["dali-cpu"]["x_dali_cpu"] == pytest.approx(1.0) and rows["pil-jsd"]["x_pil"] == pytest.approx(1.0)
+    assert "throughput at 32 px, cifar preset" in log and "samples/s = training samples/s (from memory)" in log

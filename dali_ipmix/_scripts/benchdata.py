@@ -4,7 +4,9 @@
 Generated data (no ``--data``): ``--gen-count`` JPEGs of about ``--gen-size`` (default 400x350, about
 100 KB each at quality 95: sample-photo crops plus film-grain noise so they compress like camera
 photos) in :data:`GEN_CLASSES` class folders; no ``--mixing``: ``--gen-mixing-count`` fractals. Both
-are made once into ``--cache-dir`` and reused.
+are made once into ``--cache-dir`` and reused. The CIFAR rows take samples in memory instead
+(:func:`memory_samples`: a CIFAR pickle folder, or generated CIFAR-like arrays) and have a plain DALI
+baseline of their own (:func:`plain_memory_pipeline`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import numpy as np
 from ..constants import IMAGENET_MEAN, IMAGENET_STD, SAMPLE_PHOTOS
 from ..photos import sample_photo
 
-__all__ = ["GEN_CLASSES", "GEN_NOISE", "log", "make_jpeg_set", "prepare_data", "add_data_args", "environment",
-           "endless", "timed_batches", "plain_dali_pipeline"]
+__all__ = ["GEN_CLASSES", "GEN_NOISE", "CIFAR_CLASSES", "log", "make_jpeg_set", "prepare_data",
+           "prepare_mixing", "add_data_args", "environment", "endless", "timed_batches",
+           "plain_dali_pipeline", "cifar_like_arrays", "memory_samples", "NpyImages",
+           "plain_memory_pipeline"]
 
 GEN_CLASSES = 4
 GEN_NOISE = 15.0        # grey levels (std) of the added grain: brings 400x350 q95 JPEGs to ~100 KB
+CIFAR_CLASSES = 10      # labels of the generated CIFAR-like samples
 
 
 def log(*msg):
@@ -83,7 +88,7 @@ def _cached(path, build):
 
 def prepare_data(args):
     """``(data_root, mixing_root)``: the given folders, else generated ones in ``args.cache_dir``."""
-    data_root, mixing_root = args.data, args.mixing
+    data_root = args.data
     if data_root is None:
         w, h = args.gen_size
         name = f"jpeg_{args.gen_count}_{w}x{h}_q{args.gen_quality}"
@@ -91,6 +96,12 @@ def prepare_data(args):
         if not os.path.exists(os.path.join(data_root, ".done")):
             log(f"generating {args.gen_count} JPEGs of about {w}x{h} in {data_root} (once)")
         _cached(data_root, lambda p: make_jpeg_set(p, args.gen_count, (w, h), args.gen_quality))
+    return data_root, prepare_mixing(args)
+
+
+def prepare_mixing(args):
+    """``args.mixing``, else the generated fractal set in ``args.cache_dir`` (made once)."""
+    mixing_root = args.mixing
     if mixing_root is None:
         from ..fractals import write_fractal_set
         n, s = args.gen_mixing_count, args.gen_mixing_size
@@ -98,7 +109,7 @@ def prepare_data(args):
         if not os.path.exists(os.path.join(mixing_root, ".done")):
             log(f"generating {n} fractal mixing pictures of {s}x{s} in {mixing_root} (once)")
         _cached(mixing_root, lambda p: write_fractal_set(p, n, size=s, seed=0, progress=False))
-    return data_root, mixing_root
+    return mixing_root
 
 
 def _size_pair(text):
@@ -155,10 +166,12 @@ def endless(iterator, count):
     return next_batch
 
 
-def plain_dali_pipeline(files, labels, batch, size, device, threads, decode="full", seed=0):
+def plain_dali_pipeline(files, labels, batch, size, device, threads, decode="full", seed=0, dtype="float32",
+                        layout="CHW"):
     """The plain ResNet-50-style DALI training pipeline (no IPMix): outputs ``images`` (N, 3, size,
-    size) float32 normalised and ``label`` int32 (N, 1), on ``device``. ``decode="full"`` decodes whole
-    images then random_resized_crop; ``"fused"`` uses decoders.image_random_crop + resize."""
+    size) normalised (``layout="HWC"``: (N, size, size, 3); ``dtype`` float32 or float16) and ``label``
+    int32 (N, 1), on ``device``. ``decode="full"`` decodes whole images then random_resized_crop;
+    ``"fused"`` uses decoders.image_random_crop + resize."""
     from nvidia.dali import fn, types
     from nvidia.dali.pipeline import Pipeline
 
@@ -181,10 +194,153 @@ def plain_dali_pipeline(files, labels, batch, size, device, threads, decode="ful
         else:
             images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
             images = fn.random_resized_crop(images, size=[size, size])
-        images = fn.crop_mirror_normalize(
-            images, dtype=types.FLOAT, output_layout="CHW", mirror=fn.random.coin_flip(probability=0.5),
-            mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD])
+        images = _flip_normalize(images, dtype, layout)
         pipe.set_outputs(images, lab.gpu() if device == "gpu" else lab)
+    return pipe
+
+
+def _flip_normalize(images, dtype, layout):
+    """Random horizontal flip and ImageNet normalisation in one ``crop_mirror_normalize``."""
+    from nvidia.dali import fn, types
+    return fn.crop_mirror_normalize(
+        images, dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT, output_layout=layout,
+        mirror=fn.random.coin_flip(probability=0.5),
+        mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD])
+
+
+# ------------------------------------------------------------------------- samples in memory (CIFAR)
+def cifar_like_arrays(count, seed=0, size=32):
+    """``count`` CIFAR-like samples in memory: ``(images uint8 (count, size, size, 3), labels int64
+    (count,))``, labels ``i % CIFAR_CLASSES``. Each image is a random ``size x size`` window of one of
+    the sample photos scaled down to a shorter side of 1-3 times ``size``, plus film grain (so that
+    samples differ the way photos do)."""
+    from PIL import Image
+    rng = np.random.default_rng([seed, count])
+    scaled = []
+    for name in SAMPLE_PHOTOS:
+        photo = Image.fromarray(sample_photo(name))
+        for side in (size, 2 * size, 3 * size):
+            w, h = photo.size
+            f = side / min(w, h)
+            scaled.append(np.asarray(photo.resize((max(size, round(w * f)), max(size, round(h * f))),
+                                                  Image.BILINEAR)))
+    pick = rng.integers(len(scaled), size=count)
+    images = np.empty((count, size, size, 3), np.uint8)
+    for i, k in enumerate(pick):
+        src = scaled[k]
+        y, x = rng.integers(src.shape[0] - size + 1), rng.integers(src.shape[1] - size + 1)
+        images[i] = src[y:y + size, x:x + size]
+    grain = rng.integers(-6, 7, images.shape, dtype=np.int16)
+    images = np.clip(images + grain, 0, 255).astype(np.uint8)
+    return images, np.arange(count, dtype=np.int64) % CIFAR_CLASSES
+
+
+class NpyImages:
+    """An ``.npy`` array opened read-only (memory-mapped) on first use in each process: what a
+    DataLoader worker gets instead of a pickled copy of the whole array (forkserver workers)."""
+
+    def __init__(self, path):
+        self.path, self._array = os.fspath(path), None
+
+    def __getstate__(self):
+        return {"path": self.path, "_array": None}
+
+    @property
+    def array(self):
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return self._array
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, i):
+        return self.array[i]
+
+
+def memory_samples(data, cache_dir, count, seed=0):
+    """Samples in memory for the CIFAR rows: ``(images, labels, npy_path, description)``.
+
+    ``data``: a CIFAR pickle folder (``cifar-10-batches-py`` / ``cifar-100-python``; its training
+    split, read by :func:`dali_ipmix._scripts.cifar.read_cifar`, as ``train_cifar.py`` reads it), or
+    None for ``count`` generated CIFAR-like samples (:func:`cifar_like_arrays`). The images are also
+    written once to ``npy_path`` in ``cache_dir`` (for loaders whose worker processes map them)."""
+    if data is not None:
+        from .cifar import read_cifar
+        splits, names = read_cifar(data)
+        images, labels = splits["train"]
+        what = f"{data}: {len(images)} training images of CIFAR ({len(names)} classes)"
+        tag = "cifar_" + "".join(c if c.isalnum() else "_" for c in os.path.abspath(data))[-60:]
+    else:
+        what = f"{count} generated CIFAR-like images of 32x32 in memory ({CIFAR_CLASSES} classes)"
+        tag = f"cifar_like_{count}_s{seed}"
+        path = os.path.join(cache_dir, tag + ".npy")
+        if os.path.exists(path):   # made by an earlier run: the same pixels (deterministic)
+            images = np.load(path)
+            return images, np.arange(len(images), dtype=np.int64) % CIFAR_CLASSES, path, what
+        log(f"generating {count} CIFAR-like images of 32x32 in {path} (once)")
+        images, labels = cifar_like_arrays(count, seed)
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, tag + ".npy")
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.tmp.npy"
+        np.save(tmp, np.ascontiguousarray(images))
+        os.replace(tmp, path)
+    return np.ascontiguousarray(images), np.asarray(labels, np.int64), path, what
+
+
+class _MemoryBatches:
+    """``external_source`` callback of :func:`plain_memory_pipeline`: batch after batch of a new
+    random permutation per pass over the samples (images as per-sample HWC views, labels int32
+    (N, 1)), endless."""
+
+    def __init__(self, images, labels, batch, seed):
+        self.images, self.labels = images, np.asarray(labels, np.int32).reshape(-1, 1)
+        self.batch, self.rng = batch, np.random.default_rng(seed)
+        self.order, self.pos = np.empty(0, np.int64), 0
+
+    def __call__(self):
+        if self.pos + self.batch > len(self.order):
+            rest = self.order[self.pos:]
+            self.order = np.concatenate([rest, self.rng.permutation(len(self.images))])
+            while len(self.order) < self.batch:
+                self.order = np.concatenate([self.order, self.rng.permutation(len(self.images))])
+            self.pos = 0
+        idx = self.order[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        return [self.images[i] for i in idx], self.labels[idx]
+
+
+def plain_memory_pipeline(images, labels, batch, size, device, threads, preset="cifar", seed=0,
+                          dtype="float32", layout="CHW"):
+    """Plain DALI from samples in memory, no IPMix: the crop of ``preset`` (CIFAR: resize to ``size``,
+    pad by 1/8 and a random ``size x size`` window, the very operators of ``training_pipeline``'s
+    crop), a random horizontal flip and the ImageNet normalisation (``crop_mirror_normalize``).
+    Images (uint8 (N, H, W, 3)) come through an ``external_source`` as a batch of per-sample views, in
+    a new random order every pass (endless: drive it with ``DALIGenericIterator`` without a size).
+    Outputs ``images`` (N, 3, size, size) (``layout="HWC"``: channels last) ``dtype``, ``label`` int32
+    (N, 1), on ``device``."""
+    from nvidia.dali import fn, types
+    from nvidia.dali.pipeline import Pipeline
+    from ..presets import PaddedCrop, get_preset
+
+    crop = get_preset(preset).train_crop
+    if not isinstance(crop, PaddedCrop):
+        raise ValueError(f"plain_memory_pipeline: preset {preset!r} has a {type(crop).__name__} crop; "
+                         "only padded-crop presets (cifar) are built here")
+    device_id = None
+    if device == "gpu":
+        import torch
+        device_id = torch.cuda.current_device()
+    pipe = Pipeline(batch_size=batch, num_threads=threads, seed=seed, device_id=device_id,
+                    prefetch_queue_depth=2)
+    with pipe:
+        src, lab = fn.external_source(source=_MemoryBatches(images, labels, batch, seed), num_outputs=2,
+                                      batch=True, dtype=[types.UINT8, types.INT32], layout=["HWC", None])
+        pad = crop.pad_px(size)
+        offsets = fn.random.uniform(values=[float(v) for v in range(-pad, pad + 1)], shape=[2])
+        out = crop.dali(src, size, device, offsets, decoded=True)
+        pipe.set_outputs(_flip_normalize(out, dtype, layout), lab.gpu() if device == "gpu" else lab)
     return pipe
 
 
