@@ -2,8 +2,11 @@
 # The GPU checks in one go, on the lent GPU machine (H100/H200, 16 cores): every GPU test (parity of
 # the compiled core, the native operator and the CuPy route with the NumPy executor; DALI GPU pipelines),
 # the core benchmark, the loader throughput table (plain DALI GPU vs dali-ipmix GPU, native and python
-# routes, JSD on and off, vs the 16-worker PIL loader; 224 px, batch 256, JPEG mixing set) and the GPU
-# memory check; a short summary table last.
+# routes, JSD on and off, vs the 16-worker PIL loader; 224 px, batch 256, JPEG mixing set), the same
+# for the CIFAR preset (32 px, batch 128, samples in memory: bench_throughput.py --preset cifar), the
+# profile, the end-to-end training step rate (bench_training.py: ResNet-50 at 224 px and WRN-40-4 at
+# 32 px fed by synthetic tensors, plain DALI, dali-ipmix JSD native and python, the PIL loader) and the
+# GPU memory check; a short summary table last.
 #
 # That machine has no DALI: make the bundle here first (../shared/gpu/make-dali-bundle, see
 # shared/gpu/README.md), make the device calls it prints back to back, and in the last one run
@@ -16,11 +19,20 @@
 # DataLoader workers and DALI threads), BENCH_BATCHES (40: timed batches per throughput row),
 # MEM_BATCHES (1000), MEM_MAX_S (150: the memory check stops early after this many seconds),
 # PLAIN_DECODE (full: the plain DALI baseline decodes whole images; fused: decode-and-crop, as dali-ipmix),
-# SKIP (space-separated step names to leave out, e.g. "bench_core host_profile"), PROFILE_VARIANTS (the
+# SKIP (space-separated step names to leave out, e.g. "bench_core host_profile"), ONLY (space-separated
+# step names: run these alone, e.g. "throughput_cifar training"), PROFILE_VARIANTS (the
 # profile's rows: plain,plain-fused,cached,full-decode,prefetch3,unfused,device,per-sample,k1t0,ceiling,ceiling1,
-# nojsd,read-feed,read-reader; see gpu_profile.py).
-# Writes 5 files to OUT_DIR (the device tool returns at most 8, so a caller may add its own two):
-# steps.log (every step's output, in order), bench_core.json, throughput.json, memory.json, summary.txt.
+# nojsd,read-feed,read-reader; see gpu_profile.py), TRAIN_STEPS (50: timed steps per end-to-end row, after
+# 20 warm-up), TRAIN_BATCH (128), CIFAR_ARGS / TRAIN_ARGS (extra arguments appended to the CIFAR
+# throughput / end-to-end commands; later ones win, e.g. TRAIN_ARGS="--models wrn-40-4").
+# Steps: cupy bench_core host_profile throughput throughput_cifar profile training memory.
+# Writes 7 files to OUT_DIR (the device tool returns at most 8, so a caller may add its own one):
+# steps.log (every step's output, in order), bench_core.json, throughput.json, throughput_cifar.json,
+# training.json, memory.json, summary.txt.
+#
+# CPU dry run of the new steps (no GPU: GPU rows skipped, the tiny model, a few steps):
+#   ONLY="throughput_cifar training" WORKERS=2 BENCH_BATCHES=2 CIFAR_ARGS="--cifar-count 2000" \
+#   TRAIN_ARGS="--tiny --device cpu --imagenet-size 64 --steps 2 --warmup 1 -b 8" bash pipelines/gpu_check.sh /tmp/gc
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,6 +45,10 @@ BENCH_BATCHES=${BENCH_BATCHES:-40}
 MEM_BATCHES=${MEM_BATCHES:-1000}
 MEM_MAX_S=${MEM_MAX_S:-150}
 PLAIN_DECODE=${PLAIN_DECODE:-full}
+TRAIN_STEPS=${TRAIN_STEPS:-50}
+TRAIN_BATCH=${TRAIN_BATCH:-128}
+read -ra CIFAR_EXTRA <<< "${CIFAR_ARGS:-}"
+read -ra TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
 CACHE=${CACHE:-/tmp/dali-ipmix-bench}   # generated JPEGs/fractals: outside OUT_DIR, never sent back
 LOGS=$(mktemp -d)                       # one log per step, for the summary; all of them go to steps.log
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -73,9 +89,9 @@ left() { echo $((TOTAL_S - (SECONDS - START))); }
 # logs it to $LOGS/NAME.log and $D/steps.log, and adds a summary line "NAME rc seconds".
 step() {
   local name=$1 limit=$2; shift 2
-  if [[ " ${SKIP:-} " == *" $name "* ]]; then
-    echo "== $name: skipped (SKIP) =="
-    SUMMARY+=("$name|skipped (SKIP)|0"); return
+  if [[ " ${SKIP:-} " == *" $name "* ]] || { [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; }; then
+    echo "== $name: skipped (SKIP/ONLY) =="
+    SUMMARY+=("$name|skipped|0"); return
   fi
   local budget; budget=$(left); budget=$((budget - 5))
   [ "$budget" -lt "$limit" ] && limit=$budget
@@ -100,10 +116,21 @@ step host_profile 30 "$PY" pipelines/bench_core.py --host-profile
 step throughput 260 "$PY" pipelines/bench_throughput.py --rows dali-gpu,ipmix-native-gpu,ipmix-gpu,pil --jsd both \
   --batch-size 256 --cpu-batch-size 256 --size 224 --workers "$WORKERS" --batches "$BENCH_BATCHES" \
   --gpu-warmup 60 --plain-decode "$PLAIN_DECODE" --cache-dir "$CACHE" --json "$D/throughput.json"
+# The CIFAR row set (issue 21 step 2): the CIFAR training pipeline from memory (images=, labels=), JSD and
+# not, beside plain DALI at 32 px from the same arrays and the PIL loader; 50,000 generated 32x32 samples.
+step throughput_cifar 150 "$PY" pipelines/bench_throughput.py --preset cifar \
+  --rows dali-gpu,ipmix-native-gpu,ipmix-gpu,pil --jsd both --batch-size 128 --cpu-batch-size 128 \
+  --workers "$WORKERS" --batches "$BENCH_BATCHES" --gpu-warmup 60 --cache-dir "$CACHE" \
+  --json "$D/throughput_cifar.json" ${CIFAR_EXTRA[@]+"${CIFAR_EXTRA[@]}"}
 # Where the pipeline's time goes: the same training pipeline in variants, on the data just generated.
 step profile 200 "$PY" pipelines/gpu_profile.py --data "$(ls -d "$CACHE"/jpeg_* | head -1)" \
   --mixing "$(ls -d "$CACHE"/fractals_*_jpeg | head -1)" --batches 30 --warmup 20 --threads "$WORKERS" \
   --variants "${PROFILE_VARIANTS:-plain,plain-fused,cached,full-decode,prefetch3,unfused,device,per-sample,k1t0,ceiling,ceiling1,nojsd,read-feed,read-reader}"
+# End to end (issue 21 step 3): the training step rate of ResNet-50 (224 px) and WRN-40-4 (32 px), AMP and
+# channels_last, fed by synthetic tensors on the GPU (the ceiling), plain DALI, dali-ipmix JSD (native,
+# python) and the PIL loader; samples/s and the fraction of the ceiling.
+step training 300 "$PY" pipelines/bench_training.py --steps "$TRAIN_STEPS" --warmup 20 --batch-size "$TRAIN_BATCH" \
+  --workers "$WORKERS" --plain-decode "$PLAIN_DECODE" --cache-dir "$CACHE" --json "$D/training.json" ${TRAIN_EXTRA[@]+"${TRAIN_EXTRA[@]}"}
 mem_s=$(( $(left) - 60 )); [ "$mem_s" -gt "$MEM_MAX_S" ] && mem_s=$MEM_MAX_S
 step memory $((mem_s + 50)) "$PY" pipelines/gpu_memory_check.py --batches "$MEM_BATCHES" \
   --max-seconds "$((mem_s > 10 ? mem_s : 10))" --threads "$WORKERS" --cache-dir "$CACHE" --json "$D/memory.json"
@@ -134,26 +161,44 @@ if core:
         f"{r['preset']} numpy {r['numpy_img_s']:.0f}"
         + (f" cuda {r['cuda_img_s']:.0f} cupy-arrays {r['cupy_arrays_img_s']:.0f}" if "cuda_img_s" in r else "")
         + f" pil {r['pil_img_s']:.0f} img/s" for r in core)
-tp = load("throughput.json")
-if tp:
-    result["throughput"] = "; ".join(
-        f"{r['name']} {r['samples_per_s']:.0f}/s" if r["status"] == "ok" else f"{r['name']} {r['status']}"
-        for r in tp["rows"])
-print("\n== summary (" + (tp["meta"]["gpu"] if tp and tp["meta"].get("gpu") else "GPU ?") + ") ==")
-print(f"{'step':<11s} {'rc':>5s} {'s':>5s}  result")
+tp, tc, tr = load("throughput.json"), load("throughput_cifar.json"), load("training.json")
+for key, table in (("throughput", tp), ("throughput_cifar", tc)):
+    if table:
+        result[key] = "; ".join(
+            f"{r['name']} {r['samples_per_s']:.0f}/s" if r["status"] == "ok" else f"{r['name']} {r['status']}"
+            for r in table["rows"])
+if tr:
+    result["training"] = "; ".join(
+        f"{r['model']} {r['name']} {r['samples_per_s']:.0f}/s" if r["status"] == "ok"
+        else f"{r['model']} {r['name']} {r['status']}" for r in tr["rows"])
+gpu = next((t["meta"]["gpu"] for t in (tp, tc, tr) if t and t["meta"].get("gpu")), None)
+print("\n== summary (" + (gpu or "GPU ?") + ") ==")
+print(f"{'step':<16s} {'rc':>7s} {'s':>5s}  result")
 for line in open(os.path.join(logs, ".steps")).read().split("\n"):
     if line:
         name, rc, secs = line.split("|")
-        print(f"{name:<11s} {rc:>5s} {secs:>5s}  {result.get(name, '')}")
-if tp:
-    print("throughput table (samples/s; JSD sample = clean + 2 views):")
-    for r in tp["rows"]:
+        print(f"{name:<16s} {rc:>7s} {secs:>5s}  {result.get(name, '')}")
+for title, table in (("throughput table, ImageNet preset", tp), ("throughput table, CIFAR preset", tc)):
+    if not table:
+        continue
+    print(title + " (samples/s; JSD sample = clean + 2 views):")
+    for r in table["rows"]:
         ratio = lambda k: "-" if r.get(k) is None else f"{r[k]:.2f}"
         print(f"  {r['name']:<20s} batch {r['batch']:>4d}  "
               + (f"{r['samples_per_s']:>9.0f} samples/s {r['images_per_s']:>9.0f} images/s  "
-                 f"x dali-gpu {ratio('x_dali_gpu')}  x pil {ratio('x_pil')}" if r["status"] == "ok"
+                 f"x dali-gpu {ratio('x_dali_gpu')}  x dali-cpu {ratio('x_dali_cpu')}  x pil {ratio('x_pil')}"
+                 if r["status"] == "ok" else f"{r['status']}: {r.get('note', '')}"))
+    for t in table.get("targets", []):
+        print("  " + t)
+if tr:
+    print("end to end, training step rate (samples/s; x ceiling = over the synthetic row of the same step):")
+    for r in tr["rows"]:
+        ratio = lambda k: "-" if r.get(k) is None else f"{r[k]:.2f}"
+        print(f"  {r['model']:<9s} {r['name']:<17s} "
+              + (f"batch {r['batch']:>4d} steps {r['steps']:>3d} {r['samples_per_s']:>9.0f} samples/s  "
+                 f"x ceiling {ratio('x_ceiling')}  x pil-jsd {ratio('x_pil')}" if r["status"] == "ok"
                  else f"{r['status']}: {r.get('note', '')}"))
-    for t in tp.get("targets", []):
+    for t in tr.get("targets", []):
         print("  " + t)
 try:   # the profile's whole table (its last lines), for the reader of summary.txt alone
     lines = open(os.path.join(logs, "profile.log")).read().splitlines()
