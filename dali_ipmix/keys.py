@@ -9,8 +9,8 @@ crop, and the IPMix plan of each view. Nothing depends on a generator's state, s
 8 shards of 32 samples draws what one process with batches of 256 draws for the same samples, and a
 run resumed at epoch ``e`` draws what an uninterrupted run draws in epoch ``e``.
 
-The hash is SplitMix64's (the words of a key absorbed one by one, as ``ipx_rng`` in
-``csrc/ipx_plan.h`` seeds its generator): every function here is vectorised over samples, uint64
+The hash is SplitMix64's (the words of a key absorbed one by one, as ``ipx_stream`` in
+``csrc/ipx_plan.h`` does for the native operator's plans): every function here is vectorised over samples, uint64
 arithmetic wrapping mod 2**64. Uniforms have 53 random bits, on [0, 1).
 
 Replay: ``uniforms(sample_keys(root, e, positions), stream, count)`` recomputes any draw, e.g.::
