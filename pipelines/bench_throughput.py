@@ -65,21 +65,19 @@ import functools
 import gc
 import json
 import os
-import platform
 import sys
 import traceback
 
 import numpy as np
 
-from dali_ipmix.constants import IMAGENET_MEAN, IMAGENET_STD
-from dali_ipmix.presets import IMAGENET, get_preset
-from dali_ipmix._scripts.benchdata import (NpyImages, add_data_args, endless, environment, log, memory_samples,
-                                           plain_dali_pipeline, plain_memory_pipeline, prepare_data,
-                                           prepare_mixing, timed_batches)
+from dali_ipmix.presets import get_preset
+from dali_ipmix._scripts.benchdata import (NpyImages, PILIPMixDataset, add_data_args, endless, environment,
+                                           error_note, log, memory_samples, plain_dali_pipeline,
+                                           plain_memory_pipeline, prepare_data, prepare_mixing, timed_batches,
+                                           versions)
 
 ROW_KINDS = ("dali-gpu", "ipmix-native-gpu", "ipmix-gpu", "dali-cpu", "ipmix-native-cpu", "ipmix-cpu",
              "pil")
-MEAN, STD = IMAGENET_MEAN, IMAGENET_STD   # ImageNet's, on the 0..1 scale (every preset normalises with them)
 PRESET_NAMES = ("imagenet", "cifar")
 
 
@@ -93,17 +91,6 @@ def describe_data(files):
     kb = np.mean([os.path.getsize(f) for f in sample]) / 1000
     return dict(count=len(files), mean_kb=round(float(kb), 1), mean_width=int(round(dims[:, 0].mean())),
                 mean_height=int(round(dims[:, 1].mean())))
-
-
-# ------------------------------------------------------------------------------------ environment
-def versions():
-    out = {"python": platform.python_version()}
-    for name, mod in (("dali", "nvidia.dali"), ("torch", "torch"), ("cupy", "cupy")):
-        try:
-            out[name] = __import__(mod, fromlist=["_"]).__version__
-        except Exception:
-            out[name] = None
-    return out
 
 
 # ----------------------------------------------------------------------------------------- rows
@@ -189,63 +176,6 @@ def _measure_iterator(row, ctx, next_batch):
     return timed_batches(next_batch, warmup, ctx["batches"], sync)
 
 
-class PILIPMixDataset:
-    """The paper's loader, per image: PIL decode, the preset's training crop (ImageNet:
-    RandomResizedCrop(size); CIFAR: RandomCrop(size, padding=4)) + flip, a random mixing picture
-    Resize(the preset's mixing side: size * 256/224, CIFAR 36/32) + RandomCrop(size), IPMix views with
-    the per-image PIL reference, then CHW float32 normalised with the ImageNet mean/std. Item:
-    ``(image or (clean, v1, v2), label)``.
-
-    ``files``: the JPEGs; or ``images``: samples in memory (a uint8 (N, H, W, 3) array, or an
-    :class:`NpyImages` that each worker maps from disk) instead, ``files`` None. A map-style torch
-    Dataset (``__getitem__``/``__len__``); the numpy Generator is made per worker process, seeded from
-    torch's per-worker seed, so that workers draw different augmentations.
-    """
-
-    def __init__(self, files, labels, mixing_files, size, config, preset=IMAGENET, images=None):
-        from torchvision import transforms as T
-        preset = get_preset(preset) if isinstance(preset, str) else preset
-        self.files = None if files is None else list(files)
-        self.images, self.labels, self.mixing_files = images, list(labels), list(mixing_files)
-        self.config = config
-        self.crop = T.Compose([*preset.train_crop.torchvision(size), T.RandomHorizontalFlip()])
-        self.mix = T.Compose([T.Resize(preset.mixing_side(size)), T.RandomCrop(size)])
-        self._rng, self._pid = None, None
-
-    def __len__(self):
-        return len(self.labels)
-
-    def _generator(self):
-        if self._pid != os.getpid():
-            import torch
-            self._rng, self._pid = np.random.default_rng(torch.initial_seed() % 2 ** 63), os.getpid()
-        return self._rng
-
-    @staticmethod
-    def _to_tensor(hwc):
-        """HWC float or uint8 on 0..255 -> CHW float32 tensor, ImageNet-normalised."""
-        import torch
-        x = torch.from_numpy(np.ascontiguousarray(hwc, np.float32)).permute(2, 0, 1).div_(255)
-        return x.sub_(torch.tensor(MEAN).view(3, 1, 1)).div_(torch.tensor(STD).view(3, 1, 1))
-
-    def __getitem__(self, i):
-        from PIL import Image
-        from dali_ipmix.reference import ipmix_reference
-        rng = self._generator()
-        if self.files is None:
-            image = np.asarray(self.crop(Image.fromarray(np.asarray(self.images[i]))))
-        else:
-            with Image.open(self.files[i]) as im:
-                image = np.asarray(self.crop(im.convert("RGB")))
-        with Image.open(self.mixing_files[rng.integers(len(self.mixing_files))]) as im:
-            mixing = np.asarray(self.mix(im.convert("RGB")))
-        if self.config.jsd:
-            views = (image, ipmix_reference(image, mixing, self.config, rng),
-                     ipmix_reference(image, mixing, self.config, rng))
-            return tuple(self._to_tensor(v) for v in views), self.labels[i]
-        return self._to_tensor(ipmix_reference(image, mixing, self.config, rng)), self.labels[i]
-
-
 def run_pil(row, ctx):
     from torch.utils.data import DataLoader, RandomSampler
     from dali_ipmix import IPMixConfig
@@ -308,14 +238,6 @@ def run_row(row, ctx, env):
     row.update(status="ok", samples=int(samples), seconds=round(seconds, 4),
                samples_per_s=samples / seconds, images_per_s=per_sample * samples / seconds)
     log(f"{row['name']}: {row['samples_per_s']:.1f} samples/s ({samples} samples in {seconds:.2f} s)")
-
-
-def error_note(err, limit=600):
-    """A one-line note that keeps the cause: DALI's "Critical error in pipeline:" is only the first
-    line of a message whose last lines name the operator and the Python error."""
-    lines = [line.strip() for line in f"{type(err).__name__}: {err}".splitlines() if line.strip()]
-    note = lines[0] if len(lines) <= 1 else lines[0] + " ... " + " | ".join(lines[-3:])
-    return note[:limit]
 
 
 def add_ratios(rows):

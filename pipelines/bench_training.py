@@ -16,7 +16,7 @@ the (3N, 3, H, W) batch of (clean, view 1, view 2) and the JSD loss, fed by:
     ipmix-native-jsd          dali_ipmix.training_pipeline (JSD, native operator) through IPMixIterator
     ipmix-python-jsd          the same with backend="python" (the python_function route; CuPy on a GPU)
     pil-jsd                   the paper's per-image loader (PIL decode and crop, PIL IPMix per view,
-                              bench_throughput.PILIPMixDataset) in a torch DataLoader with ``--workers``
+                              benchdata.PILIPMixDataset) in a torch DataLoader with ``--workers``
                               processes, pinned memory, copied to the device each step
 
 The DALI rows run on the step's device (GPU pipelines on CUDA, CPU pipelines on the CPU) and hand out
@@ -55,11 +55,9 @@ import tempfile
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # bench_throughput's per-image loader
-
-from dali_ipmix._scripts.benchdata import (NpyImages, add_data_args, log, memory_samples,
-                                           plain_dali_pipeline, plain_memory_pipeline, prepare_data,
-                                           prepare_mixing)
+from dali_ipmix._scripts.benchdata import (NpyImages, PILIPMixDataset, add_data_args, error_note, log,
+                                           memory_samples, plain_dali_pipeline, plain_memory_pipeline,
+                                           prepare_data, prepare_mixing, versions)
 
 MODELS = ("resnet50", "wrn-40-4")
 #: --feeds name -> the rows it makes (feed, jsd step)
@@ -187,7 +185,6 @@ def ipmix_batches(trainer, ctx, batch, backend):
 
 def pil_batches(trainer, ctx, batch, total_steps):
     from torch.utils.data import DataLoader, RandomSampler
-    from bench_throughput import PILIPMixDataset
     from dali_ipmix import IPMixConfig
     from dali_ipmix.files import list_mixing_images
     mixing = list_mixing_images(ctx["mixing_root"], validate="none")
@@ -289,7 +286,6 @@ def run_row(row, trainer, ctx, args, env):
             next_batch, keep = pil_batches(trainer, ctx, batch, warmup + steps)
         samples, seconds = measure(trainer, next_batch, row["jsd"], warmup, steps)
     except Exception as err:   # one broken row must not stop the others
-        from bench_throughput import error_note
         row.update(status="error", note=error_note(err))
         log(f"{row['model']} {row['name']}: FAILED")
         traceback.print_exc()
@@ -332,8 +328,9 @@ def targets(rows, tiny):
     return out
 
 
-def format_table(rows, sizes):
-    cols = [("model", 9), ("px", 4), ("feed", 17), ("step", 4), ("batch", 5), ("samples/s", 10),
+def format_table(rows, sizes, tiny=False):
+    """The table as text; with ``tiny`` the model column says which slot the WRN-10-1 stands in for."""
+    cols = [("model", 15 if tiny else 9), ("px", 4), ("feed", 17), ("step", 4), ("batch", 5), ("samples/s", 10),
             ("images/s", 10), ("x ceiling", 9), ("x pil-jsd", 9)]
     cols.insert(5, ("steps", 5))
     lines = [" | ".join(f"{c:>{w}s}" for c, w in cols), "-+-".join("-" * w for _, w in cols)]
@@ -341,7 +338,7 @@ def format_table(rows, sizes):
         def num(key, digits):
             v = r.get(key)
             return "-" if v is None else f"{v:.{digits}f}"
-        cells = [r["model"], str(sizes[r["model"]]), r["name"], "jsd" if r["jsd"] else "ce",
+        cells = [r["model"] + (" (tiny)" if tiny else ""), str(sizes[r["model"]]), r["name"], "jsd" if r["jsd"] else "ce",
                  str(r.get("batch", "-")), str(r.get("steps", "-")), num("samples_per_s", 1), num("images_per_s", 1),
                  num("x_ceiling", 3), num("x_pil", 2)]
         line = " | ".join(f"{c:>{w}s}" for c, (_, w) in zip(cells, cols))
@@ -435,7 +432,6 @@ def main(argv=None):
         if getattr(args, name) < 0:
             ap.error(f"--{name} must be >= 0")
     import torch
-    from bench_throughput import versions
     from dali_ipmix._scripts.benchdata import environment
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda but no CUDA GPU is visible; pass --device cpu")
@@ -471,7 +467,7 @@ def main(argv=None):
           f"(pil rows: whole rounds of the {args.workers} workers); "
           f"samples/s (a JSD sample = clean + 2 views: 3 images through the model); x ceiling = over the "
           f"synthetic row of the same step")
-    print(format_table(rows, sizes))
+    print(format_table(rows, sizes, args.tiny))
     for line in targets(rows, args.tiny):
         print(line)
     if args.json:

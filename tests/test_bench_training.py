@@ -49,7 +49,7 @@ def test_every_row_of_both_models_runs(smoke):
     assert data["meta"]["tiny"] and data["meta"]["device"] == "cpu" and data["targets"] == []
     assert data["meta"]["data"]["resnet50"]["size"] == 64 and data["meta"]["data"]["wrn-40-4"]["size"] == 32
     table = log[log.index("training step rate on the CPU"):]
-    assert "tiny model WRN-10-1" in table and "x ceiling" in table
+    assert "tiny model WRN-10-1" in table and "x ceiling" in table and "wrn-40-4 (tiny) |   32 |" in table
     assert len([l for l in table.splitlines() if " | " in l and ("resnet50" in l or "wrn-40-4" in l)]) == 12
     assert "fewer than the 30" in log
 

@@ -6,13 +6,15 @@ Generated data (no ``--data``): ``--gen-count`` JPEGs of about ``--gen-size`` (d
 photos) in :data:`GEN_CLASSES` class folders; no ``--mixing``: ``--gen-mixing-count`` fractals. Both
 are made once into ``--cache-dir`` and reused. The CIFAR rows take samples in memory instead
 (:func:`memory_samples`: a CIFAR pickle folder, or generated CIFAR-like arrays) and have a plain DALI
-baseline of their own (:func:`plain_memory_pipeline`).
+baseline of their own (:func:`plain_memory_pipeline`). :class:`PILIPMixDataset` is the paper's
+per-image loader every benchmark compares against.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -25,7 +27,7 @@ from ..photos import sample_photo
 __all__ = ["GEN_CLASSES", "GEN_NOISE", "CIFAR_CLASSES", "log", "make_jpeg_set", "prepare_data",
            "prepare_mixing", "add_data_args", "environment", "endless", "timed_batches",
            "plain_dali_pipeline", "cifar_like_arrays", "memory_samples", "NpyImages",
-           "plain_memory_pipeline"]
+           "plain_memory_pipeline", "PILIPMixDataset", "versions", "error_note"]
 
 GEN_CLASSES = 4
 GEN_NOISE = 15.0        # grey levels (std) of the added grain: brings 400x350 q95 JPEGs to ~100 KB
@@ -206,6 +208,88 @@ def _flip_normalize(images, dtype, layout):
         images, dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT, output_layout=layout,
         mirror=fn.random.coin_flip(probability=0.5),
         mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD])
+
+
+# ------------------------------------------------------------------------------ the benchmarks' rows
+def versions():
+    """The versions a benchmark table names: Python, DALI, torch, CuPy (None where missing)."""
+    out = {"python": platform.python_version()}
+    for name, mod in (("dali", "nvidia.dali"), ("torch", "torch"), ("cupy", "cupy")):
+        try:
+            out[name] = __import__(mod, fromlist=["_"]).__version__
+        except Exception:
+            out[name] = None
+    return out
+
+
+def error_note(err, limit=600):
+    """A one-line note that keeps the cause: DALI's "Critical error in pipeline:" is only the first
+    line of a message whose last lines name the operator and the Python error."""
+    lines = [line.strip() for line in f"{type(err).__name__}: {err}".splitlines() if line.strip()]
+    note = lines[0] if len(lines) <= 1 else lines[0] + " ... " + " | ".join(lines[-3:])
+    return note[:limit]
+
+
+#: The ImageNet mean / std on the 0..1 scale (every preset normalises with them).
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
+
+
+class PILIPMixDataset:
+    """The paper's loader, per image: PIL decode, the preset's training crop (ImageNet:
+    RandomResizedCrop(size); CIFAR: RandomCrop(size, padding=4)) + flip, a random mixing picture
+    Resize(the preset's mixing side: size * 256/224, CIFAR 36/32) + RandomCrop(size), IPMix views with
+    the per-image PIL reference, then CHW float32 normalised with the ImageNet mean/std. Item:
+    ``(image or (clean, v1, v2), label)``.
+
+    ``files``: the JPEGs; or ``images``: samples in memory (a uint8 (N, H, W, 3) array, or an
+    :class:`NpyImages` that each worker maps from disk) instead, ``files`` None. A map-style torch
+    Dataset (``__getitem__``/``__len__``); the numpy Generator is made per worker process, seeded from
+    torch's per-worker seed, so that workers draw different augmentations.
+    """
+
+    def __init__(self, files, labels, mixing_files, size, config, preset="imagenet", images=None):
+        from torchvision import transforms as T
+        from ..presets import get_preset
+        preset = get_preset(preset) if isinstance(preset, str) else preset
+        self.files = None if files is None else list(files)
+        self.images, self.labels, self.mixing_files = images, list(labels), list(mixing_files)
+        self.config = config
+        self.crop = T.Compose([*preset.train_crop.torchvision(size), T.RandomHorizontalFlip()])
+        self.mix = T.Compose([T.Resize(preset.mixing_side(size)), T.RandomCrop(size)])
+        self._rng, self._pid = None, None
+
+    def __len__(self):
+        return len(self.labels)
+
+    def _generator(self):
+        if self._pid != os.getpid():
+            import torch
+            self._rng, self._pid = np.random.default_rng(torch.initial_seed() % 2 ** 63), os.getpid()
+        return self._rng
+
+    @staticmethod
+    def _to_tensor(hwc):
+        """HWC float or uint8 on 0..255 -> CHW float32 tensor, ImageNet-normalised."""
+        import torch
+        x = torch.from_numpy(np.ascontiguousarray(hwc, np.float32)).permute(2, 0, 1).div_(255)
+        return x.sub_(torch.tensor(MEAN).view(3, 1, 1)).div_(torch.tensor(STD).view(3, 1, 1))
+
+    def __getitem__(self, i):
+        from PIL import Image
+        from ..reference import ipmix_reference
+        rng = self._generator()
+        if self.files is None:
+            image = np.asarray(self.crop(Image.fromarray(np.asarray(self.images[i]))))
+        else:
+            with Image.open(self.files[i]) as im:
+                image = np.asarray(self.crop(im.convert("RGB")))
+        with Image.open(self.mixing_files[rng.integers(len(self.mixing_files))]) as im:
+            mixing = np.asarray(self.mix(im.convert("RGB")))
+        if self.config.jsd:
+            views = (image, ipmix_reference(image, mixing, self.config, rng),
+                     ipmix_reference(image, mixing, self.config, rng))
+            return tuple(self._to_tensor(v) for v in views), self.labels[i]
+        return self._to_tensor(ipmix_reference(image, mixing, self.config, rng)), self.labels[i]
 
 
 # ------------------------------------------------------------------------- samples in memory (CIFAR)
