@@ -89,7 +89,8 @@ def library_path() -> Optional[str]:
 
 def build_stamp(path: Optional[str] = None) -> Optional[Dict[str, str]]:
     """The build stamp of the plugin at ``path`` (default: :func:`library_path`), read from the file
-    without loading it: ``{"dali": "2.4.0", "cuda": "12", "gpu": "0"|"1"}``. None when there is no
+    without loading it: ``{"dali": "2.4.0", "cuda": "12", "gpu": "12"}`` (``cuda``: DALI's CUDA major;
+    ``gpu``: ``"0"`` without the GPU operator, else the CUDA major it was compiled with). None when there is no
     library, or it carries no stamp."""
     path = path or library_path()
     if path is None:

@@ -12,6 +12,11 @@
 # shared/gpu/README.md), make the device calls it prints back to back, and in the last one run
 #     bash .gpu/install.sh && bash pipelines/gpu_check.sh "$OUT"
 # (this script also runs .gpu/install.sh itself when DALI is missing and the file is there).
+# The bundle packs the CUDA 12 DALI (nvidia-dali-cuda120) of the environment it is given; the plugin
+# must be built for that DALI (its stamp is checked at load). With only a CUDA 13 nvcc here:
+#     DALI_IPMIX_CUDA=12 IPMIX_GPU=ANY ./scripts/setup.sh     (GPU operator by nvcc 13: the device's
+#                                                             driver runs both; development use only)
+# then carry the venv's dali_ipmix/libdali_ipmix_native.so and set DALI_IPMIX_NATIVE_LIB to it there.
 #
 # usage: bash pipelines/gpu_check.sh [OUT_DIR]       OUT_DIR default: $OUT, else out/gpu_check
 # Environment knobs (defaults): PYTHON (python3), TOTAL_S (500: whole-script budget in seconds; each

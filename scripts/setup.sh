@@ -4,7 +4,7 @@
 # the native DALI operator. Idempotent: a second run re-checks the installs and rebuilds incrementally.
 #
 # CUDA line (DALI's wheel and the plugin's toolkit on one CUDA major): $DALI_IPMIX_CUDA if set (12 or
-# 13), else the major of the nvcc found (so that the GPU operator is built), else 12. IPMIX_GPU=OFF|ON
+# 13), else the major of the nvcc found (so that the GPU operator is built), else 12. IPMIX_GPU=OFF|ON|ANY
 # skips or requires the GPU operator (default AUTO).
 set -euo pipefail
 cd "$(dirname "$0")/.."
