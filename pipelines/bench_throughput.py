@@ -62,19 +62,16 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
-import json
 import os
 import sys
-import traceback
 
 import numpy as np
 
 from dali_ipmix.presets import get_preset
-from dali_ipmix._scripts.benchdata import (NpyImages, PILIPMixDataset, add_data_args, endless, environment,
-                                           error_note, log, memory_samples, plain_dali_pipeline,
-                                           plain_memory_pipeline, prepare_data, prepare_mixing, timed_batches,
-                                           versions)
+from dali_ipmix._scripts.benchdata import (NpyImages, PILIPMixDataset, add_data_args, check_floors, dump_json,
+                                           endless, environment, finish_row, list_arg, log, memory_samples,
+                                           plain_dali_pipeline, plain_memory_pipeline, prepare_data,
+                                           prepare_mixing, run_guarded, text_table, timed_batches, versions)
 
 ROW_KINDS = ("dali-gpu", "ipmix-native-gpu", "ipmix-gpu", "dali-cpu", "ipmix-native-cpu", "ipmix-cpu",
              "pil")
@@ -225,18 +222,11 @@ def run_row(row, ctx, env):
         log(f"{row['name']}: skipped ({reason})")
         return
     log(f"{row['name']}: batch {row['batch']}, running...")
-    try:
-        samples, seconds = RUNNERS[row["kind"]](row, ctx)
-    except Exception as err:   # one broken row must not stop the others
-        row.update(status="error", note=error_note(err))
-        log(f"{row['name']}: FAILED")
-        traceback.print_exc()
+    result = run_guarded(row, row["name"], lambda: RUNNERS[row["kind"]](row, ctx))
+    if result is None:
         return
-    finally:
-        gc.collect()   # frees the DALI pipeline (and its device memory) before the next row
-    per_sample = 3 if row["jsd"] else 1
-    row.update(status="ok", samples=int(samples), seconds=round(seconds, 4),
-               samples_per_s=samples / seconds, images_per_s=per_sample * samples / seconds)
+    samples, seconds = result
+    finish_row(row, samples, seconds)
     log(f"{row['name']}: {row['samples_per_s']:.1f} samples/s ({samples} samples in {seconds:.2f} s)")
 
 
@@ -276,46 +266,22 @@ def format_table(rows):
     """The table as text: one line per row, numbers in samples/s, images/s and ratios."""
     cols = [("row", 20), ("device", 6), ("jsd", 4), ("batch", 5), ("samples/s", 10), ("images/s", 10),
             ("x dali-gpu", 10), ("x dali-cpu", 10), ("x pil", 8)]
-    lines = [" | ".join(f"{c:>{w}s}" for c, w in cols)]
-    lines.append("-+-".join("-" * w for _, w in cols))
-    for r in rows:
-        def num(key, digits):
-            v = r.get(key)
-            return "-" if v is None else f"{v:.{digits}f}"
-        cells = [r["name"], r["device"], "on" if r["jsd"] else "off", str(r["batch"]),
-                 num("samples_per_s", 1), num("images_per_s", 1), num("x_dali_gpu", 3),
-                 num("x_dali_cpu", 3), num("x_pil", 2)]
-        line = " | ".join(f"{c:>{w}s}" for c, (_, w) in zip(cells, cols))
-        if r["status"] != "ok":
-            line += f"   {r['status']}: {r.get('note', '')}"
-        lines.append(line)
-    return "\n".join(lines)
+    return text_table(cols, rows, lambda r, num: [
+        r["name"], r["device"], "on" if r["jsd"] else "off", str(r["batch"]), num("samples_per_s", 1),
+        num("images_per_s", 1), num("x_dali_gpu", 3), num("x_dali_cpu", 3), num("x_pil", 2)])
 
 
 def write_json(path, meta, rows):
     """The table so far (and the run's settings) as JSON at ``path`` (nothing when ``path`` is None)."""
-    if not path:
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"meta": meta, "rows": rows, "targets": targets(rows, meta.get("preset", "imagenet"))},
-                  f, indent=2, default=str)
+    dump_json(path, {"meta": meta, "rows": rows, "targets": targets(rows, meta.get("preset", "imagenet"))})
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def _rows_arg(text):
-    rows = [r.strip() for r in text.split(",") if r.strip()]
-    bad = [r for r in rows if r not in ROW_KINDS]
-    if bad or not rows:
-        raise argparse.ArgumentTypeError(f"unknown row(s) {bad}: choose from {','.join(ROW_KINDS)}")
-    return rows
-
-
 def build_parser():
     cores = os.cpu_count() or 1
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = ap.add_argument
-    a("--rows", type=_rows_arg, default=list(ROW_KINDS), help=f"comma-separated, from {','.join(ROW_KINDS)}")
+    a("--rows", type=list_arg(ROW_KINDS, "row(s) "), default=list(ROW_KINDS), help=f"comma-separated, from {','.join(ROW_KINDS)}")
     a("--jsd", choices=("on", "off", "both"), default="both", help="IPMix/PIL rows with JSD on, off or both")
     a("--batch-size", type=int, default=256, help="samples per batch on the GPU rows (default 256)")
     a("--cpu-batch-size", type=int, default=32,
@@ -343,13 +309,8 @@ def build_parser():
 def _check_args(ap, args):
     if args.size is None:
         args.size = get_preset(args.preset).size
-    for name in ("batch_size", "cpu_batch_size", "size", "batches", "gen_count", "gen_mixing_count",
-                 "cifar_count"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("workers", "warmup", "gpu_warmup"):
-        if getattr(args, name) < 0:
-            ap.error(f"--{name.replace('_', '-')} must be >= 0")
+    check_floors(ap, args, ("batch_size", "cpu_batch_size", "size", "batches", "gen_count", "gen_mixing_count",
+                            "cifar_count"), ("workers", "warmup", "gpu_warmup"))
 
 
 def main(argv=None):

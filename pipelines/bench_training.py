@@ -48,16 +48,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 import tempfile
-import time
-import traceback
 
-from dali_ipmix._scripts.benchdata import (NpyImages, PILIPMixDataset, add_data_args, error_note, log,
-                                           memory_samples, plain_dali_pipeline, plain_memory_pipeline,
-                                           prepare_data, prepare_mixing, versions)
+from dali_ipmix._scripts.benchdata import (NpyImages, PILIPMixDataset, add_data_args, check_floors, dump_json,
+                                           finish_row, list_arg, log, memory_samples, plain_dali_pipeline,
+                                           plain_memory_pipeline, prepare_data, prepare_mixing, run_guarded,
+                                           text_table, timed_batches, versions)
 
 MODELS = ("resnet50", "wrn-40-4")
 #: --feeds name -> the rows it makes (feed, jsd step)
@@ -244,20 +242,10 @@ def skip_reason(row, env):
 
 def measure(trainer, next_batch, jsd, warmup, steps):
     """(samples, seconds) of ``steps`` training steps after ``warmup`` ones, each on a new batch."""
-    torch = trainer.torch
-
     def one():
         x, y = next_batch()
         return trainer.step(trainer.prepare(x), y, jsd)
-    for _ in range(warmup):
-        one()
-    if trainer.cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    samples = sum(one() for _ in range(steps))
-    if trainer.cuda:
-        torch.cuda.synchronize()
-    return samples, time.perf_counter() - start
+    return timed_batches(one, warmup, steps, trainer.torch.cuda.synchronize if trainer.cuda else None)
 
 
 def run_row(row, trainer, ctx, args, env):
@@ -274,30 +262,25 @@ def run_row(row, trainer, ctx, args, env):
         warmup = max(warmup, args.workers)
         steps = -(-steps // args.workers) * args.workers
     log(f"{row['model']} {row['name']}: batch {batch}, {warmup} + {steps} steps...")
-    next_batch = keep = None
-    try:
+    label = f"{row['model']} {row['name']}"
+
+    def run():
         if row["feed"] == "synthetic":
-            next_batch, keep = synthetic_batches(trainer, batch, ctx["size"], row["jsd"], ctx["classes"])
+            next_batch, _keep = synthetic_batches(trainer, batch, ctx["size"], row["jsd"], ctx["classes"])
         elif row["feed"] == "dali":
-            next_batch, keep = dali_batches(trainer, ctx, batch)
+            next_batch, _keep = dali_batches(trainer, ctx, batch)
         elif row["feed"] in ("ipmix-native", "ipmix-python"):
-            next_batch, keep = ipmix_batches(trainer, ctx, batch, row["feed"].split("-")[1])
+            next_batch, _keep = ipmix_batches(trainer, ctx, batch, row["feed"].split("-")[1])
         else:
-            next_batch, keep = pil_batches(trainer, ctx, batch, warmup + steps)
-        samples, seconds = measure(trainer, next_batch, row["jsd"], warmup, steps)
-    except Exception as err:   # one broken row must not stop the others
-        row.update(status="error", note=error_note(err))
-        log(f"{row['model']} {row['name']}: FAILED")
-        traceback.print_exc()
+            next_batch, _keep = pil_batches(trainer, ctx, batch, warmup + steps)
+        # returning drops the iterator, the pipeline and the loader's workers (_keep holds them till then)
+        return measure(trainer, next_batch, row["jsd"], warmup, steps)
+
+    result = run_guarded(row, label, run, trainer.torch.cuda.empty_cache if trainer.cuda else None)
+    if result is None:
         return
-    finally:
-        next_batch = keep = None   # noqa: F841 (drops the iterator, the pipeline, the loader's workers)
-        gc.collect()   # the DALI pipeline and the loader's workers go before the next row
-        if trainer.cuda:
-            trainer.torch.cuda.empty_cache()
-    per_sample = 3 if row["jsd"] else 1
-    row.update(status="ok", batch=batch, steps=steps, warmup=warmup, samples=int(samples), seconds=round(seconds, 4),
-               samples_per_s=samples / seconds, images_per_s=per_sample * samples / seconds)
+    samples, seconds = result
+    finish_row(row, samples, seconds, batch=batch, steps=steps, warmup=warmup)
     log(f"{row['model']} {row['name']}: {row['samples_per_s']:.1f} samples/s "
         f"({samples} samples in {seconds:.2f} s)")
 
@@ -333,27 +316,14 @@ def format_table(rows, sizes, tiny=False):
     cols = [("model", 15 if tiny else 9), ("px", 4), ("feed", 17), ("step", 4), ("batch", 5), ("samples/s", 10),
             ("images/s", 10), ("x ceiling", 9), ("x pil-jsd", 9)]
     cols.insert(5, ("steps", 5))
-    lines = [" | ".join(f"{c:>{w}s}" for c, w in cols), "-+-".join("-" * w for _, w in cols)]
-    for r in rows:
-        def num(key, digits):
-            v = r.get(key)
-            return "-" if v is None else f"{v:.{digits}f}"
-        cells = [r["model"] + (" (tiny)" if tiny else ""), str(sizes[r["model"]]), r["name"], "jsd" if r["jsd"] else "ce",
-                 str(r.get("batch", "-")), str(r.get("steps", "-")), num("samples_per_s", 1), num("images_per_s", 1),
-                 num("x_ceiling", 3), num("x_pil", 2)]
-        line = " | ".join(f"{c:>{w}s}" for c, (_, w) in zip(cells, cols))
-        if r["status"] != "ok":
-            line += f"   {r['status']}: {r.get('note', '')}"
-        lines.append(line)
-    return "\n".join(lines)
+    return text_table(cols, rows, lambda r, num: [
+        r["model"] + (" (tiny)" if tiny else ""), str(sizes[r["model"]]), r["name"], "jsd" if r["jsd"] else "ce",
+        str(r.get("batch", "-")), str(r.get("steps", "-")), num("samples_per_s", 1), num("images_per_s", 1),
+        num("x_ceiling", 3), num("x_pil", 2)])
 
 
 def write_json(path, meta, rows, tiny):
-    if not path:
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"meta": meta, "rows": rows, "targets": targets(rows, tiny)}, f, indent=2, default=str)
+    dump_json(path, {"meta": meta, "rows": rows, "targets": targets(rows, tiny)})
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -384,23 +354,13 @@ def model_context(model, args, tmp):
 
 
 # -------------------------------------------------------------------------------------------- CLI
-def _list_arg(choices):
-    def parse(text):
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        bad = [t for t in items if t not in choices]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(f"unknown {bad}: choose from {','.join(choices)}")
-        return items
-    return parse
-
-
 def build_parser():
     import torch
     cores = os.cpu_count() or 1
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = ap.add_argument
-    a("--models", type=_list_arg(MODELS), default=list(MODELS), help=f"comma-separated, from {','.join(MODELS)}")
-    a("--feeds", type=_list_arg(tuple(FEEDS)), default=list(FEEDS),
+    a("--models", type=list_arg(MODELS), default=list(MODELS), help=f"comma-separated, from {','.join(MODELS)}")
+    a("--feeds", type=list_arg(tuple(FEEDS)), default=list(FEEDS),
       help=f"comma-separated, from {','.join(FEEDS)} (synthetic makes both ceilings)")
     a("--steps", type=int, default=50, help="timed training steps per row (default 50; the table wants >= 30)")
     a("--warmup", type=int, default=20, help="untimed steps before timing (default 20: cuDNN autotuning, "
@@ -418,19 +378,14 @@ def build_parser():
       help="resnet50's dali row: full = decoders.image + random_resized_crop (default, as bench_throughput); "
            "fused = decoders.image_random_crop + resize (region decoding, as dali-ipmix decodes)")
     a("--json", help="also write the table (and the run's settings) here")
-    add_data_args(ap)
-    return ap
+    return add_data_args(ap)
 
 
 def main(argv=None):
     ap = build_parser()
     args = ap.parse_args(argv)
-    for name in ("steps", "batch_size", "imagenet_size", "cifar_count", "gen_count", "gen_mixing_count"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("warmup", "workers"):
-        if getattr(args, name) < 0:
-            ap.error(f"--{name} must be >= 0")
+    check_floors(ap, args, ("steps", "batch_size", "imagenet_size", "cifar_count", "gen_count", "gen_mixing_count"),
+                 ("warmup", "workers"))
     import torch
     from dali_ipmix._scripts.benchdata import environment
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from dali_ipmix._scripts.benchdata import add_data_args, endless, environment, log, prepare_data
+from dali_ipmix._scripts.benchdata import add_data_args, check_floors, endless, environment, log, prepare_data
 from dali_ipmix.presets import IMAGENET
 
 MIB = 2 ** 20
@@ -156,16 +156,13 @@ def build_parser():
       help="auto: the GPU when there is one, else the CPU pipeline (checks host memory only)")
     a("--threads", type=int, default=min(8, os.cpu_count() or 1), help="DALI CPU threads (default min(8, cores))")
     a("--json", help="also write the samples and the verdict to this JSON file")
-    add_data_args(ap)
-    return ap
+    return add_data_args(ap)
 
 
 def main(argv=None):
     ap = build_parser()
     args = ap.parse_args(argv)
-    for name in ("batches", "batch_size", "size", "interval", "threads"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    check_floors(ap, args, ("batches", "batch_size", "size", "interval", "threads"))
     env = environment()
     device = args.device if args.device != "auto" else ("gpu" if env["gpu"] else "cpu")
     if device == "gpu" and env["gpu"] is None:

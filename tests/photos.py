@@ -30,3 +30,14 @@ def extremes(height, width, seed=0):
         (rng.integers(0, 4, (height, width, 3)) * 85).astype(np.uint8),
         np.full((height, width, 3), 128, np.uint8),
     ])
+
+
+def structured(n, h, w, seed=0):
+    """n (h, w, 3) uint8 images with structure (gradients + noise), so every op changes something."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for i in range(n):
+        base = np.stack([(xx * (3 + i) + yy) % 256, (yy * 2 + i * 40) % 256, (xx + yy * 5) % 256], -1)
+        out.append(np.clip(base + rng.integers(-30, 30, (h, w, 3)), 0, 255).astype(np.uint8))
+    return out

@@ -16,6 +16,7 @@ from dali_ipmix import IPMixConfig, draw_plan, native
 from dali_ipmix.fn import ipmix
 from dali_ipmix.keys import KeyedGenerator, plan_keys, sample_keys, subkeys, STREAM_IPMIX
 from dali_ipmix.table import pack_plan
+from photos import structured
 
 pytestmark = pytest.mark.skipif(not native.available(),
                                 reason="native plugin not built (run ./scripts/setup.sh)")
@@ -33,17 +34,6 @@ CONFIGS = {
 BATCH, SEED = 6, 1234
 
 
-def photos(n, h, w, seed=0):
-    """n (h, w, 3) uint8 images with structure (gradients + noise), so every op changes something."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    for i in range(n):
-        base = np.stack([(xx * (3 + i) + yy) % 256, (yy * 2 + i * 40) % 256, (xx + yy * 5) % 256], -1)
-        out.append(np.clip(base + rng.integers(-30, 30, (h, w, 3)), 0, 255).astype(np.uint8))
-    return out
-
-
 def batches(h, w, count=2):
     """``count`` batches of (images, mixing, keys): the ready pipelines' kind of keys, the second
     batch repeating a key of the first at another place."""
@@ -51,7 +41,7 @@ def batches(h, w, count=2):
     for b in range(count):
         positions = np.arange(b * BATCH, (b + 1) * BATCH) - b   # position BATCH - 1 comes back
         keys = subkeys(sample_keys(7, 0, positions), STREAM_IPMIX).view(np.int64)
-        out.append((photos(BATCH, h, w, seed=b), photos(BATCH, h, w, seed=10 + b), keys))
+        out.append((structured(BATCH, h, w, seed=b), structured(BATCH, h, w, seed=10 + b), keys))
     return out
 
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import gc
+import json
 import shutil
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -27,7 +30,7 @@ from ..photos import sample_photo
 __all__ = ["GEN_CLASSES", "GEN_NOISE", "CIFAR_CLASSES", "log", "make_jpeg_set", "prepare_data",
            "prepare_mixing", "add_data_args", "environment", "endless", "timed_batches",
            "plain_dali_pipeline", "cifar_like_arrays", "memory_samples", "NpyImages",
-           "plain_memory_pipeline", "PILIPMixDataset", "versions", "error_note"]
+           "plain_memory_pipeline", "PILIPMixDataset", "versions", "error_note", "check_floors", "run_guarded", "finish_row", "text_table", "dump_json", "list_arg"]
 
 GEN_CLASSES = 4
 GEN_NOISE = 15.0        # grey levels (std) of the added grain: brings 400x350 q95 JPEGs to ~100 KB
@@ -168,6 +171,17 @@ def endless(iterator, count):
     return next_batch
 
 
+def _pipeline(batch, threads, seed, device):
+    """An empty DALI pipeline (prefetch 2) on the current CUDA device for ``device="gpu"``."""
+    from nvidia.dali.pipeline import Pipeline
+
+    device_id = None
+    if device == "gpu":
+        import torch
+        device_id = torch.cuda.current_device()
+    return Pipeline(batch_size=batch, num_threads=threads, seed=seed, device_id=device_id, prefetch_queue_depth=2)
+
+
 def plain_dali_pipeline(files, labels, batch, size, device, threads, decode="full", seed=0, dtype="float32",
                         layout="CHW"):
     """The plain ResNet-50-style DALI training pipeline (no IPMix): outputs ``images`` (N, 3, size,
@@ -175,14 +189,8 @@ def plain_dali_pipeline(files, labels, batch, size, device, threads, decode="ful
     int32 (N, 1), on ``device``. ``decode="full"`` decodes whole images then random_resized_crop;
     ``"fused"`` uses decoders.image_random_crop + resize."""
     from nvidia.dali import fn, types
-    from nvidia.dali.pipeline import Pipeline
 
-    device_id = None
-    if device == "gpu":
-        import torch
-        device_id = torch.cuda.current_device()
-    pipe = Pipeline(batch_size=batch, num_threads=threads, seed=seed, device_id=device_id,
-                    prefetch_queue_depth=2)
+    pipe = _pipeline(batch, threads, seed, device)
     with pipe:
         # Same reader settings as dali_ipmix.training_pipeline, so that reading costs the same.
         jpegs, lab = fn.readers.file(files=list(files), labels=list(labels), shuffle_after_epoch=True,
@@ -228,6 +236,75 @@ def error_note(err, limit=600):
     lines = [line.strip() for line in f"{type(err).__name__}: {err}".splitlines() if line.strip()]
     note = lines[0] if len(lines) <= 1 else lines[0] + " ... " + " | ".join(lines[-3:])
     return note[:limit]
+
+
+def check_floors(ap, args, at_least_one=(), at_least_zero=()):
+    """``ap.error`` for the first option below its floor (``--batch-size must be >= 1``)."""
+    for names, low in ((at_least_one, 1), (at_least_zero, 0)):
+        for name in names:
+            if getattr(args, name) < low:
+                ap.error(f"--{name.replace('_', '-')} must be >= {low}")
+
+
+def run_guarded(row, label, measure, cleanup=None):
+    """``measure()`` -> ``(samples, seconds)``, or None when it raised: one broken row must not stop the
+    others, so the row is marked ``status="error"`` with :func:`error_note` and the traceback printed.
+    Either way ``cleanup()`` (when given) then ``gc.collect()`` run, which frees the DALI pipeline,
+    its device memory and a loader's workers before the next row."""
+    try:
+        return measure()
+    except Exception as err:
+        row.update(status="error", note=error_note(err))
+        log(f"{label}: FAILED")
+        traceback.print_exc()
+        return None
+    finally:
+        gc.collect()
+        if cleanup:
+            cleanup()
+
+
+def text_table(cols, rows, cells):
+    """A benchmark table as text: ``cols`` are (title, width) pairs; ``cells(row, num)`` gives a row's
+    cells as text, ``num(key, digits)`` one of its numbers (``-`` when missing); a row that is not ok
+    ends with its status and note."""
+    lines = [" | ".join(f"{c:>{w}s}" for c, w in cols), "-+-".join("-" * w for _, w in cols)]
+    for r in rows:
+        def num(key, digits, r=r):
+            v = r.get(key)
+            return "-" if v is None else f"{v:.{digits}f}"
+        line = " | ".join(f"{c:>{w}s}" for c, (_, w) in zip(cells(r, num), cols))
+        if r["status"] != "ok":
+            line += f"   {r['status']}: {r.get('note', '')}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def dump_json(path, data):
+    """``data`` as JSON at ``path`` (its folder made); nothing when ``path`` is None."""
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+
+
+def list_arg(choices, what=""):
+    """An argparse ``type``: a comma-separated list of ``choices`` (``unknown <what>[...]`` otherwise)."""
+    def parse(text):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"unknown {what}{bad}: choose from {','.join(choices)}")
+        return items
+    return parse
+
+
+def finish_row(row, samples, seconds, **extra):
+    """Marks ``row`` ok with its samples, seconds, samples/s and images/s (3 images a sample in JSD mode)."""
+    per_sample = 3 if row["jsd"] else 1
+    row.update(status="ok", **extra, samples=int(samples), seconds=round(seconds, 4),
+               samples_per_s=samples / seconds, images_per_s=per_sample * samples / seconds)
 
 
 #: The ImageNet mean / std on the 0..1 scale (every preset normalises with them).
@@ -405,19 +482,13 @@ def plain_memory_pipeline(images, labels, batch, size, device, threads, preset="
     Outputs ``images`` (N, 3, size, size) (``layout="HWC"``: channels last) ``dtype``, ``label`` int32
     (N, 1), on ``device``."""
     from nvidia.dali import fn, types
-    from nvidia.dali.pipeline import Pipeline
     from ..presets import PaddedCrop, get_preset
 
     crop = get_preset(preset).train_crop
     if not isinstance(crop, PaddedCrop):
         raise ValueError(f"plain_memory_pipeline: preset {preset!r} has a {type(crop).__name__} crop; "
                          "only padded-crop presets (cifar) are built here")
-    device_id = None
-    if device == "gpu":
-        import torch
-        device_id = torch.cuda.current_device()
-    pipe = Pipeline(batch_size=batch, num_threads=threads, seed=seed, device_id=device_id,
-                    prefetch_queue_depth=2)
+    pipe = _pipeline(batch, threads, seed, device)
     with pipe:
         src, lab = fn.external_source(source=_MemoryBatches(images, labels, batch, seed), num_outputs=2,
                                       batch=True, dtype=[types.UINT8, types.INT32], layout=["HWC", None])
