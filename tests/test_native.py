@@ -19,6 +19,7 @@ from dali_ipmix import IPMixConfig, native
 from dali_ipmix.execute import execute_plan
 from dali_ipmix.fn import ipmix
 from dali_ipmix.table import pack_plan
+from photos import structured
 
 pytestmark = pytest.mark.skipif(not native.available(),
                                 reason="native plugin not built (run ./scripts/setup.sh)")
@@ -46,18 +47,6 @@ def run(images, mixing, config, seed=0, n_iter=1, num_threads=2, layout="HWC", *
     return [[[np.array(t) for t in o] for o in p.run()] for _ in range(n_iter)]
 
 
-def photos(n, h, w, seed=0):
-    """n (h, w, 3) uint8 images with structure (gradients + noise), so every op changes something."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    for i in range(n):
-        base = np.stack([(xx * (3 + i) + yy) % 256, (yy * 2 + i * 40) % 256, (xx + yy * 5) % 256], -1)
-        noise = rng.integers(-30, 30, (h, w, 3))
-        out.append(np.clip(base + noise, 0, 255).astype(np.uint8))
-    return out
-
-
 CONFIGS = {
     "imagenet-all-ops": (IPMixConfig.imagenet(all_ops=True), 40, 48),
     "cifar": (IPMixConfig.cifar(), 32, 32),
@@ -83,7 +72,7 @@ def views_and_plans(outs, config, h, w, x):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_views_equal_numpy_executor_on_the_returned_plan(name):
     config, h, w = CONFIGS[name]
-    x, z = photos(6, h, w), photos(6, h, w, seed=1)
+    x, z = structured(6, h, w), structured(6, h, w, seed=1)
     (outs,) = run(x, z, config, seed=11, return_plan=True)
     for plan, steps, mixw, got in views_and_plans(outs, config, h, w, x):
         ref_steps, ref_mixw = pack_plan(plan)   # the operator ran exactly pack_plan's rows
@@ -97,8 +86,8 @@ def test_views_equal_numpy_executor_on_the_returned_plan(name):
 def test_samples_of_different_sizes_in_one_batch():
     config = IPMixConfig.imagenet()
     sizes = [(9, 31), (40, 12), (2, 2), (64, 64)]
-    x = [photos(1, h, w, seed=i)[0] for i, (h, w) in enumerate(sizes)]
-    z = [photos(1, h, w, seed=9 + i)[0] for i, (h, w) in enumerate(sizes)]
+    x = [structured(1, h, w, seed=i)[0] for i, (h, w) in enumerate(sizes)]
+    z = [structured(1, h, w, seed=9 + i)[0] for i, (h, w) in enumerate(sizes)]
     (outs,) = run(x, z, config, seed=5, return_plan=True)
     for i, (h, w) in enumerate(sizes):
         for v in range(2):
@@ -110,7 +99,7 @@ def test_samples_of_different_sizes_in_one_batch():
 
 def test_same_seed_same_result_whatever_the_thread_count_and_batches_differ():
     config = IPMixConfig.cifar()
-    x, z = photos(5, 32, 32), photos(5, 32, 32, seed=3)
+    x, z = structured(5, 32, 32), structured(5, 32, 32, seed=3)
     a = run(x, z, config, seed=7, n_iter=2, num_threads=1)
     b = run(x, z, config, seed=7, n_iter=2, num_threads=3)
     c = run(x, z, config, seed=8, n_iter=1)
@@ -127,7 +116,7 @@ def test_draws_follow_the_plan_distributions():
     from test_native_plan import check_plan_distribution
     config = IPMixConfig.imagenet(all_ops=True)
     h = w = 96
-    x = photos(1, h, w) * 750
+    x = structured(1, h, w) * 750
     (outs,) = run(x, x, config, seed=2024, return_plan=True, num_threads=2)
     records = np.concatenate([np.stack(outs[3]), np.stack(outs[5])])
     (outs,) = run(x, x, config, seed=2025, return_plan=True, num_threads=2)
@@ -266,7 +255,7 @@ def test_fused_normalisation_equals_crop_mirror_normalize(layout, dtype, jsd, de
     the plan outputs stay as they are."""
     from nvidia.dali import types
     config = IPMixConfig.imagenet(jsd=jsd)
-    x, z = photos(4, 20, 26), photos(4, 20, 26, seed=1)
+    x, z = structured(4, 20, 26), structured(4, 20, 26, seed=1)
     norm = dict(mean=MEAN, std=STD, layout=layout, dtype=dtype)
     images = 3 if jsd else 1
 
@@ -299,7 +288,7 @@ def test_fused_normalisation_equals_crop_mirror_normalize(layout, dtype, jsd, de
 def test_layout_alone_keeps_the_values():
     """output_layout="CHW" without mean/std: the plain outputs transposed, 0..255."""
     config = IPMixConfig.cifar()
-    x, z = photos(3, 16, 12), photos(3, 16, 12, seed=2)
+    x, z = structured(3, 16, 12), structured(3, 16, 12, seed=2)
     (plain,) = run(x, z, config, seed=4)
 
     @pipeline_def(batch_size=3, num_threads=2, device_id=None)
@@ -358,7 +347,7 @@ def test_bad_normalize_dict_is_named():
 # ---------------------------------------------------------------------------------- bad inputs
 
 def ok_batch(n=3, h=8, w=8):
-    return photos(n, h, w), photos(n, h, w, seed=1)
+    return structured(n, h, w), structured(n, h, w, seed=1)
 
 
 @pytest.mark.parametrize("case, match", [
@@ -430,7 +419,7 @@ def test_k_and_t_bounds_are_the_configs():
 @pytest.mark.parametrize("name", ["imagenet-all-ops", "t0", "k1-t5-two-ops"])
 def test_gpu_operator_equals_numpy_executor_on_the_returned_plan(name):
     config, h, w = CONFIGS[name]
-    x, z = photos(5, h, w), photos(5, h, w, seed=1)
+    x, z = structured(5, h, w), structured(5, h, w, seed=1)
 
     @pipeline_def(batch_size=5, num_threads=2, device_id=0)
     def pipe():
@@ -450,7 +439,7 @@ def test_gpu_operator_equals_numpy_executor_on_the_returned_plan(name):
 @pytest.mark.cupy
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
 def test_gpu_operator_needs_one_size_per_batch():
-    x = [photos(1, 8, 8)[0], photos(1, 9, 8)[0]]
+    x = [structured(1, 8, 8)[0], structured(1, 9, 8)[0]]
 
     @pipeline_def(batch_size=2, num_threads=1, device_id=0)
     def pipe():
@@ -508,7 +497,7 @@ def test_sample_key_makes_the_views_independent_of_batch_and_position(device):
     """Keyed, a sample's views are a function of (image, key) alone: the same pairs permuted in a
     second batch, or in a smaller batch of another pipeline, give bit-identical outputs."""
     config = IPMixConfig.cifar()   # JSD: clean, view1, view2
-    x, z = photos(4, 32, 32), photos(4, 32, 32, seed=1)
+    x, z = structured(4, 32, 32), structured(4, 32, 32, seed=1)
     a = (x, z, keys(10, 11, 12, 13))
     order = [2, 0, 3, 1]
     first, second = keyed_run([a, take(a, order)], config, seed=5, device=device)
@@ -524,7 +513,7 @@ def test_sample_key_replaces_the_batch_counter():
     """The same batch twice: keyed, batch 1 repeats batch 0; unkeyed (as before), it does not. A
     keyed draw is no unkeyed one either, even with the keys 0..n-1 of the batch indices."""
     config = IPMixConfig.cifar()
-    x, z = photos(4, 32, 32), photos(4, 32, 32, seed=1)
+    x, z = structured(4, 32, 32), structured(4, 32, 32, seed=1)
     first, second = keyed_run([(x, z, keys(0, 1, 2, 3))] * 2, config, seed=5)
     for o in range(3):
         np.testing.assert_array_equal(first[o], second[o])
@@ -535,7 +524,7 @@ def test_sample_key_replaces_the_batch_counter():
 
 def test_different_keys_draw_differently_equal_keys_alike():
     config = IPMixConfig.cifar()
-    x, z = photos(1, 32, 32) * 4, photos(1, 32, 32, seed=1) * 4
+    x, z = structured(1, 32, 32) * 4, structured(1, 32, 32, seed=1) * 4
     ((_, *views),) = keyed_run([(x, z, keys(1, 2, 1, -3))], config, seed=5)
     for view in views:
         np.testing.assert_array_equal(view[0], view[2])
@@ -547,7 +536,7 @@ def test_different_keys_draw_differently_equal_keys_alike():
 
 def test_sample_key_same_result_whatever_the_thread_count():
     config = IPMixConfig.cifar()
-    x, z = photos(5, 32, 32), photos(5, 32, 32, seed=3)
+    x, z = structured(5, 32, 32), structured(5, 32, 32, seed=3)
     batches = [(x, z, keys(4, 8, 15, 16, 23)), (x, z, keys(42, 4, 8, 15, 16))]
     one = keyed_run(batches, config, seed=7, num_threads=1)
     two = keyed_run(batches, config, seed=7, num_threads=2)
@@ -558,7 +547,7 @@ def test_sample_key_same_result_whatever_the_thread_count():
 
 def test_sample_key_scalar_or_one_element_shape():
     config = IPMixConfig.cifar()
-    x, z = photos(3, 32, 32), photos(3, 32, 32, seed=1)
+    x, z = structured(3, 32, 32), structured(3, 32, 32, seed=1)
     (scalar,) = keyed_run([(x, z, keys(7, 8, 9))], config, seed=5)
     (column,) = keyed_run([(x, z, keys(7, 8, 9)[:, None])], config, seed=5)
     for o in range(3):
@@ -570,7 +559,7 @@ def test_sample_key_plans_equal_for_equal_keys():
     their batch and position; and every view is still the NumPy executor's result of its plan."""
     config = IPMixConfig.cifar()
     h = w = 32
-    x, z = photos(1, h, w) * 4, photos(1, h, w, seed=1) * 4
+    x, z = structured(1, h, w) * 4, structured(1, h, w, seed=1) * 4
     first, second = keyed_run([(x, z, keys(7, 8, 7, 9)), (x, z, keys(9, 7, 8, 8))], config, seed=5,
                               return_plan=True)
     for v in range(2):
@@ -590,7 +579,7 @@ def test_sample_key_plans_equal_for_equal_keys():
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
 def test_gpu_operator_draws_the_cpu_plans_for_the_same_keys():
     config = IPMixConfig.cifar()
-    x, z = photos(4, 32, 32), photos(4, 32, 32, seed=1)
+    x, z = structured(4, 32, 32), structured(4, 32, 32, seed=1)
     batch = [(x, z, keys(3, 1, 4, 1))]
     (cpu,) = keyed_run(batch, config, seed=9, return_plan=True)
     (gpu,) = keyed_run(batch, config, seed=9, return_plan=True, device="gpu")
