@@ -10,8 +10,7 @@ import numpy as np
 
 from . import checks
 from .config import IPMixConfig
-from .backends import get_backend
-from .execute import array_module, nvtx_range
+from .execute import array_module, get_backend, nvtx_range
 from .plan import IPMixPlan, draw_plan
 
 _POOLS = {}
@@ -60,7 +59,7 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
             (under ``MIN_PIXELS_PER_THREAD`` pixels a chunk) use fewer threads. The plan is drawn
             for the whole batch first, so the output does not depend on the thread count.
         backend: who executes the plan: None (NumPy inputs: the array executor; CuPy inputs: the
-            compiled core on CUDA), a name from ``backends.BACKENDS`` or a backend object.
+            compiled core on CUDA), a name from ``execute.BACKENDS`` or a backend object.
 
     Returns:
         (N, H, W, 3) float32 on the 0..255 scale (not normalised), on the inputs' device;

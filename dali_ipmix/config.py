@@ -1,20 +1,49 @@
-"""IPMixConfig: every parameter of the IPMix spec, validated; the paper's settings come from the presets."""
+"""IPMixConfig: every parameter of the IPMix spec, validated, and the IPMix settings by preset name (the
+paper's two here; :mod:`dali_ipmix.presets` refers to them and adds the ones it registers)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+import types
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import checks
 from .ops import DEFAULT_OPS, EXTRA_OPS, IMAGE_OPS
-from .presets import get_preset
 
 #: Upper bounds of ``k`` and ``t``: generous next to the paper's 3 and 3, small enough that a typo
 #: (``t=10**9``) is an error and not an attempt to allocate tens of gigabytes.
 K_MAX = 32
 T_MAX = 32
+
+#: The paper's IPMix settings (``IPMixConfig`` field values) by preset name: ImageNet (ResNet-50 at
+#: 224 px) and CIFAR-10/100 (WRN-40-4 at 32 px). The presets of :mod:`dali_ipmix.presets` refer to them.
+PAPER_SETTINGS: Mapping[str, Mapping[str, Any]] = types.MappingProxyType({
+    "imagenet": types.MappingProxyType(dict(
+        k=3, t=3, beta=4.0, severity=1.0, patch_sizes=(4, 8, 16, 32, 64), whole_image_patch=True,
+        source_from_image=True, all_ops=False, jsd=True)),
+    "cifar": types.MappingProxyType(dict(
+        k=3, t=3, beta=3.0, severity=3.0, patch_sizes=(4, 8, 16), whole_image_patch=True,
+        source_from_image=False, all_ops=False, jsd=True)),
+})
+
+#: The IPMix settings of every known preset name: the paper's, plus those that
+#: :func:`dali_ipmix.presets.register` adds (through :func:`register_settings`).
+SETTINGS: Dict[str, Mapping[str, Any]] = dict(PAPER_SETTINGS)
+
+
+def register_settings(name: str, ipmix: Mapping[str, Any]) -> None:
+    """Makes ``name`` a preset name of :meth:`IPMixConfig.from_preset` with the field values ``ipmix``
+    (called by :func:`dali_ipmix.presets.register`)."""
+    SETTINGS[name] = types.MappingProxyType(dict(ipmix))
+
+
+def settings(name: Optional[str]) -> Mapping[str, Any]:
+    """The IPMix settings of preset ``name``; ``ValueError`` naming the known ones otherwise."""
+    if isinstance(name, str) and name in SETTINGS:
+        return SETTINGS[name]
+    raise ValueError(f"preset={name!r} is invalid: choose one of {tuple(SETTINGS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +93,7 @@ class IPMixConfig:
 
     def __post_init__(self):
         if self.preset is not None:
-            get_preset(self.preset)   # an unknown name is an error here, not at pipeline build time
+            settings(self.preset)   # an unknown name is an error here, not at pipeline build time
         _check_int("k", self.k, 1, K_MAX)
         _check_int("t", self.t, 0, T_MAX)
         object.__setattr__(self, "k", int(self.k))
@@ -105,9 +134,9 @@ class IPMixConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "IPMixConfig":
-        """The IPMix setting of preset ``name`` (see :mod:`dali_ipmix.presets`) with ``overrides``;
-        the result remembers the preset (``config.preset``), so its crop recipe follows it."""
-        return cls(**{**get_preset(name).ipmix, "preset": name, **overrides})
+        """The IPMix setting of preset ``name`` (:data:`SETTINGS`; see :mod:`dali_ipmix.presets`) with
+        ``overrides``; the result remembers the preset (``config.preset``), so its crop recipe follows it."""
+        return cls(**{**settings(name), "preset": name, **overrides})
 
     @classmethod
     def imagenet(cls, **overrides) -> "IPMixConfig":

@@ -7,14 +7,33 @@ the config (t, number of ops and patch sizes), never on the batch size: no per-s
 Images are (N, H, W, 3) uint8 HWC 0..255; chains stay uint8 between steps, as in the reference code,
 and only the final mix is float32.
 
-The GPU's fast path is not here: it is the compiled core (``csrc/``) replayed from a plan table
-(``table.py``); :func:`execute_plan` picks a backend (``backends.py``).
+Backends: who executes a drawn plan. One interface (:class:`Backend`), chosen once per call by
+:func:`execute_plan`. A backend replays an :class:`~dali_ipmix.plan.IPMixPlan` (every random
+decision, drawn on the host) on a batch; backends differ only in where and how, never in what
+(``docs/ipmix-spec.md``):
+
+- ``"arrays"``: the array executor below: NumPy on the CPU (the default for NumPy inputs, and the
+  reference of every other backend); on CuPy the same array calls, for comparison.
+- ``"cuda"``: the compiled core (``csrc/``) replayed from one plan table with ``2 t + 1`` launches
+  per view and no host synchronisation (``table.py``, ``cuda.py``); the default for CuPy inputs.
+- the native DALI operator runs the same compiled core inside DALI (``fn.ipmix(backend="native")``).
+
+Replay a plan on another backend::
+
+    >>> import numpy as np
+    >>> from dali_ipmix import IPMixConfig, ipmix_batch
+    >>> x = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    >>> out, plan = ipmix_batch(x, x[::-1].copy(), IPMixConfig.cifar(), rng=0, return_plan=True)
+    >>> again = get_backend("arrays", x).execute(plan, x, x[::-1].copy())
+    >>> bool((again == out).all())
+    True
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from typing import Protocol
 
 import numpy as np
 
@@ -52,10 +71,9 @@ def execute_plan(plan: IPMixPlan, images, mixing, backend=None):
     """Runs ``plan`` on ``images`` and ``mixing`` ((N, H, W, 3) uint8, both NumPy or both CuPy).
 
     ``backend``: None (the array executor for NumPy inputs, the compiled core for CuPy inputs), a
-    name from ``backends.BACKENDS`` or a backend object (``backends.Backend``).
+    name from :data:`BACKENDS` or a backend object (:class:`Backend`).
     Returns (N, H, W, 3) float32 on the 0..255 scale, on the inputs' device.
     """
-    from .backends import get_backend
     return get_backend(backend, images).execute(plan, images, mixing)
 
 
@@ -99,6 +117,70 @@ def execute_arrays(plan: IPMixPlan, images, mixing, warp=None):
         xp.multiply(chains[:, c], m * weights[:, c], out=term)
         out += term
     return xp.clip(out, 0, 255, out=out)   # float32 weights sum to 1 only within rounding
+
+
+# ------------------------------------------------------------------------------ backends
+
+class Backend(Protocol):
+    """Executes plans. ``images``/``mixing``: (N, H, W, 3) uint8 arrays of the backend's kind."""
+
+    name: str
+
+    def execute(self, plan: IPMixPlan, images, mixing):
+        """(N, H, W, 3) float32, 0..255, on the inputs' device."""
+
+
+class ArrayBackend:
+    """The array executor (``execute.execute_arrays``) on NumPy or CuPy inputs.
+
+    ``warp``: ``"pil"`` (default: PIL's C warp on NumPy, the reference semantics) or ``"batched"``
+    (the compiled core's bilinear arithmetic, as on CuPy): affine results may differ by one grey level.
+    """
+
+    name = "arrays"
+
+    def __init__(self, warp: str = "pil"):
+        if warp not in ("pil", "batched"):
+            raise ValueError(f"warp={warp!r} is invalid: use 'pil' or 'batched'")
+        self.warp = warp
+
+    def execute(self, plan, images, mixing):
+        return execute_arrays(plan, images, mixing,
+                              warp=warp_affine_batched if self.warp == "batched" else None)
+
+
+class CudaBackend:
+    """The compiled core on CUDA through CuPy (``cuda.cuda_executor``); CuPy inputs only."""
+
+    name = "cuda"
+
+    def execute(self, plan, images, mixing):
+        if array_module(images) is np:
+            raise TypeError("backend 'cuda' runs on CuPy arrays, got NumPy inputs; use backend='arrays' "
+                            "(or None) for NumPy, or move the batch to the GPU with cupy.asarray")
+        from .cuda import cuda_executor
+        with nvtx_range("execute_table", array_module(images)):
+            return cuda_executor()(plan, images, mixing)
+
+
+BACKENDS = {"arrays": ArrayBackend(), "cuda": CudaBackend()}
+
+
+def get_backend(backend, images) -> Backend:
+    """The backend for ``backend`` (None, a name from :data:`BACKENDS`, or an object with
+    ``execute``); None picks ``"arrays"`` for NumPy ``images`` and ``"cuda"`` for CuPy ones."""
+    if backend is None:
+        return BACKENDS["arrays" if array_module(images) is np else "cuda"]
+    if isinstance(backend, str):
+        try:
+            return BACKENDS[backend]
+        except KeyError:
+            raise ValueError(f"backend={backend!r} is unknown: use one of {sorted(BACKENDS)} or None"
+                             ) from None
+    if not callable(getattr(backend, "execute", None)):
+        raise TypeError(f"backend must be None, a name from {sorted(BACKENDS)} or an object with an "
+                        f"execute(plan, images, mixing) method, got {type(backend).__name__}")
+    return backend
 
 
 # ------------------------------------------------------------------------------ image level

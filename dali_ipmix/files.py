@@ -261,9 +261,18 @@ def _check_image(path: str, validate: str = "header", shorter_side: Optional[int
     return None
 
 
+def decoded_shape(width: int, height: int, side: Optional[int]) -> Tuple[int, int, int]:
+    """HWC shape of a ``width x height`` picture after ``resize_shorter=side`` (``None``: unresized),
+    with DALI's rounding of the longer side."""
+    if side is None:
+        return int(height), int(width), 3
+    scale = side / min(width, height)
+    return (side, max(1, round(width * scale)), 3) if height <= width else \
+        (max(1, round(height * scale)), side, 3)
+
+
 def _too_large_resized(size, side, limit) -> Optional[str]:
     """Why a ``(width, height)`` image resized to the shorter side ``side`` is too large, or None."""
-    from .mixing_cache import decoded_shape
     h, w, _ = decoded_shape(size[0], size[1], side)
     if w * h <= limit:
         return None

@@ -25,21 +25,13 @@ import numpy as np
 from . import checks
 from .extras import progress_bar
 from .constants import MIXING_CACHE_MAX_BYTES
+from . import files as _files
+from .files import decoded_shape
 
 __all__ = ["MixingCache", "DeviceMixingCache", "decoded_shape", "estimate_bytes", "MIXING_CACHE_MAX_BYTES"]
 
 _BUILD_BATCH = 64            # pictures per decoding batch
 _PROGRESS_FROM = 2000        # a build of this many pictures shows a progress bar
-
-
-def decoded_shape(width: int, height: int, side: Optional[int]) -> Tuple[int, int, int]:
-    """HWC shape of a ``width x height`` picture after ``resize_shorter=side`` (``None``: unresized),
-    with DALI's rounding of the longer side."""
-    if side is None:
-        return int(height), int(width), 3
-    scale = side / min(width, height)
-    return (side, max(1, round(width * scale)), 3) if height <= width else \
-        (max(1, round(height * scale)), side, 3)
 
 
 def estimate_bytes(sizes: Sequence[Optional[Tuple[int, int]]], side: Optional[int]) -> Optional[int]:
@@ -221,16 +213,15 @@ def _run(pipe, fed):
     try:
         return pipe.run()
     except Exception as err:
-        from .files import find_bad_images, shown
         batch = fed[-1] if fed else []
         cause = f"{type(err).__name__}: {dali_cause(err)}"
-        bad = find_bad_images(batch, "full")
+        bad = _files.find_bad_images(batch, "full")
         if bad:
-            named = "; ".join(f"{shown(p)}: {why}" for p, why in bad[:8])
+            named = "; ".join(f"{_files.shown(p)}: {why}" for p, why in bad[:8])
             more = f" (+{len(bad) - 8} more)" if len(bad) > 8 else ""
             raise ValueError(f"mixing cache: {len(bad)} mixing picture(s) cannot be decoded: {named}{more} "
                              f"(DALI said {cause})") from None
-        names = ", ".join(map(shown, batch[:8])) + (f" (+{len(batch) - 8} more)" if len(batch) > 8 else "")
+        names = ", ".join(map(_files.shown, batch[:8])) + (f" (+{len(batch) - 8} more)" if len(batch) > 8 else "")
         raise ValueError(f"mixing cache: DALI failed on a batch of these mixing pictures: "
                          f"{names or '(no file fed yet)'} ({cause}); they pass PIL's full check") from None
 

@@ -475,7 +475,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root, batch_size
     seed, num_threads, device_id, prefetch_queue_depth, start_epoch = _check_integers(
         seed, num_threads, device_id, prefetch_queue_depth, start_epoch)
     layout, last_batch_policy = _check_layout(layout), _check_policy(last_batch_policy)
-    config = IPMixConfig.from_preset(recipe.name) if config is None else config
+    config = recipe.config() if config is None else config
     shard_id, num_shards = shard_defaults(shard_id, num_shards)
     data = _samples(images, labels, file_root, file_list, validate, on_bad_file, shard_id, num_shards)
     mix_files = list_mixing_images(mixing_root, validate, on_bad_file, shorter_side=recipe.mixing_side(size))

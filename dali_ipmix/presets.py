@@ -4,7 +4,9 @@ A :class:`Preset` says everything that differs between the paper's ImageNet and 
 default image size, the IPMix parameters, the training crop, how a mixing picture is prepared and the
 validation transform. :func:`dali_ipmix.training_pipeline`, :func:`~dali_ipmix.validation_pipeline`,
 :meth:`IPMixConfig.from_preset <dali_ipmix.IPMixConfig.from_preset>` and the training scripts' PyTorch
-loader all take a preset by name from :data:`PRESETS`; adding one is one :func:`register` call::
+loader all take a preset by name from :data:`PRESETS` (the IPMix settings themselves are core data,
+``config.PAPER_SETTINGS``; :func:`register` tells the core a new name); adding one is one
+:func:`register` call::
 
     from dali_ipmix.presets import PRESETS, PaddedCrop, Preset, ResizeTo, register
     register(Preset("svhn", size=32, ipmix=dict(PRESETS["cifar"].ipmix, severity=2.0),
@@ -26,6 +28,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from .config import PAPER_SETTINGS, IPMixConfig, register_settings
 from .constants import IMAGENET_RESIZE
 
 __all__ = ["Preset", "RandomResizedCrop", "PaddedCrop", "ResizeCentreCrop", "ResizeTo", "PRESETS",
@@ -253,7 +256,8 @@ class Preset:
         name: what ``preset=`` and ``IPMixConfig.preset`` call it.
         size: default output height = width in pixels.
         ipmix: :class:`~dali_ipmix.IPMixConfig` field values of the recipe (read-only mapping);
-            ``IPMixConfig.from_preset(name, **overrides)`` builds the config.
+            :meth:`config` (or ``IPMixConfig.from_preset(name, **overrides)`` once registered) builds
+            the config.
         train_crop: decoding, crop and resize of a training image to ``size x size`` (a horizontal
             flip follows for every preset).
         mix_resize: mixing-picture preparation: shorter side resized to ``size * mix_resize`` (at
@@ -269,6 +273,11 @@ class Preset:
 
     def __post_init__(self):
         object.__setattr__(self, "ipmix", types.MappingProxyType(dict(self.ipmix)))
+
+    def config(self, **overrides) -> IPMixConfig:
+        """The recipe's :class:`~dali_ipmix.IPMixConfig` with ``overrides``; it remembers the preset
+        (``config.preset``), which must be registered."""
+        return IPMixConfig(**{**self.ipmix, "preset": self.name, **overrides})
 
     def mixing_side(self, size: int) -> int:
         """Shorter side, in pixels, a mixing picture is resized to before its ``size`` crop."""
@@ -286,6 +295,7 @@ def register(preset: Preset, replace: bool = False) -> Preset:
     if preset.name in PRESETS and not replace:
         raise ValueError(f"preset {preset.name!r} is already registered (pass replace=True)")
     PRESETS[preset.name] = preset
+    register_settings(preset.name, preset.ipmix)
     return preset
 
 
@@ -299,13 +309,11 @@ def get_preset(name: Optional[str]) -> Preset:
 #: The paper's ImageNet recipe: ResNet-50 input pipeline at 224 px.
 IMAGENET = register(Preset(
     "imagenet", size=224,
-    ipmix=dict(k=3, t=3, beta=4.0, severity=1.0, patch_sizes=(4, 8, 16, 32, 64), whole_image_patch=True,
-               source_from_image=True, all_ops=False, jsd=True),
+    ipmix=PAPER_SETTINGS["imagenet"],
     train_crop=RandomResizedCrop(), mix_resize=IMAGENET_RESIZE, validation=ResizeCentreCrop()))
 
 #: The paper's CIFAR-10/100 recipe: WRN-40-4 at 32 px.
 CIFAR = register(Preset(
     "cifar", size=32,
-    ipmix=dict(k=3, t=3, beta=3.0, severity=3.0, patch_sizes=(4, 8, 16), whole_image_patch=True,
-               source_from_image=False, all_ops=False, jsd=True),
+    ipmix=PAPER_SETTINGS["cifar"],
     train_crop=PaddedCrop(), mix_resize=36 / 32, validation=ResizeTo()))

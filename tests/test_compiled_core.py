@@ -23,7 +23,7 @@ import pytest
 
 import dali_ipmix.execute as execute
 from dali_ipmix import IPMixConfig
-from dali_ipmix.backends import ArrayBackend
+from dali_ipmix.execute import ArrayBackend
 from dali_ipmix.cuda_source import COMPILE_OPTIONS, kernel_source
 from dali_ipmix.ops import IMAGE_OPS
 from dali_ipmix.plan import PATCH_CHAIN, PIXEL_OPS, draw_plan

@@ -6,7 +6,7 @@ import pytest
 import dataclasses
 
 from dali_ipmix import IPMixConfig, ipmix_batch
-from dali_ipmix.backends import ArrayBackend
+from dali_ipmix.execute import ArrayBackend
 from dali_ipmix.execute import apply_image_ops, execute_plan, mask_noise, warp_affine_batched
 from dali_ipmix.ops import IMAGE_OPS
 from dali_ipmix.plan import draw_plan

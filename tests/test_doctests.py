@@ -4,11 +4,11 @@ import doctest
 
 import pytest
 
-import dali_ipmix.backends
+import dali_ipmix.execute
 import dali_ipmix.table
 
 
-@pytest.mark.parametrize("module", [dali_ipmix.backends, dali_ipmix.table])
+@pytest.mark.parametrize("module", [dali_ipmix.execute, dali_ipmix.table])
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
