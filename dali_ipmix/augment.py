@@ -10,7 +10,7 @@ import numpy as np
 
 from . import checks
 from .config import IPMixConfig
-from .execute import array_module, get_backend, nvtx_range
+from .execute import array_module, executor_argument, get_executor, nvtx_range
 from .plan import IPMixPlan, draw_plan
 
 _POOLS = {}
@@ -45,7 +45,7 @@ def check_batch(images, mixing):
 
 
 def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool = False,
-                num_threads: int = 1, backend=None):
+                num_threads: int = 1, executor=None, backend=None):
     """One IPMix view of every sample of a batch.
 
     Args:
@@ -58,8 +58,9 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
             (NumPy and PIL release the GIL in their loops); 0 means one per CPU core. Small batches
             (under ``MIN_PIXELS_PER_THREAD`` pixels a chunk) use fewer threads. The plan is drawn
             for the whole batch first, so the output does not depend on the thread count.
-        backend: who executes the plan: None (NumPy inputs: the array executor; CuPy inputs: the
-            compiled core on CUDA), a name from ``execute.BACKENDS`` or a backend object.
+        executor: who executes the plan: None (NumPy inputs: the array executor; CuPy inputs: the
+            compiled core on CUDA), a name from ``execute.EXECUTORS`` or an executor object.
+        backend: the deprecated old name of ``executor``.
 
     Returns:
         (N, H, W, 3) float32 on the 0..255 scale (not normalised), on the inputs' device;
@@ -69,7 +70,7 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
         raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
     num_threads = checks.integer("num_threads", num_threads, 0, note=" (0: one per core)")
     check_batch(images, mixing)
-    runner = get_backend(backend, images)
+    runner = get_executor(executor_argument(executor, backend, "ipmix_batch"), images)
     n, h, w, _ = images.shape
     with nvtx_range("draw_plan", array_module(images)):
         plan: IPMixPlan = draw_plan(n, h, w, config, rng)
@@ -81,17 +82,19 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
     return (out, plan) if return_plan else out
 
 
-def ipmix_views(images, mixing, config: IPMixConfig, rng, *, num_threads: int = 1, backend=None):
+def ipmix_views(images, mixing, config: IPMixConfig, rng, *, num_threads: int = 1, executor=None,
+                backend=None):
     """What one batch of ``fn.ipmix`` returns: ``[view]``, or with ``config.jsd``
     ``[clean, view1, view2]`` (clean = ``images`` as float32; two independent draws of ``rng``
     sharing the mixing pictures). Arrays as :func:`ipmix_batch` takes and returns them."""
-    views = [ipmix_batch(images, mixing, config, rng, num_threads=num_threads, backend=backend)
+    executor = executor_argument(executor, backend, "ipmix_views")
+    views = [ipmix_batch(images, mixing, config, rng, num_threads=num_threads, executor=executor)
              for _ in range(2 if config.jsd else 1)]
     return [images.astype(array_module(images).float32)] + views if config.jsd else views
 
 
 def shutdown_pools():
-    """Stops the worker threads of the NumPy backend (started on demand, one pool per size)."""
+    """Stops the worker threads of the NumPy executor (started on demand, one pool per size)."""
     while _POOLS:
         _, pool = _POOLS.popitem()
         pool.shutdown(wait=True)

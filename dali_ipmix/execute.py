@@ -1,30 +1,31 @@
 """The array executor: an IPMixPlan on a whole batch with NumPy (or CuPy, the same code with ``xp``).
 
-This is the reference every compiled backend is checked against, and the CPU backend. The batch is
+This is the reference every compiled executor is checked against, and the CPU executor. The batch is
 processed step by step over all N*k chains at once. Within a step, samples are grouped by what they
 do (image-level op, patch size and pixel op), so the number of array operations per batch depends on
 the config (t, number of ops and patch sizes), never on the batch size: no per-sample Python loop.
 Images are (N, H, W, 3) uint8 HWC 0..255; chains stay uint8 between steps, as in the reference code,
 and only the final mix is float32.
 
-Backends: who executes a drawn plan. One interface (:class:`Backend`), chosen once per call by
-:func:`execute_plan`. A backend replays an :class:`~dali_ipmix.plan.IPMixPlan` (every random
-decision, drawn on the host) on a batch; backends differ only in where and how, never in what
+Executors: who executes a drawn plan on arrays. One interface (:class:`Executor`), chosen once per
+call by :func:`execute_plan`. An executor replays an :class:`~dali_ipmix.plan.IPMixPlan` (every
+random decision, drawn on the host) on a batch; executors differ only in where and how, never in what
 (``docs/ipmix-spec.md``):
 
 - ``"arrays"``: the array executor below: NumPy on the CPU (the default for NumPy inputs, and the
-  reference of every other backend); on CuPy the same array calls, for comparison.
+  reference of every other executor); on CuPy the same array calls.
 - ``"cuda"``: the compiled core (``csrc/``) replayed from one plan table with ``2 t + 1`` launches
   per view and no host synchronisation (``table.py``, ``cuda.py``); the default for CuPy inputs.
-- the native DALI operator runs the same compiled core inside DALI (``fn.ipmix(backend="native")``).
+- inside DALI, the ``fn.ipmix`` backends (``"native"``: the same compiled core as a DALI operator;
+  ``"python"``: these executors in a ``python_function``) run them.
 
-Replay a plan on another backend::
+Replay a plan on another executor::
 
     >>> import numpy as np
     >>> from dali_ipmix import IPMixConfig, ipmix_batch
     >>> x = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     >>> out, plan = ipmix_batch(x, x[::-1].copy(), IPMixConfig.cifar(), rng=0, return_plan=True)
-    >>> again = get_backend("arrays", x).execute(plan, x, x[::-1].copy())
+    >>> again = get_executor("arrays", x).execute(plan, x, x[::-1].copy())
     >>> bool((again == out).all())
     True
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from typing import Protocol
 
 import numpy as np
@@ -67,14 +69,16 @@ def nvtx_range(name, xp):
     return contextlib.nullcontext()
 
 
-def execute_plan(plan: IPMixPlan, images, mixing, backend=None):
+def execute_plan(plan: IPMixPlan, images, mixing, executor=None, *, backend=None):
     """Runs ``plan`` on ``images`` and ``mixing`` ((N, H, W, 3) uint8, both NumPy or both CuPy).
 
-    ``backend``: None (the array executor for NumPy inputs, the compiled core for CuPy inputs), a
-    name from :data:`BACKENDS` or a backend object (:class:`Backend`).
-    Returns (N, H, W, 3) float32 on the 0..255 scale, on the inputs' device.
+    ``executor``: None (the array executor for NumPy inputs, the compiled core for CuPy inputs), a
+    name from :data:`EXECUTORS` or an executor object (:class:`Executor`); ``backend=`` is its
+    deprecated old name.
+    Returns (N, H, W, 3) float32 on the inputs' device.
     """
-    return get_backend(backend, images).execute(plan, images, mixing)
+    executor = executor_argument(executor, backend, "execute_plan")
+    return get_executor(executor, images).execute(plan, images, mixing)
 
 
 def execute_arrays(plan: IPMixPlan, images, mixing, warp=None):
@@ -119,10 +123,10 @@ def execute_arrays(plan: IPMixPlan, images, mixing, warp=None):
     return xp.clip(out, 0, 255, out=out)   # float32 weights sum to 1 only within rounding
 
 
-# ------------------------------------------------------------------------------ backends
+# ----------------------------------------------------------------------------- executors
 
-class Backend(Protocol):
-    """Executes plans. ``images``/``mixing``: (N, H, W, 3) uint8 arrays of the backend's kind."""
+class Executor(Protocol):
+    """Executes plans. ``images``/``mixing``: (N, H, W, 3) uint8 arrays of the executor's kind."""
 
     name: str
 
@@ -130,56 +134,58 @@ class Backend(Protocol):
         """(N, H, W, 3) float32, 0..255, on the inputs' device."""
 
 
-class ArrayBackend:
-    """The array executor (``execute.execute_arrays``) on NumPy or CuPy inputs.
-
-    ``warp``: ``"pil"`` (default: PIL's C warp on NumPy, the reference semantics) or ``"batched"``
-    (the compiled core's bilinear arithmetic, as on CuPy): affine results may differ by one grey level.
-    """
+class ArrayExecutor:
+    """The array executor (:func:`execute_arrays`) on NumPy or CuPy inputs (PIL's C warp on NumPy)."""
 
     name = "arrays"
 
-    def __init__(self, warp: str = "pil"):
-        if warp not in ("pil", "batched"):
-            raise ValueError(f"warp={warp!r} is invalid: use 'pil' or 'batched'")
-        self.warp = warp
-
     def execute(self, plan, images, mixing):
-        return execute_arrays(plan, images, mixing,
-                              warp=warp_affine_batched if self.warp == "batched" else None)
+        return execute_arrays(plan, images, mixing)
 
 
-class CudaBackend:
+class CudaExecutor:
     """The compiled core on CUDA through CuPy (``cuda.cuda_executor``); CuPy inputs only."""
 
     name = "cuda"
 
     def execute(self, plan, images, mixing):
         if array_module(images) is np:
-            raise TypeError("backend 'cuda' runs on CuPy arrays, got NumPy inputs; use backend='arrays' "
+            raise TypeError("executor 'cuda' runs on CuPy arrays, got NumPy inputs; use executor='arrays' "
                             "(or None) for NumPy, or move the batch to the GPU with cupy.asarray")
         from .cuda import cuda_executor
         with nvtx_range("execute_table", array_module(images)):
             return cuda_executor()(plan, images, mixing)
 
 
-BACKENDS = {"arrays": ArrayBackend(), "cuda": CudaBackend()}
+EXECUTORS = {"arrays": ArrayExecutor(), "cuda": CudaExecutor()}
 
 
-def get_backend(backend, images) -> Backend:
-    """The backend for ``backend`` (None, a name from :data:`BACKENDS`, or an object with
+def get_executor(executor, images) -> Executor:
+    """The executor for ``executor`` (None, a name from :data:`EXECUTORS`, or an object with
     ``execute``); None picks ``"arrays"`` for NumPy ``images`` and ``"cuda"`` for CuPy ones."""
-    if backend is None:
-        return BACKENDS["arrays" if array_module(images) is np else "cuda"]
-    if isinstance(backend, str):
+    if executor is None:
+        return EXECUTORS["arrays" if array_module(images) is np else "cuda"]
+    if isinstance(executor, str):
         try:
-            return BACKENDS[backend]
+            return EXECUTORS[executor]
         except KeyError:
-            raise ValueError(f"backend={backend!r} is unknown: use one of {sorted(BACKENDS)} or None"
+            raise ValueError(f"executor={executor!r} is unknown: use one of {sorted(EXECUTORS)} or None"
                              ) from None
-    if not callable(getattr(backend, "execute", None)):
-        raise TypeError(f"backend must be None, a name from {sorted(BACKENDS)} or an object with an "
-                        f"execute(plan, images, mixing) method, got {type(backend).__name__}")
+    if not callable(getattr(executor, "execute", None)):
+        raise TypeError(f"executor must be None, a name from {sorted(EXECUTORS)} or an object with an "
+                        f"execute(plan, images, mixing) method, got {type(executor).__name__}")
+    return executor
+
+
+def executor_argument(executor, backend, where: str):
+    """``executor``, or the deprecated ``backend=`` spelling of it (with a DeprecationWarning)."""
+    if backend is None:
+        return executor
+    if executor is not None:
+        raise TypeError(f"{where}: pass executor= only (backend= is its deprecated old name)")
+    warnings.warn(f"{where}(backend=...) is deprecated: the argument is now called executor= "
+                  "('arrays' or 'cuda'); backend= names the DALI operator's 'native' / 'python' only",
+                  DeprecationWarning, stacklevel=3)
     return backend
 
 
@@ -259,7 +265,7 @@ def warp_affine(images, matrices):
 
 
 def _warp_affine_cpu(images, matrices):
-    """The NumPy backend's warp: pixel-exact maps (identity, integer shifts, flips: half of the
+    """The NumPy executor's warp: pixel-exact maps (identity, integer shifts, flips: half of the
     geometric ops) as array copies, the rest through PIL's C code, one image at a time."""
     from PIL import Image
     _, h, w, _ = images.shape
@@ -383,7 +389,7 @@ def to_uint8(values, xp):
 def mask_noise(keys, height, width, channels, xp):
     """U(0, 1) noise (M, height, width, channels) float32 from a counter-based hash of (key, y, x, c).
 
-    The same bits on NumPy and CuPy, so the random masks of a plan are backend-independent.
+    The same bits on NumPy and CuPy, so the random masks of a plan are executor-independent.
     """
     r = xp.arange(height, dtype=xp.uint32)[:, None, None]
     c = xp.arange(width, dtype=xp.uint32)[None, :, None]

@@ -337,11 +337,6 @@ def shorter_sides_equal(sizes: Sequence[Optional[Tuple[int, int]]], side: int) -
     return bool(sizes) and all(s is not None and min(s) == side for s in sizes)
 
 
-def all_shorter_sides_equal(paths: Sequence[str], side: int, num_workers: int = 8) -> bool:
-    """Whether every image's shorter side is ``side`` pixels, from the headers."""
-    return shorter_sides_equal(header_sizes(paths, num_workers), side)
-
-
 def check_images(paths: Sequence[str], validate: str = "header", on_bad_file: str = "error",
                  num_workers: int = 8, *, shorter_side: Optional[int] = None) -> List[str]:
     """The paths that pass :func:`check_image`, in order; bad ones raise or are skipped with a warning."""

@@ -160,7 +160,7 @@ def make_ipmix_function(config: IPMixConfig, seed: Optional[int], num_threads: i
 
 def _host_keys(keys) -> np.ndarray:
     """int64 (N,) on the host from a batch of N scalar keys (NumPy, or CuPy in a GPU pipeline: a copy of
-    N * 8 bytes that waits for DALI's stream, the one host synchronisation of the python route)."""
+    N * 8 bytes that waits for DALI's stream, the one host synchronisation of the python backend)."""
     if isinstance(keys[0], np.ndarray):
         return np.asarray([k.reshape(()) for k in keys], dtype=np.int64)
     import cupy
@@ -210,7 +210,7 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
             sample's place in its batch.
         device: ``"cpu"`` or ``"gpu"``; defaults to ``"gpu"`` when either input is on
             the GPU (the other is then moved there), else ``"cpu"``.
-        num_threads: python backend on the CPU only: threads the NumPy backend splits each batch
+        num_threads: python backend on the CPU only: threads the NumPy executor splits each batch
             over (0 = one per core); the native operator uses the pipeline's thread pool instead.
         backend: ``"native"`` (the DALI plugin; an error naming the build command when it is not
             built), ``"python"`` (python_function: NumPy on the CPU, CuPy on the GPU), or ``None``:

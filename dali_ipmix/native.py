@@ -33,7 +33,7 @@ from .plan import IPMixPlan
 from .table import OP_CODES, STEP_FIELDS
 
 __all__ = ["OPERATOR", "library_path", "available", "default_backend", "has_gpu_operator", "require_gpu_operator",
-           "load", "build_stamp", "check_build", "operator_args", "plan_from_records", "split_table",
+           "load", "build_stamp", "check_build", "operator_args", "plan_from_records",
            "RECORD_FIELDS", "NotBuiltError", "IncompatibleBuildError"]
 
 OPERATOR = "ipmix_native"                 # the fn.* name of the IpmixNative schema
@@ -125,7 +125,7 @@ def check_build(path: Optional[str] = None) -> str:
             + ". It is compiled when the package is built: pip install --force-reinstall --no-binary "
               "dali-ipmix dali-ipmix (needs CMake and a C++17 compiler), or ./scripts/setup.sh in a "
               "repository checkout; DALI_IPMIX_NATIVE_LIB=/path/to/" + LIBRARY + " uses a library built "
-              "elsewhere; or use backend='python' (the python_function route, slower)")
+              "elsewhere; or use backend='python' (the python_function backend, slower)")
     stamp = build_stamp(path)
     release, cuda = _running_dali()
     if stamp is None:
@@ -172,7 +172,7 @@ def _warn_fallback(why: str):
     global _warned_fallback
     if not _warned_fallback:
         _warned_fallback = True
-        warnings.warn(f"dali-ipmix runs IPMix on the slower python_function route: {why}. Pass "
+        warnings.warn(f"dali-ipmix runs IPMix on the slower python_function backend: {why}. Pass "
                       "backend='python' (or set DALI_IPMIX_BACKEND=python) to choose it without this "
                       "warning", RuntimeWarning, stacklevel=3)
 
@@ -253,12 +253,3 @@ def plan_from_records(records, config: IPMixConfig, height: int, width: int) -> 
         step[name] = value
     return IPMixPlan(op_names=config.op_names, image_shape=(int(height), int(width)), weights=weights,
                      m=m, kind=kind, n_ops=n_ops, **step)
-
-
-def split_table(table, config: IPMixConfig):
-    """A table output ((N, W) uint32) as ``(steps, mixw)``: (N * k * max(t, 1), 26) uint32 rows and
-    (N, 1 + k) float32, the layout of ``table.pack_plan``."""
-    table = np.asarray(table, np.uint32)
-    rows = config.k * max(config.t, 1) * len(STEP_FIELDS)
-    steps = table[:, :rows].reshape(-1, len(STEP_FIELDS))
-    return steps, np.ascontiguousarray(table[:, rows:]).view(np.float32)

@@ -2,7 +2,7 @@
 
 Every op is declared with ``@image_op``, in the style of DALI's ``nvidia/dali/auto_aug/augmentations.py``;
 its family, code and magnitude law (level -> parameter) live in :data:`dali_ipmix.laws.LAWS`, the one
-source the compiled core is generated from. An op belongs to one *family*, which fixes how a backend
+source the compiled core is generated from. An op belongs to one *family*, which fixes how an executor
 runs it on a whole batch at once:
 
 - ``lut``: pointwise; the function returns per-sample, per-channel lookup tables (M, 3, 256) uint8.
@@ -10,7 +10,7 @@ runs it on a whole batch at once:
   output pixel centre ``(u + 0.5, v + 0.5)`` to the input point it samples (PIL's convention), then
   one bilinear warp with black fill runs over every affine sample of the batch.
 - ``image``: the function returns the whole (M, H, W, 3) uint8 result images itself (color and
-  sharpness: per-pixel blends with a degenerate image), so a backend runs it as it is.
+  sharpness: per-pixel blends with a degenerate image), so an executor runs it as it is.
 
 Level -> parameter (:mod:`dali_ipmix.laws`): ``level ~ U(0.1, severity)`` per call, ``ip(level, max) =
 int(level * max / 10)``, ``fp(level, max) = level * max / 10``, "signed" ops negate with probability 1/2.
@@ -196,7 +196,7 @@ def sharpness(factor, images, xp):
 # ----------------------------------------------------------------------------------- affine ops
 # Geometric ops are their law alone (rotate about the centre as PIL's Image.rotate, shear_x: output
 # (u, v) samples input (u + s v, v), shear_y: (u, s u + v), translate_x/y by whole pixels, mirror
-# u -> W - u): the matrices come from laws.LAWS, for every route.
+# u -> W - u): the matrices come from laws.LAWS, for every backend.
 rotate = _affine_op("rotate")
 shear_x = _affine_op("shear_x")
 shear_y = _affine_op("shear_y")

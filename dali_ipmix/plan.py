@@ -1,12 +1,12 @@
 """The random plan of one IPMix batch: every random decision, drawn on the host.
 
 A plan is a handful of small NumPy arrays indexed by sample ``n < N``, chain ``c < k`` and step
-``j < t``; backends (NumPy, CuPy, the per-image PIL reference) only execute it. Each sample's plan is
+``j < t``; executors (NumPy, CuPy, the per-image PIL reference) only execute it. Each sample's plan is
 made from ``laws.plan_draws(k, t)`` uniforms, one per slot of ``laws.STEP_DRAWS`` (and the header):
 entries that a sample does not use (steps past its chain's op count, patch fields of an image-level
 chain, ...) are drawn anyway, so that the plan's shape and the draws' places depend on (k, t) only.
 The native operator's drawer (``csrc/ipx_plan.h``) makes the same plan from the same uniforms with
-the same float64 arithmetic, so a :class:`~dali_ipmix.keys.KeyedGenerator` gives every route the
+the same float64 arithmetic, so a :class:`~dali_ipmix.keys.KeyedGenerator` gives every backend the
 same plan, bit for bit.
 """
 

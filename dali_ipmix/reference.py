@@ -1,7 +1,7 @@
 """Per-image IPMix on PIL, following the spec literally: the oracle for parity tests and the
 "per-sample PIL" baseline that benchmarks compare against.
 
-Nothing here is vectorised or shared with the batched backends except the plan (the random
+Nothing here is vectorised or shared with the batched executors except the plan (the random
 decisions) and the mask noise hash, so that a parity test compares two independent implementations.
 Images are (H, W, 3) uint8 NumPy arrays, HWC, 0..255.
 """

@@ -10,7 +10,7 @@ autocontrast cut), patch rectangles, pixel ops, weights and mask keys.
 ``t`` alone: per step one ``ipx_prepare`` (lookup tables, one block per chain) and one ``ipx_step``
 (one thread per pixel of every chain), then one ``ipx_mix``; plus one upload of the table. The device
 may be CUDA (``dali_ipmix.cuda``), the g++-compiled host loops (the tests), or a recorder that only
-counts (``dali_ipmix.profile``).
+counts (``dali_ipmix._scripts.profile``).
 
 Replay, e.g. a plan saved from ``ipmix_batch(..., return_plan=True)``::
 

@@ -4,11 +4,11 @@
 loop, as the paper's DataLoader does per worker), at 224 px (ImageNet preset) and 32 px (CIFAR preset).
 On a machine with CuPy and a GPU two columns are added: ``cuda`` (the compiled core replayed from
 the plan table, the GPU default) and ``cupy_arrays`` (the array executor's calls on CuPy). Speeds are
-images/s of one IPMix view; ``numpy_mt`` is the NumPy backend with ``num_threads`` (``--threads``,
+images/s of one IPMix view; ``numpy_mt`` is the NumPy executor with ``num_threads`` (``--threads``,
 default one per core).
 
-``--host-profile`` instead measures the CUDA backend's host side without a GPU (a recording stand-in
-for the device, ``dali_ipmix.profile``): N=256, 224 px, ImageNet preset, JSD; it prints
+``--host-profile`` instead measures the CUDA executor's host side without a GPU (a recording stand-in
+for the device, ``dali_ipmix._scripts.profile``): N=256, 224 px, ImageNet preset, JSD; it prints
 ``host_ms_per_jsd_batch`` (plan drawing included), ``launches_per_view`` and ``host_syncs_per_batch``.
 
     python pipelines/bench_core.py [--batch-size 64] [--batches 3] [--json out.json]
@@ -68,7 +68,7 @@ def main(argv=None):
                          "reference and the first NumPy column use one thread)")
     ap.add_argument("--json", help="also write the table to this JSON file")
     ap.add_argument("--host-profile", action="store_true",
-                    help="measure the CUDA backend's host side against a recording device (no GPU needed)")
+                    help="measure the CUDA executor's host side against a recording device (no GPU needed)")
     args = ap.parse_args(argv)
     if args.host_profile:
         return host_profile_main(args)
@@ -91,7 +91,7 @@ def main(argv=None):
                 ipmix_batch(dx, dz, cfg, rng)
                 cupy.cuda.get_current_stream().synchronize()
             def run_arrays():
-                ipmix_batch(dx, dz, cfg, rng, backend="arrays")
+                ipmix_batch(dx, dz, cfg, rng, executor="arrays")
                 cupy.cuda.get_current_stream().synchronize()
             t_cp = timed(run_gpu, args.batches)
             t_ca = timed(run_arrays, args.batches)
@@ -113,7 +113,7 @@ def main(argv=None):
 
 
 def host_profile_main(args):
-    from dali_ipmix.profile import host_profile
+    from dali_ipmix._scripts.profile import host_profile
     result = host_profile(batch_size=256, size=PRESETS["imagenet"].size, config=IPMixConfig.imagenet(jsd=True),
                           batches=max(args.batches, 20))
     for key in ("host_ms_per_jsd_batch", "launches_per_view", "host_syncs_per_batch"):

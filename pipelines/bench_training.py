@@ -14,7 +14,7 @@ the (3N, 3, H, W) batch of (clean, view 1, view 2) and the JSD loss, fed by:
                               pipeline); wrn: the same samples in memory through an external_source,
                               the CIFAR preset's crop (pad 4, random 32 x 32), flip, normalise
     ipmix-native-jsd          dali_ipmix.training_pipeline (JSD, native operator) through IPMixIterator
-    ipmix-python-jsd          the same with backend="python" (the python_function route; CuPy on a GPU)
+    ipmix-python-jsd          the same with backend="python" (the python_function backend; CuPy on a GPU)
     pil-jsd                   the paper's per-image loader (PIL decode and crop, PIL IPMix per view,
                               benchdata.PILIPMixDataset) in a torch DataLoader with ``--workers``
                               processes, pinned memory, copied to the device each step

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one go, on the lent GPU machine (H100/H200, 16 cores): every GPU test (parity of
-# the compiled core, the native operator and the CuPy route with the NumPy executor; DALI GPU pipelines),
+# the compiled core, the native operator and the CuPy python backend with the NumPy executor; DALI GPU pipelines),
 # the core benchmark, the loader throughput table (plain DALI GPU vs dali-ipmix GPU, native and python
-# routes, JSD on and off, vs the 16-worker PIL loader; 224 px, batch 256, JPEG mixing set), the same
+# backends, JSD on and off, vs the 16-worker PIL loader; 224 px, batch 256, JPEG mixing set), the same
 # for the CIFAR preset (32 px, batch 128, samples in memory: bench_throughput.py --preset cifar), the
 # profile, the end-to-end training step rate (bench_training.py: ResNet-50 at 224 px and WRN-40-4 at
 # 32 px fed by synthetic tensors, plain DALI, dali-ipmix JSD native and python, the PIL loader) and the

@@ -14,7 +14,7 @@ decoded on the CPU even by DALI's mixed decoder, JPEG on the GPU); IPMix's own w
 operator only mixes the clean image with itself); ceilings without mixing pictures at all (the IPMix
 node replaced by normalisation only, so DALI prunes the mixing pictures' read and decode: what any
 way of supplying mixing pictures faster could reach), with three outputs and with one (against plain
-DALI: the cost of the Python file feed); JSD off (one view); the python_function route. Two more
+DALI: the cost of the Python file feed); JSD off (one view); the python_function backend. Two more
 rows time the input stage alone, on the CPU, no decoding: the training pipeline's feed (paths,
 labels and cached mixing pictures through ``external_source``, files read by ``fn.io.file.read``)
 against plain DALI's ``fn.readers.file``. Rows are samples/s after warm-up, wall clock with a device

@@ -72,3 +72,19 @@ def collect_epoch(iterator):
         indices += [decode_index(c) for c in clean]
         labels += y.tolist()
     return indices, labels
+
+
+def all_shorter_sides_equal(paths, side, num_workers=8):
+    """Whether every image's shorter side is ``side`` pixels, from the headers."""
+    from dali_ipmix.files import header_sizes, shorter_sides_equal
+    return shorter_sides_equal(header_sizes(paths, num_workers), side)
+
+
+def split_table(table, config):
+    """A table output ((N, W) uint32) as ``(steps, mixw)``: (N * k * max(t, 1), 26) uint32 rows and
+    (N, 1 + k) float32, the layout of ``table.pack_plan``."""
+    from dali_ipmix.table import STEP_FIELDS
+    table = np.asarray(table, np.uint32)
+    rows = config.k * max(config.t, 1) * len(STEP_FIELDS)
+    steps = table[:, :rows].reshape(-1, len(STEP_FIELDS))
+    return steps, np.ascontiguousarray(table[:, rows:]).view(np.float32)

@@ -185,3 +185,14 @@ def run_sample(steps, mixw, k, t, x, z):
     x, z = np.ascontiguousarray(x), np.ascontiguousarray(z)
     dll.ipx_run_sample_c(ptr(steps), ptr(mixw), k, t, ptr(x), ptr(z), h, w, ptr(scratch), ptr(out))
     return out
+
+
+class BatchedWarpExecutor:
+    """The array executor with the compiled core's bilinear warp arithmetic (``warp_affine_batched``)
+    instead of PIL's on NumPy: affine results may differ from PIL's by one grey level. Test-only."""
+
+    name = "arrays-batched-warp"
+
+    def execute(self, plan, images, mixing):
+        from dali_ipmix.execute import execute_arrays, warp_affine_batched
+        return execute_arrays(plan, images, mixing, warp=warp_affine_batched)

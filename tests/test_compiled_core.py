@@ -4,7 +4,7 @@ The per-element bodies of the CUDA kernels are compiled with g++ into host loops
 (``kernel_harness.HostDevice``) and driven by the very launch sequence the GPU runs
 (``table.TableExecutor``), so every plan-table field, every op and the step/mix order are checked
 against the array executor (``execute.py``, the reference) on the same plan: bit-exact, except where
-the reference itself takes another route: the NumPy backend warps through PIL (PIL's own rounding: the
+the reference itself takes another path: the NumPy executor warps through PIL (PIL's own rounding: the
 core is checked bit-exact against ``warp_affine_batched`` instead, and within one grey level of PIL),
 and ``multiply``'s ``powf`` (an ulp between libm and NumPy can move a rounded value by one level).
 The CUDA source is also compiled with nvcc and NVRTC (CuPy's compiler), warnings refused.
@@ -23,7 +23,6 @@ import pytest
 
 import dali_ipmix.execute as execute
 from dali_ipmix import IPMixConfig
-from dali_ipmix.execute import ArrayBackend
 from dali_ipmix.cuda_source import COMPILE_OPTIONS, kernel_source
 from dali_ipmix.ops import IMAGE_OPS
 from dali_ipmix.plan import PATCH_CHAIN, PIXEL_OPS, draw_plan
@@ -57,7 +56,7 @@ def images(height, width, count=12, seed=0):
 
 
 # The array executor warping as the compiled core does (not through PIL).
-BATCHED = ArrayBackend(warp="batched")
+BATCHED = kernel_harness.BatchedWarpExecutor()
 
 
 def forced(plan, **fields):

@@ -6,7 +6,6 @@ import pytest
 import dataclasses
 
 from dali_ipmix import IPMixConfig, ipmix_batch
-from dali_ipmix.execute import ArrayBackend
 from dali_ipmix.execute import apply_image_ops, execute_plan, mask_noise, warp_affine_batched
 from dali_ipmix.ops import IMAGE_OPS
 from dali_ipmix.plan import draw_plan
@@ -75,7 +74,7 @@ def test_ipmix_batch_returns_cupy_and_rejects_mixed_backends():
 # ---------------------------------------------------------------- the compiled core on CUDA
 
 # The array executor with the compiled core's warp arithmetic: equal to the core but for multiply.
-BATCHED = ArrayBackend(warp="batched").execute
+BATCHED = kernel_harness.BatchedWarpExecutor().execute
 
 
 def host_core():
@@ -143,14 +142,14 @@ def test_back_to_back_batches_keep_their_tables():
 def test_arrays_backend_on_cupy_matches_numpy():
     x, z = photos(48, 48, count=16), photos(48, 48, count=17)[1:]
     plan = draw_plan(16, 48, 48, IPMixConfig.imagenet(all_ops=True), 2)
-    got = cupy.asnumpy(execute_plan(plan, cupy.asarray(x), cupy.asarray(z), backend="arrays"))
+    got = cupy.asnumpy(execute_plan(plan, cupy.asarray(x), cupy.asarray(z), executor="arrays"))
     assert np.abs(got - execute_plan(plan, x, z)).max() <= 1.0
 
 
 def test_cuda_backend_refuses_numpy_inputs():
     x = photos(16, 16, count=2)
-    with pytest.raises(TypeError, match="backend 'cuda' runs on CuPy arrays"):
-        execute_plan(draw_plan(2, 16, 16, IPMixConfig.cifar(), 0), x, x, backend="cuda")
+    with pytest.raises(TypeError, match="executor 'cuda' runs on CuPy arrays"):
+        execute_plan(draw_plan(2, 16, 16, IPMixConfig.cifar(), 0), x, x, executor="cuda")
 
 
 def test_nvtx_ranges_do_not_change_the_output(monkeypatch):

@@ -99,3 +99,21 @@ def test_thread_count_does_not_change_the_output(monkeypatch):
         np.testing.assert_array_equal(ipmix_batch(x, z, cfg, 3, num_threads=threads), one)
     with pytest.raises(ValueError, match="num_threads=-1"):
         ipmix_batch(x, z, cfg, 3, num_threads=-1)
+
+
+def test_executor_argument_and_its_deprecated_backend_name():
+    from dali_ipmix import execute_plan
+    x, z = pair(2, 16, 16)
+    config = IPMixConfig.cifar(jsd=False)
+    out, plan = ipmix_batch(x, z, config, rng=3, executor="arrays", return_plan=True)
+    with pytest.warns(DeprecationWarning, match="now called executor="):
+        old = ipmix_batch(x, z, config, rng=3, backend="arrays")
+    np.testing.assert_array_equal(old, out)
+    with pytest.warns(DeprecationWarning, match="execute_plan"):
+        np.testing.assert_array_equal(execute_plan(plan, x, z, backend="arrays"), out)
+    with pytest.raises(TypeError, match="executor= only"):
+        ipmix_batch(x, z, config, rng=3, executor="arrays", backend="arrays")
+    with pytest.raises(ValueError, match="executor='numpy' is unknown"):
+        execute_plan(plan, x, z, "numpy")
+    with pytest.raises(TypeError, match="executor 'cuda' runs on CuPy arrays"):
+        execute_plan(plan, x, z, executor="cuda")

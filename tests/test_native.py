@@ -19,6 +19,7 @@ from dali_ipmix import IPMixConfig, native
 from dali_ipmix.execute import execute_plan
 from dali_ipmix.fn import ipmix
 from dali_ipmix.table import pack_plan
+from dali_data import split_table
 from photos import structured
 
 pytestmark = pytest.mark.skipif(not native.available(),
@@ -65,7 +66,7 @@ def views_and_plans(outs, config, h, w, x):
         images = images[1:]
     for v in range(views):
         plan = native.plan_from_records(np.stack(extra[2 * v]), config, h, w)
-        steps, mixw = native.split_table(np.stack(extra[2 * v + 1]), config)
+        steps, mixw = split_table(np.stack(extra[2 * v + 1]), config)
         yield plan, steps, mixw, np.stack(images[v])
 
 
@@ -224,7 +225,7 @@ def test_doctored_plugin_in_a_fresh_process_is_refused_at_load_and_the_default_f
     assert out.returncode == 0, out.stderr
     assert "REFUSED " + str(path) + " was built for DALI 9.9.9" in out.stdout
     assert "DEFAULT python python" in out.stdout
-    assert "WARNINGS 1 dali-ipmix runs IPMix on the slower python_function route" in out.stdout
+    assert "WARNINGS 1 dali-ipmix runs IPMix on the slower python_function backend" in out.stdout
     assert "LOADED False" in out.stdout
 
 

@@ -74,7 +74,7 @@ def test_lut_ops_are_declared_pointwise():
 
 @pytest.mark.parametrize("name", [n for n, op in IMAGE_OPS.items() if op.family == "affine"])
 def test_batched_warp_used_on_gpu_matches_pil(name):
-    """The NumPy backend warps through PIL; the CuPy backend's whole-batch warp is checked here on NumPy."""
+    """The NumPy executor warps through PIL; the CuPy executors' whole-batch warp is checked here on NumPy."""
     from dali_ipmix.execute import warp_affine_batched
     images = batch(40, 52)
     op = IMAGE_OPS[name]

@@ -272,7 +272,7 @@ def test_mixing_pictures_at_the_preset_side_skip_the_identity_resize(dali_tree, 
     """Pictures whose shorter side already is the preset's mixing side are cropped without a resize
     (known from their headers): the same tensors as with the resize, which is then the identity."""
     from PIL import Image
-    from dali_ipmix.files import all_shorter_sides_equal
+    from dali_data import all_shorter_sides_equal
     # CIFAR preset at 32 px: mixing pictures Resize(36) + RandomCrop(32).
     rng = np.random.default_rng(0)
     paths = []

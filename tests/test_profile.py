@@ -1,9 +1,9 @@
-"""The host profile of the CUDA backend (a recording device): its counts, and that it would see a sync."""
+"""The host profile of the CUDA executor (a recording device): its counts, and that it would see a sync."""
 
 import numpy as np
 
 from dali_ipmix import IPMixConfig
-from dali_ipmix.profile import RecordingDevice, host_profile
+from dali_ipmix._scripts.profile import RecordingDevice, host_profile
 
 
 def test_host_profile_counts_launches_and_no_syncs():

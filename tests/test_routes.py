@@ -1,8 +1,8 @@
-"""One plan drawer for every route: the same ``(seed, keys)`` gives the same plans, bit for bit, and the
+"""One plan drawer for every backend: the same ``(seed, keys)`` gives the same plans, bit for bit, and the
 same views within one grey level, on ``fn.ipmix(..., backend="python")`` (NumPy on the CPU, CuPy on
 the GPU) and ``backend="native"`` (the compiled core on DALI's CPU thread pool or its GPU kernels).
 
-The native plans come from the operator's ``return_plan`` records; the python route's are
+The native plans come from the operator's ``return_plan`` records; the python backend's are
 ``draw_plan(..., KeyedGenerator(keys.plan_keys(seed, keys)))``, what its batch function draws."""
 
 import dataclasses
@@ -16,6 +16,7 @@ from dali_ipmix import IPMixConfig, draw_plan, native
 from dali_ipmix.fn import ipmix
 from dali_ipmix.keys import KeyedGenerator, plan_keys, sample_keys, subkeys, STREAM_IPMIX
 from dali_ipmix.table import pack_plan
+from dali_data import split_table
 from photos import structured
 
 pytestmark = pytest.mark.skipif(not native.available(),
@@ -46,7 +47,7 @@ def batches(h, w, count=2):
 
 
 def run_routes(config, feed, device="cpu", keyed=True, seed=SEED):
-    """Per batch of ``feed``: ``{route: [outputs]}`` for the python and the native route in one
+    """Per batch of ``feed``: ``{backend: [outputs]}`` for the python and the native backend in one
     pipeline on ``device`` (outputs stacked over the samples; native's plan records and tables after
     its images)."""
     @pipeline_def(batch_size=BATCH, num_threads=2, device_id=0 if device == "gpu" else None,
@@ -75,7 +76,7 @@ def run_routes(config, feed, device="cpu", keyed=True, seed=SEED):
 
 
 def native_plans(native_outputs, config, h, w):
-    """The native route's plans, per view, from its ``return_plan`` outputs."""
+    """The native backend's plans, per view, from its ``return_plan`` outputs."""
     views = 2 if config.jsd else 1
     extra = native_outputs[len(native_outputs) - 2 * views:]
     return [(native.plan_from_records(extra[2 * v], config, h, w), extra[2 * v + 1]) for v in range(views)]
@@ -98,7 +99,7 @@ def closeness(a, b):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_python_and_native_draw_the_same_plans_and_views_for_the_same_keys(name):
-    """Keyed (what the ready pipelines use): the native operator's plans are the python route's plans
+    """Keyed (what the ready pipelines use): the native operator's plans are the python backend's plans
     bit for bit (records and table rows), and the views agree within one grey level on >= 99.9% of
     values."""
     config, h, w = CONFIGS[name]
@@ -113,7 +114,7 @@ def test_python_and_native_draw_the_same_plans_and_views_for_the_same_keys(name)
             expect = draw_plan(BATCH, h, w, config, draws)   # call v + 1: view v
             assert_same_plan(plan, expect)
             steps, mixw = pack_plan(expect)
-            np.testing.assert_array_equal(native.split_table(table, config)[0], steps)
+            np.testing.assert_array_equal(split_table(table, config)[0], steps)
             within, worst = closeness(py_views[v], nat_images[v])
             assert within >= 0.999, (name, v, within, worst)
             assert worst <= 1.0, (name, v, within, worst)
@@ -133,7 +134,7 @@ def test_a_repeated_key_gets_the_same_plans_in_another_batch():
 
 @pytest.mark.parametrize("name", ["imagenet", "cifar-no-jsd"])
 def test_unkeyed_routes_agree_for_the_same_seed(name):
-    """Without keys, both routes draw sample s of batch b from (seed, b, s): the same views too."""
+    """Without keys, both backends draw sample s of batch b from (seed, b, s): the same views too."""
     config, h, w = CONFIGS[name]
     feed = batches(h, w)
     for b, got in enumerate(run_routes(config, feed, keyed=False)):
@@ -158,7 +159,7 @@ def _cuda():
 @pytest.mark.skipif(not _cuda(), reason="needs CuPy and a CUDA GPU")
 @pytest.mark.parametrize("name", ["imagenet", "imagenet-all-ops-no-jsd", "cifar", "odd"])
 def test_gpu_routes_give_the_cpu_views_for_the_same_keys(name):
-    """On the GPU: the CuPy python route and the native GPU operator draw the CPU plans and give the
+    """On the GPU: the CuPy python backend and the native GPU operator draw the CPU plans and give the
     CPU native views within one grey level on >= 99.9% of values."""
     if not native.has_gpu_operator():
         pytest.skip("the plugin has no GPU operator")
@@ -170,7 +171,7 @@ def test_gpu_routes_give_the_cpu_views_for_the_same_keys(name):
             assert_same_plan(pc, pg)
             np.testing.assert_array_equal(tc, tg)
         n = 3 if config.jsd else 1
-        for route in ("python", "native"):
+        for backend in ("python", "native"):
             for o in range(n):
-                within, worst = closeness(gpu[route][o], cpu["native"][o])
-                assert within >= 0.999 and worst <= 1.0, (name, route, o, within, worst)
+                within, worst = closeness(gpu[backend][o], cpu["native"][o])
+                assert within >= 0.999 and worst <= 1.0, (name, backend, o, within, worst)

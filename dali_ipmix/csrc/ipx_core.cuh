@@ -1,6 +1,6 @@
 // dali-ipmix compiled core: what one IPMix chain step computes, per pixel and per chain.
 //
-// One source for every compiled backend: the CUDA kernels (ipx_kernels.cu, loaded by CuPy with NVRTC
+// One source for every compiled executor: the CUDA kernels (ipx_kernels.cu, loaded by CuPy with NVRTC
 // and compiled by nvcc for the native DALI operator), the host loops (ipx_host.h: the native CPU
 // operator and the g++-compiled checks of the tests). Semantics are those of the NumPy executor
 // (dali_ipmix/execute.py, dali_ipmix/ops.py), float32 math in the same order; compile with

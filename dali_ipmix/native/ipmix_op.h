@@ -61,7 +61,7 @@ std::vector<std::pair<int, int>> CheckInputs(const ::dali::Workspace &ws, const 
                                              bool uniform);
 
 // The two middle words of a sample's draw key, ipx_stream(seed, a, b, view): (batch counter, sample)
-// unkeyed, (sample_key, ~0) keyed (dali_ipmix.keys.plan_keys, what the python route draws from).
+// unkeyed, (sample_key, ~0) keyed (dali_ipmix.keys.plan_keys, what the python backend draws from).
 struct DrawKey {
   uint64_t a, b;
 };

@@ -4,7 +4,7 @@
 nothing: it records each launch and upload, and its arrays count every attempt to read device data
 back to the host (``int()``, ``bool()``, ``numpy.asarray``, ``.get()``, ``.item()``...), which on a real
 device would be a host synchronisation. :func:`host_profile` runs what one JSD batch of ``fn.ipmix``
-costs the host on the CUDA backend (two plans drawn, two table executions, the clean view's cast)
+costs the host on the CUDA executor (two plans drawn, two table executions, the clean view's cast)
 through it, so the number is the host's own work: Python, NumPy and the plan table, not the GPU.
 """
 
@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from .config import IPMixConfig
-from .plan import draw_plan
-from .table import TableExecutor
+from ..config import IPMixConfig
+from ..plan import draw_plan
+from ..table import TableExecutor
 
 
 class RecordedArray:
@@ -89,7 +89,7 @@ class RecordingDevice:
 
 
 def host_profile(batch_size=256, size=224, config=None, batches=20, warmup=3, seed=0):
-    """Host cost of JSD batches on the CUDA backend, measured against :class:`RecordingDevice`.
+    """Host cost of JSD batches on the CUDA executor, measured against :class:`RecordingDevice`.
 
     Returns a dict: ``host_ms_per_jsd_batch`` (median over ``batches``, plan drawing included),
     ``launches_per_view``, ``uploads_per_view``, ``table_bytes_per_view``, ``host_syncs_per_batch``,
