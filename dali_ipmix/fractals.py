@@ -133,9 +133,9 @@ def write_fractal_set(out_dir, n: int, size: int = 256, seed: Optional[int] = 0,
     """Writes ``n`` fractal pictures ``fractal_00000.jpg ...`` to ``out_dir`` (created); returns the paths.
 
     Chunk ``i`` is rendered with seed ``(seed, i)``, so the set is reproducible for a given seed.
-    ``file_format``: ``"jpeg"`` (quality 95; the default, since a GPU pipeline decodes JPEG on the GPU:
-    an ImageNet JSD pipeline on an H200 ran 1.9x faster than with the same pictures as PNG, which DALI
-    decodes on the CPU) or ``"png"`` (lossless).
+    ``file_format``: ``"jpeg"`` (quality 95; the default, since a GPU pipeline decodes JPEG on the GPU,
+    while DALI decodes PNG on the CPU: ``docs/performance.md`` has the measured difference) or
+    ``"png"`` (lossless).
     """
     from PIL import Image
 

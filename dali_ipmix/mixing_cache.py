@@ -1,10 +1,9 @@
 """Mixing pictures decoded once and kept in host memory for a training pipeline's life.
 
-Every IPMix sample reads one mixing picture. Decoding it per sample cost a third of a GPU pipeline's
-throughput (H200, batch 256, 224 px: 11,672 samples/s with JSD, 17,752 with no mixing pictures at all;
-``docs/performance.md``), yet the set is small and the same every epoch (PixMix's fractals: about
-14,000 pictures, 2.6 GiB decoded at 256 px). So the training pipeline decodes the set once, with the
-decoder and resize of its uncached graph run on the CPU (DALI's ``decoders.image`` and
+Every IPMix sample reads one mixing picture. Decoding it per sample is a large part of a GPU
+pipeline's cost (measured in ``docs/performance.md``), yet the set is small and the same every epoch
+(PixMix's fractals: about 14,000 pictures, 2.6 GiB decoded at 256 px). So the training pipeline
+decodes the set once, with the decoder and resize of its uncached graph run on the CPU (DALI's ``decoders.image`` and
 ``resize(resize_shorter=side)``), into one host buffer (page-locked for a GPU pipeline, so that it
 copies each batch by DMA), and feeds each batch's pictures to DALI as views of it: no
 decode, no resize and no host copy per batch; the random crop stays in the pipeline.

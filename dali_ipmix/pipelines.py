@@ -321,7 +321,7 @@ GPU_DECODED = (".jpg", ".jpeg", ".jpe")
 
 def _warn_cpu_decoded_mixing(mix_files, mixing_root):
     """Warns once per pipeline when most mixing pictures will be decoded on the CPU in a GPU pipeline
-    (every sample decodes one: measured on an H200, a JSD pipeline ran 1.9x slower with PNG pictures)."""
+    (every sample decodes one; ``docs/performance.md`` has the measured cost)."""
     cpu = sum(not f.lower().endswith(GPU_DECODED) for f in mix_files)
     if cpu * 2 > len(mix_files):
         warnings.warn(f"{cpu} of {len(mix_files)} mixing pictures in {mixing_root} are not JPEG: DALI "

@@ -52,8 +52,8 @@ class RandomResizedCrop:
     """A random region (``area`` fraction of the image, ``aspect`` width / height) resized to
     ``size x size``: torchvision's ``RandomResizedCrop(size)`` with its default scale and ratio.
 
-    ``decode``: ``"roi"`` (default) decodes only the region (``decoders.image_random_crop``, then
-    ``resize``); ``"full"`` decodes the whole image and crops it (``decoders.image``, then
+    ``decode``: ``"roi"`` (default) decodes only the region (``decoders.image_slice`` on the keyed
+    window, then ``resize``); ``"full"`` decodes the whole image and crops it (``decoders.image``, then
     ``random_resized_crop``, as DALI's ResNet-50 example does). The same crop law and linear
     antialiased resampling either way; which is faster depends on the decoder (a GPU's hardware JPEG
     decoder or the CPU)."""
@@ -111,7 +111,7 @@ class RandomResizedCrop:
         keyed draws. The window is :meth:`window`'s, computed on the image's decoded shape
         (``peek_image_shape``, EXIF orientation applied), so no file header is read in Python:
         ``window="native"`` by the plugin's ``IpmixCropWindow`` (one node), ``"dali"`` by DALI
-        arithmetic (about 30 nodes: 5 ms per batch of 32 on a 2-core CPU), ``None``: native when
+        arithmetic (about 30 nodes; slower, see ``docs/performance.md``), ``None``: native when
         the plugin is built."""
         from nvidia.dali import fn, types as dtypes
         from . import native

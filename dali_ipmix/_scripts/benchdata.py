@@ -64,7 +64,7 @@ def make_jpeg_set(out_dir, count, size, quality=95, seed=0, workers=None):
     """Writes ``count`` JPEGs in ``GEN_CLASSES`` class folders under ``out_dir`` (ImageFolder layout).
 
     ``size`` is (width, height) in pixels. Returns the mean file size in bytes. Generation runs in a
-    process pool: about 15 ms per 400x350 image per core.
+    process pool (its cost per image: ``docs/performance.md``).
     """
     jobs = []
     for i in range(count):

@@ -347,7 +347,7 @@ sample's index in the batch; with ``sample_key`` (one int64 per sample, an argum
     .AddOptionalTypeArg("dtype", "type of the image outputs, FLOAT or FLOAT16", DALI_FLOAT)
     .AddOptionalArg<int64_t>(
         "sample_key",
-        "per-sample int64 key (argument input, one element per sample, e.g. the dataset index): "
+        "per-sample int64 key (argument input, one element per sample, e.g. the IPMix key of keys.SampleDraws for (seed, epoch, position)): "
         "each sample's draws then depend on `seed`, its key and the view only, not on its batch or "
         "its place in it, so an image with the same key gets the same views however it is batched. "
         "Without it the draws follow the batch counter and the sample's index in the batch",

@@ -12,7 +12,8 @@
 // counter, sample, view), so the result depends on neither the thread count nor the batch split
 // over threads. That still ties a sample's draws to its place in the batch and to the batches run
 // before it, which shuffling, resuming or resharding change. With the optional argument input
-// `sample_key` (one int64 per sample, e.g. the dataset index plus epoch) the key is instead (seed,
+// `sample_key` (one int64 per sample: the IPMix key keys.SampleDraws derives from (seed, epoch,
+// position in the epoch's order)) the key is instead (seed,
 // sample_key, ~0, view): the same image with the same key gets the same views in any batch, at any
 // position, on either device. ~0 is never a sample index, so no keyed draw repeats an unkeyed one.
 // The per-pixel work is the compiled core of csrc/ (ipx_host.h on the CPU, the kernels
