@@ -54,7 +54,7 @@ if [ "${SMOKE:-1}" = 1 ]; then
   src=$PWD
   cd /tmp
   "$PY" -c "import dali_ipmix, nvidia.dali; from dali_ipmix import native; print('[install]', 'dali_ipmix', dali_ipmix.__version__, 'from', dali_ipmix.__file__, '| plugin', native.check_build(), native.build_stamp(), '| DALI', nvidia.dali.__version__)"
-  "$PY" -m pytest -q -p no:cacheprovider -m "not cupy and not slow" "$src/tests/test_native.py" "$src/tests/test_fn.py"
+  "$PY" -m pytest -q -p no:cacheprovider -m "not cupy and not slow" "$src/tests/dali/test_native.py" "$src/tests/dali/test_fn.py"
   "$PY" -m dali_ipmix.cli demo --device cpu --steps 3 --per-class 8 --size 64 --out /tmp/dali-ipmix-demo --quiet
   rm -rf /tmp/dali-ipmix-demo
 fi

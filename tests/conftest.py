@@ -1,9 +1,18 @@
 """Shared fixtures. The DALI fixtures (prefix ``dali_``) build tiny on-disk data sets once per session;
 see ``dali_data.py`` for the colour coding that lets a test recognise every sample."""
 
+import os
+import sys
+
 import pytest
 
-from dali_data import make_mixing, make_tree
+#: The test helpers (data makers, test images, the g++ harnesses, the script runner) live in
+#: tests/support; the tests import them by module name.
+SUPPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support")
+if SUPPORT not in sys.path:
+    sys.path.insert(0, SUPPORT)
+
+from dali_data import make_mixing, make_tree  # noqa: E402
 
 
 def pytest_configure(config):

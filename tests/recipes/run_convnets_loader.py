@@ -1,13 +1,13 @@
 """Drive the patched DeepLearningExamples ConvNets ``get_dali_train_loader`` (recipe 2 of
 ``docs/training.md``) as its ``main.py`` / ``training.py`` do, with a tiny model and ``JSDLoss``.
 
-Run by ``tests/test_recipes.py`` (single process, and under ``torchrun --nproc_per_node 2``, gloo):
+Run by ``tests/scripts/test_recipes.py`` (single process, and under ``torchrun --nproc_per_node 2``, gloo):
 
     python run_convnets_loader.py CONVNETS_DIR DATA MIXING OUT_PREFIX [--jsd] [--epochs 2] [--batch-size 4]
 
 ``CONVNETS_DIR`` holds the patched ``image_classification/dataloaders.py`` (its other imports are
 stubbed by the test). For every epoch it writes, per rank, the sample indices of the clean images
-(read back from the colour-coded images of ``tests/dali_data.py``), the labels and the batch counts to
+(read back from the colour-coded images of ``tests/support/dali_data.py``), the labels and the batch counts to
 ``OUT_PREFIX.<rank>.json``.
 """
 
@@ -19,7 +19,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # tests/
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support"))
 from dali_data import decode_index  # noqa: E402
 
 

@@ -356,7 +356,7 @@ def test_a_seed_gives_the_same_samples_and_augmentations_in_every_shard_layout(t
                                                                                backend, preset):
     """One process with batches of 6 on 2 threads, and 3 shards with batches of 2 on 1 thread: every
     position of every epoch holds the same sample with the same crop, flip, mixing picture and IPMix
-    views (which positions a step covers: tests/test_epochs.py)."""
+    views (which positions a step covers: tests/dali/test_epochs.py)."""
     if device == "gpu" and not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     if backend == "native":

@@ -314,7 +314,7 @@ def test_files_rewritten_or_removed_while_training_give_an_error_naming_them(tmp
     The ImageNet preset's keyed crop reads the shape first (``peek_image_shape``): its error too."""
     import subprocess
     import sys
-    code = _MUTATE.format(tests=os.path.dirname(__file__), root=str(tmp_path), preset=preset)
+    code = _MUTATE.format(tests=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support"), root=str(tmp_path), preset=preset)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])   # -7: SIGBUS
     out = proc.stdout

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--gen-count", "16", "--gen-size", "80x70", "--gen-mixing-count", "4", "--gen-mixing-size", "64",
         "--size", "64"]
 

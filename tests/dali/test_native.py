@@ -113,8 +113,8 @@ def test_same_seed_same_result_whatever_the_thread_count_and_batches_differ():
 
 
 def test_draws_follow_the_plan_distributions():
-    """The checks of tests/test_plan.py on plans the operator reports (both views of 1500 samples)."""
-    from test_native_plan import check_plan_distribution
+    """The checks of tests/core/test_plan.py on plans the operator reports (both views of 1500 samples)."""
+    from plan_checks import check_plan_distribution
     config = IPMixConfig.imagenet(all_ops=True)
     h = w = 96
     x = structured(1, h, w) * 750

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "pipelines"
 # Distinct class colours plus noise: learnable in a few steps by a tiny network.
 COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220], [220, 220, 40],

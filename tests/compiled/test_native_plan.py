@@ -6,13 +6,12 @@ import functools
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from dali_ipmix import IPMixConfig
 from dali_ipmix.native import plan_from_records
-from dali_ipmix.plan import IMAGE_CHAIN, PATCH_CHAIN, PIXEL_OPS
 from dali_ipmix.table import OP_CODES, op_parameters, pack_plan
 from kernel_harness import compiler
+from plan_checks import check_plan_distribution
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="needs g++")
 
@@ -84,49 +83,6 @@ def plan():
     config = IPMixConfig.imagenet(all_ops=True)
     records, _, _ = plan_shim.draw_samples(config, N, 224, 224, seed=2024)
     return plan_from_records(records, config, 224, 224)
-
-
-def assert_uniform(values, categories):
-    counts = np.array([(values == c).sum() for c in categories])
-    assert counts.sum() == values.size, "values outside the allowed categories"
-    assert stats.chisquare(counts).pvalue > 1e-4, counts
-
-
-def check_plan_distribution(plan, sizes=(4, 8, 16, 32, 64, 224), severity=1.0, beta=4.0):
-    """The checks of tests/test_plan.py, for a plan of an ImageNet-like config with all 15 ops."""
-    assert_uniform(plan.kind.ravel(), [IMAGE_CHAIN, PATCH_CHAIN])
-    assert_uniform(plan.n_ops.ravel(), range(plan.t + 1))
-    assert_uniform(plan.op[plan.active(IMAGE_CHAIN)], range(len(plan.op_names)))
-    assert_uniform(plan.src_op[plan.active(PATCH_CHAIN) & plan.from_image], range(len(plan.op_names)))
-    assert_uniform(plan.pixel_op[plan.active(PATCH_CHAIN)], range(len(PIXEL_OPS)))
-    assert_uniform(plan.size[plan.active(PATCH_CHAIN)], sizes)
-    assert_uniform(plan.sign.ravel(), (-1, 1))
-    assert stats.kstest(plan.level.ravel(), stats.uniform(0.1, severity - 0.1).cdf).pvalue > 1e-4
-    np.testing.assert_allclose(plan.weights.sum(1), 1)
-    k = plan.k
-    assert stats.kstest(plan.weights[:, 0], stats.beta(1, k - 1).cdf).pvalue > 1e-4
-    assert stats.kstest(plan.m, "uniform").pvalue > 1e-4
-    assert stats.kstest(plan.p.ravel(), "uniform").pvalue > 1e-4
-    assert abs(plan.from_image.mean() - 0.5) < 0.03
-    wa, wb = plan.wa.ravel(), plan.wb.ravel()
-    first = wa < 1
-    assert abs(first.mean() - 0.5) < 0.03
-    assert stats.kstest(wa[first], stats.beta(beta, 1).cdf).pvalue > 1e-4
-    assert stats.kstest(wb[first], stats.beta(1, beta).cdf).pvalue > 1e-4
-    assert stats.kstest(wa[~first] - 1, stats.beta(1, beta).cdf).pvalue > 1e-4
-    assert stats.kstest(-wb[~first], stats.beta(1, beta).cdf).pvalue > 1e-4
-    keys = plan.mask_key.ravel().astype(np.float64)
-    assert stats.kstest(keys / 2 ** 32, "uniform").pvalue > 1e-4
-    s, h, w = plan.size, plan.rect_h, plan.rect_w
-    H, W = plan.image_shape
-    assert (plan.left >= 0).all() and (plan.left + s <= W).all()
-    assert (plan.top >= 0).all() and (plan.top + s <= H).all()
-    assert (h >= 2).all() and (h <= s).all() and (w >= 2).all() and (w <= s).all()
-    big = s == 64
-    square = (h[big] == 64) & (w[big] == 64)
-    assert abs(square.mean() - (0.5 + 0.5 / 63 ** 2)) < 0.04
-    assert_uniform(w[big & (h != 64)], range(2, 65))
-    assert_uniform(plan.left[big], range(0, W - 64 + 1))
 
 
 def test_cpp_draws_follow_the_plan_distributions(plan):

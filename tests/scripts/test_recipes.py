@@ -28,7 +28,7 @@ import pytest
 from dali_data import make_tree
 from script_data import make_imagefolder, make_mixing
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "tests" / "recipes"
 DOC = REPO / "docs" / "training.md"
 
