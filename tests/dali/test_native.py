@@ -317,6 +317,13 @@ def operator_pipeline(x, z, **kwargs):
     return pipe
 
 
+def build_and_run(pipe):
+    """Builds the pipeline of definition ``pipe`` and runs one batch (where the operator's checks fire)."""
+    p = pipe()
+    p.build()
+    return p.run()
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(mean=[1.0, 2.0, 3.0]), r"`mean` and `std` go together"),
     (dict(mean=[1.0, 2.0], std=[1.0, 1.0]), r"argument `mean` has 2 values; expected 1 or 3"),
@@ -328,9 +335,7 @@ def operator_pipeline(x, z, **kwargs):
 def test_bad_normalisation_arguments_are_named(kwargs, match):
     pipe = operator_pipeline(*ok_batch(), **kwargs)
     with pytest.raises(RuntimeError, match=match):
-        p = pipe()
-        p.build()
-        p.run()
+        build_and_run(pipe)
 
 
 def test_bad_normalize_dict_is_named():
@@ -396,9 +401,7 @@ def test_bad_arguments_are_named(kwargs, match):
     is built, not allocated until the process is killed."""
     pipe = operator_pipeline(*ok_batch(), **kwargs)
     with pytest.raises(RuntimeError, match=match):
-        p = pipe()
-        p.build()
-        p.run()
+        build_and_run(pipe)
 
 
 def test_k_and_t_bounds_are_the_configs():
@@ -447,9 +450,7 @@ def test_gpu_operator_needs_one_size_per_batch():
         a = dali_fn.external_source(source=lambda: x, layout="HWC", batch=True)
         return ipmix(a.gpu(), a.gpu(), config=IPMixConfig.cifar(jsd=False), backend="native")
     with pytest.raises(RuntimeError, match="sample 1 has shape .* one size across the batch"):
-        p = pipe()
-        p.build()
-        p.run()
+        build_and_run(pipe)
 
 
 # ---------------------------------------------------------------------------------- sample_key
@@ -598,9 +599,7 @@ def test_bad_sample_keys_are_named(case, match):
     if case == "constant":
         pipe = operator_pipeline(x, z, sample_key=5)
         with pytest.raises(RuntimeError, match=match):
-            p = pipe()
-            p.build()
-            p.run()
+            build_and_run(pipe)
         return
     k = [np.zeros(1, np.int64), np.zeros(2, np.int64), np.zeros(1, np.int64)]
     if case == "dtype":
