@@ -26,9 +26,9 @@ from .augment import ipmix_batch
 
 _LAZY = {
     "fn": (".fn", None),
-    "training_pipeline": (".pipelines", "training_pipeline"),
-    "validation_pipeline": (".pipelines", "validation_pipeline"),
-    "PipelineInfo": (".pipelines", "PipelineInfo"),
+    "training_pipeline": (".graphs", "training_pipeline"),
+    "validation_pipeline": (".graphs", "validation_pipeline"),
+    "PipelineInfo": (".graphs", "PipelineInfo"),
     "IPMixIterator": (".iterator", "IPMixIterator"),
     "jsd_loss": (".losses", "jsd_loss"),
     "JSDLoss": (".losses", "JSDLoss"),

@@ -23,7 +23,7 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD, SAMPLE_PHOTOS
 from .fractals import write_fractal_set
 from .iterator import IPMixIterator
 from .photos import sample_photo
-from .pipelines import training_pipeline, validation_pipeline
+from .graphs import training_pipeline, validation_pipeline
 from .presets import get_preset
 
 __all__ = ["run_demo", "make_photo_dataset", "preview_grid"]

@@ -1,6 +1,6 @@
 """Which samples each shard reads in which epoch, and the feed that hands them to a DALI pipeline.
 
-The pipelines of :mod:`dali_ipmix.pipelines` do not use DALI's file reader: the sample order is
+The pipelines of :mod:`dali_ipmix.graphs` do not use DALI's file reader: the sample order is
 planned here, in Python, one epoch at a time, and fed to the pipeline as file paths (DALI reads the
 bytes with ``fn.io.file.read`` and plain file I/O). Owning the plan is what makes an epoch exact:
 

@@ -318,7 +318,7 @@ class _FedEpochs:
     at the end of the planned epoch, which is DALI's own end-of-epoch signal."""
 
     def __init__(self, pipeline, feed, info, policy):
-        from .pipelines import epoch_fields
+        from .graphs import epoch_fields
         self.pipeline, self.feed = pipeline, feed
         self.plan = EpochPlan(info.num_samples, info.batch_size, info.shard_id, info.num_shards,
                               policy, info.shuffle_seed)

@@ -7,7 +7,7 @@ module. It is looked up, in order, at ``$DALI_IPMIX_NATIVE_LIB`` (a library buil
 this package (a wheel or ``pip install .``), in the installed distribution's files (an editable
 install) and in a repository's ``build/native/`` (a developer's ``cmake -S . -B build/native``).
 
-DALI has no stable plugin ABI, so the library carries a build stamp (``native/build_stamp.cc``: the
+DALI has no stable plugin ABI, so the library carries a build stamp (``plugin/build_stamp.cc``: the
 DALI release and CUDA major it was compiled against, and whether it holds the GPU operator), read from
 the file before DALI loads it; a library built for another DALI is refused with the rebuild command.
 It is loaded once per process with ``nvidia.dali.plugin_manager.load_library``.

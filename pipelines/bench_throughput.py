@@ -144,7 +144,7 @@ def run_plain_dali(row, ctx):
 def run_ipmix(row, ctx):
     from dali_ipmix import IPMixConfig
     from dali_ipmix.iterator import IPMixIterator
-    from dali_ipmix.pipelines import training_pipeline
+    from dali_ipmix.graphs import training_pipeline
     backend = "native" if row["kind"].startswith("ipmix-native") else "python"
     pipe = _ipmix_pipeline(row, ctx, IPMixConfig, training_pipeline, backend)
     it = IPMixIterator(pipe, last_batch_policy="fill")

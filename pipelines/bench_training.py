@@ -164,7 +164,7 @@ def dali_batches(trainer, ctx, batch):
 def ipmix_batches(trainer, ctx, batch, backend):
     from dali_ipmix import IPMixConfig
     from dali_ipmix.iterator import IPMixIterator
-    from dali_ipmix.pipelines import training_pipeline
+    from dali_ipmix.graphs import training_pipeline
     device, layout, dtype = _dali_form(trainer)
     preset = ctx["preset"]
     data = dict(images=ctx["images"], labels=ctx["labels"]) if preset == "cifar" else \

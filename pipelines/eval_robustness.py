@@ -228,7 +228,7 @@ def folder_batches(args, folder: Path, preset: str, device, classes: ClassCheck)
                                            num_workers=args.workers, pin_memory=device.type == "cuda")
     from PIL import Image
     from dali_ipmix.iterator import IPMixIterator
-    from dali_ipmix.pipelines import validation_pipeline
+    from dali_ipmix.graphs import validation_pipeline
     gpu = device.type == "cuda"
     try:
         pipe = validation_pipeline(file_root=str(folder), batch_size=args.batch_size, preset=preset, size=size,

@@ -106,7 +106,7 @@ def run(args, device):
     """Runs the pipeline, sampling memory; returns ``(samples, batches_done, seconds, stopped_early)``."""
     from dali_ipmix import IPMixConfig
     from dali_ipmix.iterator import IPMixIterator
-    from dali_ipmix.pipelines import training_pipeline
+    from dali_ipmix.graphs import training_pipeline
 
     data_root, mixing_root = prepare_data(args)
     pipe = training_pipeline(data_root, mixing_root=mixing_root, batch_size=args.batch_size,

@@ -48,7 +48,7 @@ def with_ipmix(make, replace):
     """``make`` with the training pipeline's ``fn.ipmix`` swapped, while it builds the graph, for
     ``replace(real_ipmix)`` (a function with ``fn.ipmix``'s signature)."""
     def build():
-        from dali_ipmix import pipelines
+        from dali_ipmix import graphs as pipelines
         real = pipelines.ipmix
         pipelines.ipmix = replace(real)
         try:
@@ -124,7 +124,7 @@ def read_batches(data, mixing, batch_size, threads, feed, count):
     with ``fn.readers.file`` as plain DALI reads them. ``count``: the calls it will get."""
     from nvidia.dali import fn
     from nvidia.dali.pipeline import Pipeline
-    from dali_ipmix import pipelines
+    from dali_ipmix import graphs as pipelines
     from dali_ipmix.epochs import EpochPlan, Feed
     from dali_ipmix.files import list_image_folder, list_mixing_images
     from dali_ipmix.mixing_cache import MixingCache
@@ -171,7 +171,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from dali_ipmix import IPMixConfig
-    from dali_ipmix.pipelines import training_pipeline
+    from dali_ipmix.graphs import training_pipeline
     keys = KEYS if args.variants == "all" else [k.strip() for k in args.variants.split(",")]
     unknown = [k for k in keys if k not in KEYS]
     if unknown:

@@ -29,7 +29,7 @@ from dali_ipmix.plan import PATCH_CHAIN, PIXEL_OPS, draw_plan
 from dali_ipmix.table import (COL, OP_CODES, STEP_FIELDS, TableExecutor, op_parameters, pack_plan)
 
 import kernel_harness
-from photos import extremes, photos
+from image_sets import extremes, photos
 
 KERNELS = ("ipx_prepare", "ipx_step", "ipx_mix")
 ALL_OPS = tuple(IMAGE_OPS)

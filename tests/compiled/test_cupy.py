@@ -12,7 +12,7 @@ from dali_ipmix.plan import draw_plan
 from dali_ipmix.table import TableExecutor
 
 import kernel_harness
-from photos import extremes, photos
+from image_sets import extremes, photos
 
 cupy = pytest.importorskip("cupy")
 try:

@@ -8,7 +8,7 @@ from scipy import stats
 from dali_ipmix import IPMixConfig, ipmix_batch
 from dali_ipmix.reference import execute_plan_reference, ipmix_reference
 
-from photos import photos
+from image_sets import photos
 
 
 def pair(n, h, w):

@@ -7,7 +7,7 @@ from dali_ipmix import reference
 from dali_ipmix.execute import apply_image_ops
 from dali_ipmix.ops import IMAGE_OPS, LUT
 
-from photos import extremes, photos
+from image_sets import extremes, photos
 
 EXACT = {"invert", "posterize", "solarize", "equalize", "autocontrast", "mirror",
          "translate_x", "translate_y"}

@@ -8,7 +8,7 @@ from dali_ipmix import IPMixConfig, ipmix_batch, reference
 from dali_ipmix.execute import execute_plan, mask_noise, pixel_mix
 from dali_ipmix.plan import PATCH_CHAIN, draw_plan
 
-from photos import extremes, photos
+from image_sets import extremes, photos
 
 
 def spec_formula(op, a, b, wa, wb):

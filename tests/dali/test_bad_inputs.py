@@ -10,7 +10,7 @@ from PIL import Image
 
 from dali_ipmix.files import BadImageError, check_image
 from dali_ipmix.iterator import IPMixIterator
-from dali_ipmix.pipelines import training_pipeline, validation_pipeline
+from dali_ipmix.graphs import training_pipeline, validation_pipeline
 
 from dali_data import MEAN, STD, collect_epoch, decode_index, index_colour, make_tree, write_image
 
@@ -273,7 +273,7 @@ import os, sys
 sys.path.insert(0, {tests!r})
 from dali_data import make_tree, make_mixing
 from dali_ipmix.iterator import IPMixIterator
-from dali_ipmix.pipelines import training_pipeline
+from dali_ipmix.graphs import training_pipeline
 index = make_tree({root!r} + "/data", per_class=(8, 8, 8), hw=(120, 160))
 make_mixing({root!r} + "/mix")
 it = IPMixIterator(training_pipeline({root!r} + "/data", mixing_root={root!r} + "/mix", batch_size=4,

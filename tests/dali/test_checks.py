@@ -10,7 +10,7 @@ import pytest
 from dali_ipmix import IPMixConfig, checks, ipmix_batch
 from dali_ipmix.fn import normalize_args
 from dali_ipmix.iterator import IPMixIterator, shard_defaults
-from dali_ipmix.pipelines import training_pipeline, validation_pipeline
+from dali_ipmix.graphs import training_pipeline, validation_pipeline
 
 from dali_data import collect_epoch
 

@@ -11,7 +11,7 @@ from nvidia.dali.plugin.pytorch import DALIClassificationIterator, DALIGenericIt
 
 from dali_ipmix import IPMixConfig
 from dali_ipmix.iterator import IPMixIterator
-from dali_ipmix.pipelines import training_pipeline, validation_pipeline
+from dali_ipmix.graphs import training_pipeline, validation_pipeline
 
 from dali_data import collect_epoch, decode_index, make_tree
 

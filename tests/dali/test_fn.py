@@ -7,7 +7,7 @@ from nvidia.dali import fn as dali_fn, pipeline_def
 from dali_ipmix import IPMixConfig
 from dali_ipmix.fn import ipmix, make_ipmix_function
 
-from photos import photos
+from image_sets import photos
 
 CFG = IPMixConfig.cifar()
 

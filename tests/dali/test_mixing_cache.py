@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from dali_ipmix import IPMixConfig, IPMixIterator
-from dali_ipmix import pipelines as pipelines_module
+from dali_ipmix import graphs as pipelines_module
 from dali_ipmix.epochs import EpochPlan, Feed
 from dali_ipmix.files import header_sizes
 from dali_ipmix.mixing_cache import MixingCache, decoded_shape, estimate_bytes
-from dali_ipmix.pipelines import training_pipeline
+from dali_ipmix.graphs import training_pipeline
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from dali_ipmix.execute import execute_plan
 from dali_ipmix.fn import ipmix
 from dali_ipmix.table import pack_plan
 from dali_data import split_table
-from photos import structured
+from image_sets import structured
 
 pytestmark = pytest.mark.skipif(not native.available(),
                                 reason="native plugin not built (run ./scripts/setup.sh)")

@@ -7,7 +7,7 @@ import torch
 from dali_ipmix import IPMixConfig
 from dali_ipmix.constants import IMAGENET_MEAN, IMAGENET_STD
 from dali_ipmix.iterator import IPMixIterator
-from dali_ipmix.pipelines import resolve_preset, training_pipeline, validation_pipeline
+from dali_ipmix.graphs import resolve_preset, training_pipeline, validation_pipeline
 
 from dali_data import collect_epoch, decode_index, write_image
 
@@ -52,7 +52,7 @@ def test_fused_normalisation_gives_the_tensors_of_crop_mirror_normalize(
         monkeypatch, dali_tree, dali_mixing, dali_cpu, backend, dtype, device):
     """The training pipeline normalises inside fn.ipmix (fused into the native operator on either
     device); the batches equal those of IPMix followed by the pipelines' own crop_mirror_normalize."""
-    from dali_ipmix import native, pipelines
+    from dali_ipmix import native, graphs as pipelines
     if backend == "native" and not native.available():
         pytest.skip("native plugin not built")
     if device == "gpu" and not torch.cuda.is_available():
@@ -260,7 +260,7 @@ def test_gpu_training_pipeline_yields_cuda_tensors(dali_tree, dali_mixing):
 
 def test_gpu_pipelines_warn_about_cpu_decoded_mixing_sets():
     import warnings
-    from dali_ipmix.pipelines import _warn_cpu_decoded_mixing
+    from dali_ipmix.graphs import _warn_cpu_decoded_mixing
     with pytest.warns(UserWarning, match="2 of 3 mixing pictures in fr are not JPEG"):
         _warn_cpu_decoded_mixing(["fr/a.png", "fr/b.PNG", "fr/c.jpg"], "fr")
     with warnings.catch_warnings():
