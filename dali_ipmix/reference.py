@@ -44,6 +44,7 @@ PIL_OPS = {
     "mirror": lambda img, level, sign: ImageOps.mirror(img),
     "invert": lambda img, level, sign: ImageOps.invert(img),
     "autocontrast": lambda img, level, sign: ImageOps.autocontrast(img, cutoff=10 - fp(level, 10)),
+    "autocontrast_plain": lambda img, level, sign: ImageOps.autocontrast(img),
     "color": _enhance(ImageEnhance.Color),
     "contrast": _enhance(ImageEnhance.Contrast),
     "brightness": _enhance(ImageEnhance.Brightness),
@@ -142,3 +143,158 @@ def ipmix_reference(image: np.ndarray, mixing: np.ndarray, config: IPMixConfig, 
             y = patch_mix(y, src, top, left, h, w, op, wa, wb, p, key)
         mix += weight * y
     return ((1 - m) * image + m * mix).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ AugMix and PixMix
+# Ports of the authors' per-image code (google-research/augmix ``augmentations.py`` + ``cifar.py``'s
+# ``aug``; andyzoujm/pixmix ``pixmix_utils.py`` + ``cifar.py``'s ``pixmix`` / ``augment_input``), on PIL
+# with a ``numpy.random.Generator`` in place of the global ``np.random``, drawing in the authors' order:
+# the "paper's per-image loaders" of the benchmarks and the oracle of the whole-output tests.
+# docs/augmix-spec.md and docs/pixmix-spec.md state the algorithms and where we differ.
+
+#: Name of AugMix's / PixMix's autocontrast (PIL's default cutoff 0, no level) in the configs' op lists;
+#: ``"autocontrast"`` there is IPMix's (its cutoff follows the level), a different op.
+AUTOCONTRAST_PLAIN = "autocontrast_plain"
+
+
+def _authors_level(rng, severity):
+    return rng.uniform(0.1, severity)               # sample_level(n)
+
+
+def _authors_signed(rng, value):
+    return -value if rng.uniform() > 0.5 else value  # "if np.random.uniform() > 0.5: level = -level"
+
+
+def _authors_affine(img, coeffs):
+    return img.transform(img.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
+
+
+def _authors_enhance(enhancer):
+    return lambda img, severity, rng: enhancer(img).enhance(fp(_authors_level(rng, severity), 1.8) + 0.1)
+
+
+#: The authors' ops, ``op(pil_img, severity, rng)``: each draws its own level (and sign) inside the call,
+#: as ``augmentations.py`` does; autocontrast and equalize draw nothing.
+AUTHORS_OPS = {
+    AUTOCONTRAST_PLAIN: lambda img, severity, rng: ImageOps.autocontrast(img),
+    "equalize": lambda img, severity, rng: ImageOps.equalize(img),
+    "posterize": lambda img, severity, rng: ImageOps.posterize(img, 4 - ip(_authors_level(rng, severity), 4)),
+    "rotate": lambda img, severity, rng: img.rotate(
+        _authors_signed(rng, ip(_authors_level(rng, severity), 30)), resample=Image.Resampling.BILINEAR),
+    "solarize": lambda img, severity, rng: ImageOps.solarize(img, 256 - ip(_authors_level(rng, severity), 256)),
+    "shear_x": lambda img, severity, rng: _authors_affine(
+        img, (1, _authors_signed(rng, fp(_authors_level(rng, severity), 0.3)), 0, 0, 1, 0)),
+    "shear_y": lambda img, severity, rng: _authors_affine(
+        img, (1, 0, 0, _authors_signed(rng, fp(_authors_level(rng, severity), 0.3)), 1, 0)),
+    "translate_x": lambda img, severity, rng: _authors_affine(
+        img, (1, 0, _authors_signed(rng, ip(_authors_level(rng, severity), img.width / 3)), 0, 1, 0)),
+    "translate_y": lambda img, severity, rng: _authors_affine(
+        img, (1, 0, 0, 0, 1, _authors_signed(rng, ip(_authors_level(rng, severity), img.height / 3)))),
+    "color": _authors_enhance(ImageEnhance.Color),
+    "contrast": _authors_enhance(ImageEnhance.Contrast),
+    "brightness": _authors_enhance(ImageEnhance.Brightness),
+    "sharpness": _authors_enhance(ImageEnhance.Sharpness),
+}
+
+
+def authors_op(image: np.ndarray, name: str, severity: float, rng) -> np.ndarray:
+    """One op of the AugMix/PixMix list on one (H, W, 3) uint8 image, drawing its level and sign from
+    ``rng`` inside the call as the authors' ops do. An op of IPMix's list that the authors' code lacks
+    (``mirror``, ``invert``, IPMix's ``autocontrast``) runs with IPMix's law, level and sign drawn the
+    same way."""
+    img = Image.fromarray(image)
+    if name in AUTHORS_OPS:
+        return np.asarray(AUTHORS_OPS[name](img, float(severity), rng))
+    if name not in PIL_OPS:
+        raise ValueError(f"op name {name!r} is unknown: allowed names are {sorted(set(AUTHORS_OPS) | set(PIL_OPS))}")
+    level = _authors_level(rng, severity)
+    return np.asarray(PIL_OPS[name](img, float(level), _authors_signed(rng, 1)))
+
+
+def _authors_choice(rng, names):
+    return names[rng.integers(len(names))]           # np.random.choice(aug_list)
+
+
+def augmix_reference(image: np.ndarray, mixing, config, rng) -> np.ndarray:
+    """One AugMix view of one (H, W, 3) uint8 image: the authors' ``aug`` (``cifar.py``), per image.
+
+    ``mixing`` is ignored (AugMix mixes augmented copies of the image only; pass None). ``config``: an
+    ``AugMixConfig`` (``width``, ``depth``, ``severity``, ``op_names``; alpha is 1). Chain weights and
+    ``m`` are float32, as in the authors' code; the mixture is float32 and never rounded.
+
+    Returns (H, W, 3) float32 on the 0..255 scale.
+    """
+    rng = as_generator(rng)
+    names, severity = config.op_names, config.severity
+    ws = np.float32(rng.dirichlet([1.0] * config.width))
+    m = np.float32(rng.beta(1.0, 1.0))
+    mix = np.zeros(image.shape, np.float32)
+    for i in range(config.width):
+        image_aug = image
+        depth = config.depth if config.depth is not None else int(rng.integers(1, 4))
+        for _ in range(depth):
+            image_aug = authors_op(image_aug, _authors_choice(rng, names), severity, rng)
+        mix += ws[i] * image_aug.astype(np.float32)
+    return ((1 - m) * image.astype(np.float32) + m * mix).astype(np.float32)
+
+
+def _get_ab(rng, beta):
+    """``pixmix_utils.get_ab``: the weights of ``add`` / ``multiply``, float32."""
+    if rng.random() < 0.5:
+        a = np.float32(rng.beta(beta, 1))
+        b = np.float32(rng.beta(1, beta))
+    else:
+        a = 1 + np.float32(rng.beta(1, beta))
+        b = -np.float32(rng.beta(1, beta))
+    return a, b
+
+
+def _pixmix_add(img1, img2, rng, beta):
+    a, b = _get_ab(rng, beta)
+    img1, img2 = img1 * 2 - 1, img2 * 2 - 1
+    return (a * img1 + b * img2 + 1) / 2
+
+
+def _pixmix_multiply(img1, img2, rng, beta):
+    a, b = _get_ab(rng, beta)
+    img1, img2 = img1 * 2, img2 * 2
+    return (img1 ** a) * (np.maximum(img2, np.float32(1e-37)) ** b) / 2
+
+
+#: ``pixmix_utils.mixings``, in its order.
+PIXMIX_MIXINGS = (_pixmix_add, _pixmix_multiply)
+
+
+def _tensorize(image):
+    return image.astype(np.float32) / np.float32(255)   # transforms.ToTensor, HWC kept
+
+
+def pixmix_reference(image: np.ndarray, mixing: np.ndarray, config, rng, *, float_mixing: bool = False) -> np.ndarray:
+    """One PixMix view of one (H, W, 3) uint8 image and its mixing picture: the authors' ``pixmix`` and
+    ``augment_input`` (``cifar.py``), per image, in float32 on [0, 1] as there.
+
+    ``config``: a ``PixMixConfig`` (``k``, ``beta``, ``severity``, ``op_names``). After every mixing round
+    the result is clipped to [0, 1], as the authors do, and (the spec's convention) rounded to the
+    nearest uint8 level; ``float_mixing=True`` keeps the authors' float32 between rounds instead.
+
+    Returns (H, W, 3) float32 on the 0..255 scale.
+    """
+    rng = as_generator(rng)
+    names, severity, beta = config.op_names, config.severity, float(config.beta)
+
+    def augment_input(img):
+        return authors_op(img, _authors_choice(rng, names), severity, rng)
+
+    start = augment_input(image) if rng.random() < 0.5 else image
+    mixed, levels = _tensorize(start), start       # levels: the uint8 image while the state is one
+    for _ in range(int(rng.integers(config.k + 1))):
+        aug_image_copy = _tensorize(augment_input(image) if rng.random() < 0.5 else mixing)
+        mixed_op = PIXMIX_MIXINGS[rng.integers(len(PIXMIX_MIXINGS))]
+        mixed = np.clip(mixed_op(mixed, aug_image_copy, rng, beta), 0, 1).astype(np.float32)
+        levels = None
+        if not float_mixing:
+            levels = np.floor(mixed * 255 + 0.5).astype(np.uint8)
+            mixed = _tensorize(levels)
+    if levels is not None:
+        return levels.astype(np.float32)
+    return (mixed * np.float32(255)).astype(np.float32)
