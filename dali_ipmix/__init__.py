@@ -1,7 +1,8 @@
 """dali-ipmix: IPMix (NeurIPS 2023) as an NVIDIA DALI pipeline for PyTorch.
 
 Core (arrays in, arrays out; NumPy or CuPy; imports neither DALI nor torch):
-    IPMixConfig, ipmix_batch, IPMixPlan, draw_plan, execute_plan
+    IPMixConfig, AugMixConfig, PixMixConfig    the three methods of one engine (MixConfig: their base)
+    augment_batch (= ipmix_batch), IPMixPlan, draw_plan, execute_plan
 DALI and PyTorch (loaded on first use; the iterator and the loss need the ``torch`` extra):
     fn.ipmix                                   the DALI operator
     training_pipeline, validation_pipeline     ready pipelines (ImageNet / CIFAR presets)
@@ -19,10 +20,10 @@ try:   # the version lives in pyproject.toml only
 except _metadata.PackageNotFoundError:   # a source folder on sys.path, never installed
     __version__ = "0+unknown"
 
-from .config import IPMixConfig
+from .config import AugMixConfig, IPMixConfig, MixConfig, PixMixConfig
 from .plan import IPMixPlan, draw_plan
 from .execute import execute_plan
-from .augment import ipmix_batch
+from .augment import augment_batch, ipmix_batch
 
 _LAZY = {
     "fn": (".fn", None),
@@ -37,7 +38,8 @@ _LAZY = {
     "BadImageError": (".files", "BadImageError"),
 }
 
-__all__ = ["IPMixConfig", "IPMixPlan", "draw_plan", "execute_plan", "ipmix_batch", "__version__",
+__all__ = ["IPMixConfig", "AugMixConfig", "PixMixConfig", "MixConfig", "IPMixPlan", "draw_plan",
+           "execute_plan", "augment_batch", "ipmix_batch", "__version__",
            *_LAZY]
 
 

@@ -1,4 +1,5 @@
-"""ipmix_batch: the public batched entry point (check inputs, draw a plan, execute it)."""
+"""augment_batch (also ``ipmix_batch``): the public batched entry point of the engine, for every
+config of the family (check inputs, draw a plan, execute it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import numpy as np
 
 from . import checks
-from .config import IPMixConfig
+from .config import MixConfig
 from .execute import array_module, executor_argument, get_executor, nvtx_range
 from .plan import IPMixPlan, draw_plan
 
@@ -44,33 +45,34 @@ def check_batch(images, mixing):
                          f"got {tuple(images.shape)} and {tuple(mixing.shape)}")
 
 
-def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool = False,
-                num_threads: int = 1, executor=None, backend=None):
-    """One IPMix view of every sample of a batch.
+def augment_batch(images, mixing, config: MixConfig, rng, *, return_plan: bool = False,
+                  executor=None, num_threads: int = 1, backend=None):
+    """One augmented view of every sample of a batch: IPMix, AugMix or PixMix, as ``config`` says.
 
     Args:
         images: (N, H, W, 3) uint8 HWC 0..255, the (cropped, flipped) training images; NumPy or CuPy.
-        mixing: (N, H, W, 3) uint8, one mixing picture per sample, same array type as ``images``.
-        config: an :class:`IPMixConfig`.
+        mixing: (N, H, W, 3) uint8, one mixing picture per sample, same array type as ``images``; or
+            None when the method reads none (``config.needs_mixing`` is False: AugMix).
+        config: an :class:`IPMixConfig`, :class:`AugMixConfig` or :class:`PixMixConfig`.
         rng: a ``numpy.random.Generator`` or an int seed; all random decisions come from it (on the host).
         return_plan: also return the :class:`IPMixPlan` that was executed.
+        executor: who executes the plan: None (NumPy inputs: the array executor; CuPy inputs: the
+            compiled core on CUDA), a name from ``execute.EXECUTORS`` or an executor object.
         num_threads: NumPy only: run the batch in up to this many contiguous chunks on a thread pool
             (NumPy and PIL release the GIL in their loops); 0 means one per CPU core. Small batches
             (under ``MIN_PIXELS_PER_THREAD`` pixels a chunk) use fewer threads. The plan is drawn
             for the whole batch first, so the output does not depend on the thread count.
-        executor: who executes the plan: None (NumPy inputs: the array executor; CuPy inputs: the
-            compiled core on CUDA), a name from ``execute.EXECUTORS`` or an executor object.
         backend: the deprecated old name of ``executor``.
 
     Returns:
         (N, H, W, 3) float32 on the 0..255 scale (not normalised), on the inputs' device;
         with ``return_plan``, ``(output, plan)``.
     """
-    if not isinstance(config, IPMixConfig):
-        raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
+    check_config(config)
     num_threads = checks.integer("num_threads", num_threads, 0, note=" (0: one per core)")
+    mixing = _mixing_or_images(images, mixing, config)
     check_batch(images, mixing)
-    runner = get_executor(executor_argument(executor, backend, "ipmix_batch"), images)
+    runner = get_executor(executor_argument(executor, backend, "augment_batch"), images)
     n, h, w, _ = images.shape
     with nvtx_range("draw_plan", array_module(images)):
         plan: IPMixPlan = draw_plan(n, h, w, config, rng)
@@ -82,15 +84,39 @@ def ipmix_batch(images, mixing, config: IPMixConfig, rng, *, return_plan: bool =
     return (out, plan) if return_plan else out
 
 
-def ipmix_views(images, mixing, config: IPMixConfig, rng, *, num_threads: int = 1, executor=None,
+#: The name of the paper's method, kept: the same function.
+ipmix_batch = augment_batch
+
+
+def ipmix_views(images, mixing, config: MixConfig, rng, *, num_threads: int = 1, executor=None,
                 backend=None):
     """What one batch of ``fn.ipmix`` returns: ``[view]``, or with ``config.jsd``
     ``[clean, view1, view2]`` (clean = ``images`` as float32; two independent draws of ``rng``
-    sharing the mixing pictures). Arrays as :func:`ipmix_batch` takes and returns them."""
+    sharing the mixing pictures). Arrays as :func:`augment_batch` takes and returns them (``mixing``
+    may be None when ``config.needs_mixing`` is False)."""
     executor = executor_argument(executor, backend, "ipmix_views")
-    views = [ipmix_batch(images, mixing, config, rng, num_threads=num_threads, executor=executor)
+    check_config(config)
+    mixing = _mixing_or_images(images, mixing, config)
+    views = [augment_batch(images, mixing, config, rng, num_threads=num_threads, executor=executor)
              for _ in range(2 if config.jsd else 1)]
     return [images.astype(array_module(images).float32)] + views if config.jsd else views
+
+
+def check_config(config):
+    """Raises TypeError unless ``config`` is a config of the family (:class:`MixConfig`)."""
+    if not isinstance(config, MixConfig):
+        raise TypeError(f"config must be an IPMixConfig, AugMixConfig or PixMixConfig, got "
+                        f"{type(config).__name__}")
+
+
+def _mixing_or_images(images, mixing, config):
+    """``mixing``, or ``images`` standing in for it when the method reads none (never read then)."""
+    if mixing is not None:
+        return mixing
+    if config.needs_mixing:
+        raise TypeError(f"mixing is None, but {type(config).__name__} mixes every image with a mixing "
+                        "picture: pass one (N, H, W, 3) uint8 mixing picture per sample")
+    return images
 
 
 def shutdown_pools():

@@ -41,8 +41,8 @@ from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import do_not_convert
 
 from . import checks
-from .augment import ipmix_views
-from .config import IPMixConfig
+from .augment import check_config, ipmix_views
+from .config import IPMixConfig, MixConfig
 from .execute import array_module
 from .keys import KeyedGenerator, plan_keys
 
@@ -120,7 +120,7 @@ def _contiguous_view(batch, cupy):
 
 
 @do_not_convert   # the returned closure must not be rewritten by DALI's AutoGraph (conditionals)
-def make_ipmix_function(config: IPMixConfig, seed: Optional[int], num_threads: int = 1):
+def make_ipmix_function(config: MixConfig, seed: Optional[int], num_threads: int = 1):
     """The batch function behind :func:`ipmix`: ``f(images, mixing[, keys]) -> outputs``.
 
     ``images`` and ``mixing`` are lists of N (H, W, 3) uint8 arrays (NumPy or CuPy). Returns a list of N
@@ -131,8 +131,7 @@ def make_ipmix_function(config: IPMixConfig, seed: Optional[int], num_threads: i
     ``batch`` counting the calls from 0: what the native operator draws (:func:`keys.plan_keys`).
     ``seed=None``: a fresh seed.
     """
-    if not isinstance(config, IPMixConfig):
-        raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
+    check_config(config)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
     batches = itertools.count()
@@ -192,15 +191,18 @@ def _dali_stream_ptr():
         return None
 
 
-def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optional[int] = None,
+def ipmix(images, mixing=None, *, config: Optional[MixConfig] = None, seed: Optional[int] = None,
           keys=None, device: Optional[str] = None, num_threads: int = 1, backend: Optional[str] = None,
           return_plan: bool = False, normalize: Optional[dict] = None):
-    """IPMix on a batch of DataNodes.
+    """IPMix, AugMix or PixMix (as ``config`` says) on a batch of DataNodes.
 
     Args:
         images: DataNode, HWC uint8 RGB (0..255), one size across the batch.
-        mixing: DataNode, same shape per sample as ``images``: the mixing picture of each sample.
-        config: :class:`IPMixConfig`; defaults to ``IPMixConfig.imagenet()``.
+        mixing: DataNode, same shape per sample as ``images``: the mixing picture of each sample. A
+            method that reads none (AugMix: ``config.needs_mixing`` is False) takes None (or any such
+            DataNode, e.g. ``images`` itself, never read).
+        config: :class:`IPMixConfig`, :class:`AugMixConfig` or :class:`PixMixConfig`; defaults to
+            ``IPMixConfig.imagenet()``.
         seed: seed of the operator's random generator; ``None`` draws a fresh one (python) or
             takes DALI's per-operator seed, derived from the pipeline's seed (native).
         keys: None, or a CPU DataNode of one int64 scalar per sample: sample n's plans are then drawn
@@ -232,6 +234,7 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
     """
     from . import native
     config = IPMixConfig.imagenet() if config is None else config
+    check_config(config)
     on_gpu = [getattr(node, "device", "cpu") == "gpu" for node in (images, mixing)]
     if device is None:
         device = "gpu" if any(on_gpu) else "cpu"
@@ -253,6 +256,11 @@ def ipmix(images, mixing, *, config: Optional[IPMixConfig] = None, seed: Optiona
         raise TypeError(f"keys must be a DataNode of one int64 per sample (e.g. fn.external_source), got "
                         f"{type(keys).__name__}: one key for every sample would draw every sample alike")
     seed = 0 if keys is not None and seed is None else seed
+    if mixing is None:
+        if config.needs_mixing:
+            raise TypeError(f"mixing is None, but {type(config).__name__} mixes every image with a "
+                            "mixing picture: pass a DataNode of one per sample")
+        mixing = images
     if backend == "native":
         native.load()
         if device == "gpu":

@@ -38,13 +38,15 @@ class Law:
     let: Tuple[Tuple[str, str], ...] = ()
     matrix: Tuple[str, ...] = ()
     cut: Optional[str] = None
+    kernel: Optional[str] = None                # the op of the compiled core that runs it (None: itself)
 
 
 _ENHANCE = dict(param="level * 1.8 / 10.0 + 0.1", param_range=(0.1, 1.9))
 _SHEAR = dict(param="level * 0.3 / 10.0", param_range=(0, 0.3), signed=True)
 
 #: Every image-level op: LUT ops first, then the blends, then the affine ops (the kernels rely on
-#: the code ranges: ``IPX_FIRST_BLEND``, ``IPX_FIRST_AFFINE``).
+#: the code ranges: ``IPX_FIRST_BLEND``, ``IPX_FIRST_AFFINE``); then the laws that another op's kernel
+#: runs with their own parameters (``kernel``): their codes exist in the plan drawer only.
 LAWS = {
     "invert": Law(0, LUT),
     "posterize": Law(1, LUT, "4 - floor(level * 4 / 10.0)", param_range=(4, 0)),
@@ -67,23 +69,33 @@ LAWS = {
     "translate_y": Law(13, AFFINE, "floor(level * (h / 3.0) / 10.0)", signed=True, param_range=(0, 1 / 3),
                        matrix=("1.0", "0.0", "0.0", "0.0", "1.0", "p")),
     "mirror": Law(14, AFFINE, matrix=("-1.0", "0.0", "w", "0.0", "1.0", "0.0")),
+    "autocontrast_plain": Law(15, LUT, param_range=(0, 0), kernel="autocontrast"),
 }
+#: Law codes (the plan drawer's op codes, ``op_codes`` of the native operator).
 OP_CODES = {name: law.code for name, law in LAWS.items()}
+#: The compiled core's op code (``IPX_OP_*``) that runs each law.
+KERNEL_CODES = {name: LAWS[law.kernel or name].code for name, law in LAWS.items()}
+#: Number of kernel ops (``IPX_NUM_OPS``); law codes run to ``len(LAWS) - 1``.
+NUM_KERNEL_OPS = sum(law.kernel is None for law in LAWS.values())
 
 #: Pixel-level mixing ops of a patch step (``IPX_ADD`` .. ``IPX_RANDOM_ELEMS``), drawn uniformly.
 PIXEL_OPS = ("add", "multiply", "random_pixels", "random_elems")
 
-#: One sample's plan is drawn from ``plan_draws(k, t)`` uniforms on [0, 1): the header (chain
-#: weights ``k``, ``m``, chain kinds ``k``, op counts ``k``), then these slots for each of the
-#: ``k * max(t, 1)`` steps, chain-major. Every slot is drawn whether the step uses it or not, so a
-#: draw's place depends on (k, t) only. See :func:`dali_ipmix.plan.draw_plan` for what each becomes.
+#: One sample's plan is drawn from ``plan_draws(k, t, chain_start)`` uniforms on [0, 1): the header
+#: (chain weights ``k``, ``m``, chain kinds ``k``, op counts ``k``), then these slots for each of the
+#: ``k * max(t, 1)`` steps, chain-major, then (engines with a chain start only) :data:`START_DRAWS`
+#: for each chain. Every slot is drawn whether the plan uses it or not, so a draw's place depends on
+#: the engine's (k, t, chain_start) only. See :func:`dali_ipmix.plan.draw_plan` for what each becomes.
 STEP_DRAWS = ("op", "level", "sign", "size", "square", "rect_w", "rect_h", "left", "top", "pixel_op",
               "ab", "wa", "wb", "p", "mask_key", "from_image", "src_op", "src_level", "src_sign")
+#: A chain's start (``Engine.chain_start``): whether it starts from A(x), and that op's draws.
+START_DRAWS = ("start", "start_op", "start_level", "start_sign")
 
 
-def plan_draws(k: int, t: int) -> int:
-    """Uniforms per sample and view: ``3 k + 1`` header slots, ``len(STEP_DRAWS)`` per step."""
-    return 3 * k + 1 + k * max(t, 1) * len(STEP_DRAWS)
+def plan_draws(k: int, t: int, chain_start: bool = False) -> int:
+    """Uniforms per sample and view: ``3 k + 1`` header slots, ``len(STEP_DRAWS)`` per step, and with
+    ``chain_start`` ``len(START_DRAWS)`` per chain after them."""
+    return 3 * k + 1 + k * max(t, 1) * len(STEP_DRAWS) + (k * len(START_DRAWS) if chain_start else 0)
 
 
 # ----------------------------------------------------------------------------- Python evaluation
@@ -143,15 +155,27 @@ def c_header() -> str:
            "// csrc/ipx_plan.h; included after ipx_core.cuh and the helpers ipx_round15, ipx_floor_divide.",
            "#ifndef DALI_IPMIX_IPX_LAWS_H", "#define DALI_IPMIX_IPX_LAWS_H", ""]
     for name, law in LAWS.items():
-        out.append(f'static_assert(IPX_OP_{name.upper()} == {law.code}, "ipx_core.cuh and '
-                   f'dali_ipmix/laws.py disagree on {name}");')
-    out.append(f'static_assert(IPX_NUM_OPS == {len(LAWS)}, "ipx_core.cuh and dali_ipmix/laws.py disagree '
-               f'on the number of ops");')
+        if law.kernel is None:
+            out.append(f'static_assert(IPX_OP_{name.upper()} == {law.code}, "ipx_core.cuh and '
+                       f'dali_ipmix/laws.py disagree on {name}");')
+    out.append(f'static_assert(IPX_NUM_OPS == {NUM_KERNEL_OPS}, "ipx_core.cuh and dali_ipmix/laws.py '
+               f'disagree on the number of ops");')
+    out += ["", "// Laws that another op's kernel runs with their own parameters (plan drawer codes only)."]
+    out += [f"#define IPX_OP_{name.upper()} {law.code}" for name, law in LAWS.items() if law.kernel]
+    out += [f"#define IPX_NUM_LAWS {len(LAWS)}", "",
+            "// The kernel op (IPX_OP_* of ipx_core.cuh) that runs law `code`.",
+            "static inline int ipx_kernel_op(int code) {", "    switch (code) {"]
+    out += [f"        case IPX_OP_{name.upper()}: return IPX_OP_{law.kernel.upper()};"
+            for name, law in LAWS.items() if law.kernel]
+    out += ["        default: return code;", "    }", "}"]
     out += ["", f"#define IPX_NUM_PIXEL_OPS {len(PIXEL_OPS)}",
             "// Uniforms of one sample and view: header (weights k, m, kinds k, op counts k), then",
-            "// IPX_STEP_DRAWS per step (chain-major), at these offsets.",
+            "// IPX_STEP_DRAWS per step (chain-major), at these offsets; then, with a chain start,",
+            "// IPX_START_DRAWS per chain.",
             f"#define IPX_STEP_DRAWS {len(STEP_DRAWS)}"]
     out += [f"#define IPX_U_{slot.upper()} {i}" for i, slot in enumerate(STEP_DRAWS)]
+    out += [f"#define IPX_START_DRAWS {len(START_DRAWS)}"]
+    out += [f"#define IPX_U_{slot.upper()} {i}" for i, slot in enumerate(START_DRAWS)]
     out += ["", "// Kernel parameters of image-level op `code` at (level, sign) on an h x w image: p (6 floats:",
             "// the affine matrix a b c d e f, or p[0] = the parameter) and the autocontrast cut.",
             "static inline void ipx_op_parameters(int code, double level, int sign, int h, int w, float* out,",

@@ -14,7 +14,8 @@ It is loaded once per process with ``nvidia.dali.plugin_manager.load_library``.
 
 Plan record (``return_plan=True``, one float64 vector per sample and view; ``csrc/ipx_plan.h``'s
 ``ipx_write_plan``): chain weights (k), m, chain kinds (k), op counts (k), then per chain and step
-(``max(t, 1)`` steps) the :data:`RECORD_FIELDS`. Table output: the view's ``k * max(t, 1)`` IpxStep rows
+(``max(t, 1)`` steps) the :data:`RECORD_FIELDS`, then with a chain start per chain the
+:data:`START_RECORD_FIELDS`. Table output: the view's ``k * max(t, 1)`` IpxStep rows
 (26 uint32 words each) then ``m, w_0 .. w_k-1`` as float32 bits, what ``table.pack_plan`` writes.
 """
 
@@ -28,7 +29,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .config import IPMixConfig
+from .config import MixConfig
 from .plan import IPMixPlan
 from .table import OP_CODES, STEP_FIELDS
 
@@ -47,6 +48,10 @@ REBUILD = ("rebuild it against this DALI: pip install --force-reinstall --no-bin
 #: Per-step fields of a plan record, in order (IPMixPlan field names).
 RECORD_FIELDS = ("op", "level", "sign", "size", "top", "left", "rect_h", "rect_w", "pixel_op", "wa", "wb",
                "p", "mask_key", "from_image", "src_op", "src_level", "src_sign")
+#: Per-chain fields after the steps, with a chain start (``Engine.chain_start``).
+START_RECORD_FIELDS = ("start", "start_op", "start_level", "start_sign")
+#: The ``chain_kinds`` argument's codes (``Engine.chain_kinds``).
+CHAIN_KIND_CODES = {"both": 0, "image": 1, "patch": 2}
 _INT_FIELDS = {"op", "sign", "size", "top", "left", "rect_h", "rect_w", "pixel_op", "src_op", "src_sign"}
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _lock = threading.Lock()
@@ -214,33 +219,35 @@ def load() -> str:
         return path
 
 
-def operator_args(config: IPMixConfig) -> dict:
-    """The ``fn.ipmix_native`` arguments that carry ``config``."""
-    args = dict(k=int(config.k), t=int(config.t), beta=float(config.beta),
-                severity=float(config.severity), whole_image_patch=bool(config.whole_image_patch),
-                source_from_image=bool(config.source_from_image), jsd=bool(config.jsd),
-                op_codes=[OP_CODES[name] for name in config.op_names])
+def operator_args(config: MixConfig) -> dict:
+    """The ``fn.ipmix_native`` arguments that carry ``config`` (its engine's knobs, ``config.engine``)."""
+    e = config.engine
+    args = dict(k=int(e.k), t=int(e.t), beta=float(e.beta), severity=float(e.severity),
+                whole_image_patch=bool(e.whole_image_patch), source_from_image=bool(e.source_from_image),
+                jsd=bool(config.jsd), op_codes=[OP_CODES[name] for name in e.op_names])
     # An empty list has no element type for DALI; sizes above any image are dropped at run time, so
     # one huge entry means "no fixed size" (config validation guarantees whole_image_patch then).
-    args["patch_sizes"] = [int(s) for s in config.patch_sizes] or [2 ** 30]
+    args["patch_sizes"] = [int(s) for s in e.patch_sizes] or [2 ** 30]
     return args
 
 
-def plan_from_records(records, config: IPMixConfig, height: int, width: int) -> IPMixPlan:
+def plan_from_records(records, config: MixConfig, height: int, width: int) -> IPMixPlan:
     """The :class:`IPMixPlan` of N plan records ((N, D) float64, one row per sample) of one view,
     drawn for ``height x width`` images with ``config``."""
     records = np.asarray(records, np.float64)
-    k, steps = config.k, max(config.t, 1)
+    e = config.engine
+    k, steps = e.k, max(e.t, 1)
     n = records.shape[0]
-    expect = 1 + 3 * k + k * steps * len(RECORD_FIELDS)
+    body = 1 + 3 * k + k * steps * len(RECORD_FIELDS)
+    expect = body + (k * len(START_RECORD_FIELDS) if e.chain_start else 0)
     if records.ndim != 2 or records.shape[1] != expect:
         raise ValueError(f"plan records have shape {records.shape}; expected (N, {expect}) for "
-                         f"k={k}, t={config.t}")
+                         f"k={k}, t={e.t}, chain_start={e.chain_start}")
     weights = records[:, :k]
     m = records[:, k]
     kind = records[:, k + 1:2 * k + 1].astype(np.int64)
     n_ops = records[:, 2 * k + 1:3 * k + 1].astype(np.int64)
-    fields = records[:, 3 * k + 1:].reshape(n, k, steps, len(RECORD_FIELDS))
+    fields = records[:, 3 * k + 1:body].reshape(n, k, steps, len(RECORD_FIELDS))
     step = {}
     for i, name in enumerate(RECORD_FIELDS):
         value = fields[..., i]
@@ -251,5 +258,12 @@ def plan_from_records(records, config: IPMixConfig, height: int, width: int) -> 
         elif name == "from_image":
             value = value != 0
         step[name] = value
-    return IPMixPlan(op_names=config.op_names, image_shape=(int(height), int(width)), weights=weights,
-                     m=m, kind=kind, n_ops=n_ops, **step)
+    if e.chain_start:
+        start = records[:, body:].reshape(n, k, len(START_RECORD_FIELDS))
+        step.update(start=start[..., 0] != 0, start_op=start[..., 1].astype(np.int64),
+                    start_level=start[..., 2], start_sign=start[..., 3].astype(np.int64))
+    else:
+        step.update(start=np.zeros((n, k), bool), start_op=np.zeros((n, k), np.int64),
+                    start_level=np.zeros((n, k)), start_sign=np.ones((n, k), np.int64))
+    return IPMixPlan(op_names=e.op_names, image_shape=(int(height), int(width)), weights=weights,
+                     m=m, kind=kind, n_ops=n_ops, chain_start=bool(e.chain_start), **step)

@@ -152,6 +152,13 @@ def autocontrast(cutoff, images, xp):
 
 
 @image_op
+def autocontrast_plain(cutoff, images, xp):
+    """PIL ``ImageOps.autocontrast(image)`` (no cutoff: AugMix's and PixMix's autocontrast); its law
+    fixes the cutoff at 0, and the compiled core runs it as ``autocontrast``."""
+    return autocontrast(cutoff, images, xp)
+
+
+@image_op
 def brightness(factor, images, xp):
     """PIL ``ImageEnhance.Brightness``: blend with black."""
     lut = _identity_lut(images.shape[0], xp)
@@ -208,3 +215,8 @@ mirror = _affine_op("mirror")
 DEFAULT_OPS = ("equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y",
                "translate_x", "translate_y", "mirror", "invert")
 EXTRA_OPS = ("autocontrast", "color", "contrast", "brightness", "sharpness")
+#: AugMix's op list (google-research/augmix ``augmentations.augmentations``, which PixMix uses too) and
+#: what its ``all_ops`` adds (``augmentations_all``).
+AUGMIX_OPS = ("autocontrast_plain", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y",
+              "translate_x", "translate_y")
+AUGMIX_EXTRA_OPS = ("color", "contrast", "brightness", "sharpness")

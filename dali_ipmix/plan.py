@@ -1,13 +1,15 @@
-"""The random plan of one IPMix batch: every random decision, drawn on the host.
+"""The random plan of one batch: every random decision, drawn on the host.
 
 A plan is a handful of small NumPy arrays indexed by sample ``n < N``, chain ``c < k`` and step
-``j < t``; executors (NumPy, CuPy, the per-image PIL reference) only execute it. Each sample's plan is
-made from ``laws.plan_draws(k, t)`` uniforms, one per slot of ``laws.STEP_DRAWS`` (and the header):
-entries that a sample does not use (steps past its chain's op count, patch fields of an image-level
-chain, ...) are drawn anyway, so that the plan's shape and the draws' places depend on (k, t) only.
-The native operator's drawer (``csrc/ipx_plan.h``) makes the same plan from the same uniforms with
-the same float64 arithmetic, so a :class:`~dali_ipmix.keys.KeyedGenerator` gives every backend the
-same plan, bit for bit.
+``j < t``; executors (NumPy, CuPy, the per-image PIL reference) only execute it. The drawer reads the
+config's :class:`~dali_ipmix.config.Engine` (``config.engine``) alone, so IPMix, AugMix and PixMix are
+plans of one shape. Each sample's plan is made from ``laws.plan_draws(k, t, chain_start)`` uniforms,
+one per slot of ``laws.STEP_DRAWS`` (and the header, and ``laws.START_DRAWS``): entries that a sample
+does not use (steps past its chain's op count, patch fields of an image-level chain, ...) are drawn
+anyway, so that the plan's shape and the draws' places depend on the engine only. The native
+operator's drawer (``csrc/ipx_plan.h``) makes the same plan from the same uniforms with the same
+float64 arithmetic, so a :class:`~dali_ipmix.keys.KeyedGenerator` gives every backend the same plan,
+bit for bit.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Tuple
 import numpy as np
 
 from . import checks
-from .config import IPMixConfig
-from .laws import PIXEL_OPS, STEP_DRAWS, plan_draws
+from .config import CHAIN_KINDS, MixConfig
+from .laws import PIXEL_OPS, START_DRAWS, STEP_DRAWS, plan_draws
 
 IMAGE_CHAIN, PATCH_CHAIN = 0, 1
 
@@ -37,7 +39,11 @@ class IPMixPlan:
     height and width of the rectangle in pixels (<= size; the image size is ``image_shape``), ``pixel_op`` index into ``PIXEL_OPS``, ``wa``/``wb`` mixing weights (add,
     multiply), ``p`` mask threshold (random_pixels/elems), ``mask_key`` uint32 seed of the mask noise,
     ``from_image`` whether the source is A(x) instead of z, and ``src_op``/``src_level``/``src_sign``
-    for that one fresh image-level op.
+    for that one fresh image-level op. A whole-image patch (``Engine.whole_image_only``) has
+    ``top = left = 0``, ``rect_h, rect_w = H, W`` and ``size`` the shorter side.
+    Chain start (``chain_start``: the engine draws one): ``start`` (N, k) whether the chain starts
+    from A(x), one fresh image-level op on x (``start_op``/``start_level``/``start_sign``), instead of
+    x; without one, ``start`` is all False.
     """
 
     op_names: Tuple[str, ...]
@@ -63,6 +69,11 @@ class IPMixPlan:
     src_op: np.ndarray
     src_level: np.ndarray
     src_sign: np.ndarray
+    start: np.ndarray
+    start_op: np.ndarray
+    start_level: np.ndarray
+    start_sign: np.ndarray
+    chain_start: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -75,6 +86,11 @@ class IPMixPlan:
     @property
     def t(self) -> int:
         return int(self.op.shape[2])
+
+    @property
+    def table_steps(self) -> int:
+        """Plan-table rows per chain (``table.pack_plan``): ``t``, plus the start row with a chain start."""
+        return self.t + int(self.chain_start)
 
     def active(self, chain_kind: int) -> np.ndarray:
         """(N, k, t) bool: steps that are executed by chains of ``chain_kind``."""
@@ -97,7 +113,8 @@ class IPMixPlan:
         """A short human-readable description: chain kinds, op counts and op frequencies."""
         img, pat = self.active(IMAGE_CHAIN), self.active(PATCH_CHAIN)
         ops = np.bincount(self.op[img], minlength=len(self.op_names))
-        lines = [f"IPMixPlan: N={self.batch_size} k={self.k} t={self.t} image={self.image_shape}",
+        lines = [f"IPMixPlan: N={self.batch_size} k={self.k} t={self.t} image={self.image_shape}"
+                 + (f", {int(self.start.sum())} chains start from A(x)" if self.chain_start else ""),
                  f"  chains: {int((self.kind == IMAGE_CHAIN).sum())} image-level, "
                  f"{int((self.kind == PATCH_CHAIN).sum())} patch-level; "
                  f"ops per chain {np.bincount(self.n_ops.ravel(), minlength=self.t + 1).tolist()}",
@@ -120,42 +137,46 @@ def as_generator(rng) -> np.random.Generator:
     raise TypeError(f"rng must be a numpy.random.Generator, a keys.KeyedGenerator or an int seed, got {type(rng).__name__}")
 
 
-def draw_plan(batch_size: int, height: int, width: int, config: IPMixConfig, rng) -> IPMixPlan:
-    """Draws every random decision of an IPMix batch of ``batch_size`` images of ``height x width``:
-    one ``rng.random((batch_size, laws.plan_draws(k, t)))`` call, then :func:`plan_from_uniforms`."""
+def draw_plan(batch_size: int, height: int, width: int, config: MixConfig, rng) -> IPMixPlan:
+    """Draws every random decision of a batch of ``batch_size`` images of ``height x width`` for
+    ``config`` (any :class:`~dali_ipmix.config.MixConfig`): one ``rng.random((batch_size,
+    laws.plan_draws(k, t, chain_start)))`` call, then :func:`plan_from_uniforms`."""
     rng = as_generator(rng)
-    n = int(batch_size)
-    u = rng.random((n, plan_draws(config.k, config.t)))
+    e = config.engine
+    u = rng.random((int(batch_size), plan_draws(e.k, e.t, e.chain_start)))
     return plan_from_uniforms(u, height, width, config)
 
 
-def plan_from_uniforms(u, height: int, width: int, config: IPMixConfig) -> IPMixPlan:
-    """The plan of ``u`` ((N, ``laws.plan_draws(k, t)``) uniforms on [0, 1), one row per sample), as
-    ``csrc/ipx_plan.h``'s ``ipx_draw_sample`` makes it: the same formulas, in float64, in the same
-    order; ``log`` and ``pow`` from the C library (Python's ``math``), ``beta`` and ``severity`` as
-    the float32 values the native operator receives."""
+def plan_from_uniforms(u, height: int, width: int, config: MixConfig) -> IPMixPlan:
+    """The plan of ``u`` ((N, ``laws.plan_draws(k, t, chain_start)``) uniforms on [0, 1), one row per
+    sample), as ``csrc/ipx_plan.h``'s ``ipx_draw_sample`` makes it from ``config.engine``: the same
+    formulas, in float64, in the same order; ``log`` and ``pow`` from the C library (Python's
+    ``math``), ``beta`` and ``severity`` as the float32 values the native operator receives."""
+    e = config.engine
     u = np.asarray(u, np.float64)
-    n, k, t = u.shape[0], config.k, config.t
+    n, k, t = u.shape[0], e.k, e.t
     steps = max(t, 1)   # t = 0 keeps one unused step so every array has a real shape
-    if u.shape != (n, plan_draws(k, t)):
-        raise ValueError(f"plan_from_uniforms: u has shape {u.shape}; expected ({n}, {plan_draws(k, t)})")
-    beta, severity = float(np.float32(config.beta)), float(np.float32(config.severity))
-    n_image_ops = len(config.op_names)
-    sizes = np.asarray(config.patch_sizes_for(height, width), np.int64)
+    if u.shape != (n, plan_draws(k, t, e.chain_start)):
+        raise ValueError(f"plan_from_uniforms: u has shape {u.shape}; expected "
+                         f"({n}, {plan_draws(k, t, e.chain_start)})")
+    beta, severity = float(np.float32(e.beta)), float(np.float32(e.severity))
+    n_image_ops = len(e.op_names)
+    sizes = np.asarray(e.patch_sizes_for(height, width), np.int64)
 
     if k > 1:   # Dirichlet(1, ..., 1): normalised Exp(1) draws, summed in chain order
-        e = -_libm(math.log, 1.0 - u[:, :k])
+        ex = -_libm(math.log, 1.0 - u[:, :k])
         total = np.zeros(n)
         for c in range(k):
-            total = total + e[:, c]
-        weights = e / total[:, None]
+            total = total + ex[:, c]
+        weights = ex / total[:, None]
     else:
         weights = np.ones((n, 1))
-    m = u[:, k].copy()   # Beta(1, 1)
-    kind = _uniform_int(u[:, k + 1:2 * k + 1], 0, 1)
-    n_ops = _uniform_int(u[:, 2 * k + 1:3 * k + 1], 0, t)
+    m = u[:, k].copy() if e.final_blend else np.ones(n)   # Beta(1, 1), or no blend: the mix itself
+    kind = _uniform_int(u[:, k + 1:2 * k + 1], *CHAIN_KINDS[e.chain_kinds])
+    n_ops = _uniform_int(u[:, 2 * k + 1:3 * k + 1], e.min_ops, t)
 
-    slots = u[:, 3 * k + 1:].reshape(n, k, steps, len(STEP_DRAWS))
+    end = 3 * k + 1 + k * steps * len(STEP_DRAWS)
+    slots = u[:, 3 * k + 1:end].reshape(n, k, steps, len(STEP_DRAWS))
     d = {name: slots[..., i] for i, name in enumerate(STEP_DRAWS)}
     op = _uniform_int(d["op"], 0, n_image_ops - 1)
     level = 0.1 + (severity - 0.1) * d["level"]
@@ -166,7 +187,11 @@ def plan_from_uniforms(u, height: int, width: int, config: IPMixConfig) -> IPMix
     rect_h = np.where(square, size, _uniform_int(d["rect_h"], 2, size))
     left = _uniform_int(d["left"], 0, int(width) - size)
     top = _uniform_int(d["top"], 0, int(height) - size)
-    pixel_op = _uniform_int(d["pixel_op"], 0, len(PIXEL_OPS) - 1)
+    if e.whole_image_only:   # the patch is the whole image
+        size = np.full(size.shape, min(int(height), int(width)), np.int64)
+        rect_h, rect_w = np.full(size.shape, int(height), np.int64), np.full(size.shape, int(width), np.int64)
+        top, left = np.zeros(size.shape, np.int64), np.zeros(size.shape, np.int64)
+    pixel_op = _uniform_int(d["pixel_op"], 0, e.pixel_ops - 1)
     # get_ab(beta): (Beta(beta, 1), Beta(1, beta)) or (1 + Beta(1, beta), -Beta(1, beta)), by
     # inversion: Beta(beta, 1) = (1 - U)^(1/beta) =: P, Beta(1, beta) = 1 - P.
     pa = _libm(math.pow, 1.0 - d["wa"], 1.0 / beta)
@@ -176,17 +201,28 @@ def plan_from_uniforms(u, height: int, width: int, config: IPMixConfig) -> IPMix
     wb = np.where(first, 1.0 - pb, -(1.0 - pb))
     p = d["p"].copy()
     mask_key = (d["mask_key"] * 4294967296.0).astype(np.uint64).astype(np.uint32)
-    from_image = (d["from_image"] < 0.5) & bool(config.source_from_image)
+    from_image = (d["from_image"] < 0.5) & bool(e.source_from_image)
     src_op = _uniform_int(d["src_op"], 0, n_image_ops - 1)
     src_level = 0.1 + (severity - 0.1) * d["src_level"]
     src_sign = np.where(d["src_sign"] < 0.5, -1, 1)
 
+    if e.chain_start:   # per chain, after every other draw
+        s = {name: u[:, end + i::len(START_DRAWS)] for i, name in enumerate(START_DRAWS)}
+        start = s["start"] < 0.5
+        start_op = _uniform_int(s["start_op"], 0, n_image_ops - 1)
+        start_level = 0.1 + (severity - 0.1) * s["start_level"]
+        start_sign = np.where(s["start_sign"] < 0.5, -1, 1)
+    else:
+        start, start_op = np.zeros((n, k), bool), np.zeros((n, k), np.int64)
+        start_level, start_sign = np.zeros((n, k)), np.ones((n, k), np.int64)
+
     return IPMixPlan(
-        op_names=config.op_names, image_shape=(int(height), int(width)),
+        op_names=e.op_names, image_shape=(int(height), int(width)),
         weights=weights.astype(np.float64), m=m, kind=kind, n_ops=n_ops,
         op=op, level=level, sign=sign, size=size, top=top, left=left, rect_h=rect_h, rect_w=rect_w,
         pixel_op=pixel_op, wa=wa, wb=wb, p=p, mask_key=mask_key, from_image=from_image,
-        src_op=src_op, src_level=src_level, src_sign=src_sign)
+        src_op=src_op, src_level=src_level, src_sign=src_sign, start=start, start_op=start_op,
+        start_level=start_level, start_sign=start_sign, chain_start=bool(e.chain_start))
 
 
 def _uniform_int(u, low, high):

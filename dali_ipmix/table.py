@@ -30,7 +30,7 @@ from typing import Protocol, Tuple
 import numpy as np
 
 from . import laws
-from .laws import AFFINE, OP_CODES
+from .laws import AFFINE, KERNEL_CODES, OP_CODES
 from .plan import IMAGE_CHAIN, IPMixPlan
 
 ACT_NONE, ACT_IMAGE, ACT_PATCH = 0, 1, 2
@@ -50,14 +50,14 @@ def op_parameters(op_names, op_index, level, sign, height, width):
     """Kernel parameters of image-level ops, vectorised over entries.
 
     ``op_index`` indexes ``op_names``; ``level``/``sign`` as drawn. Returns ``(codes, params, cuts)``:
-    int32 op codes, float32 (E, 6) parameters (affine: the 2x3 matrix; else ``[0]`` = the op's
+    int32 op codes of the compiled core (``laws.KERNEL_CODES``), float32 (E, 6) parameters (affine: the 2x3 matrix; else ``[0]`` = the op's
     parameter), int32 autocontrast cut (pixels per histogram end, computed in float64 exactly as
     ``ops.autocontrast`` does for an image of ``height * width`` pixels). The laws are
     :data:`dali_ipmix.laws.LAWS`; ``csrc/ipx_laws.h`` (generated from them) computes the same bits.
     """
     op_index = np.asarray(op_index).ravel()
     level, sign = np.asarray(level, np.float64).ravel(), np.asarray(sign).ravel()
-    codes = np.asarray([OP_CODES[name] for name in op_names], np.int32)[op_index]
+    codes = np.asarray([KERNEL_CODES[name] for name in op_names], np.int32)[op_index]
     params = np.zeros((op_index.size, 6), np.float64)
     cuts = np.zeros(op_index.size, np.int64)
     for i, name in enumerate(op_names):

@@ -21,9 +21,22 @@ static_assert(IPX_OP_TRANSLATE_Y == 13, "ipx_core.cuh and dali_ipmix/laws.py dis
 static_assert(IPX_OP_MIRROR == 14, "ipx_core.cuh and dali_ipmix/laws.py disagree on mirror");
 static_assert(IPX_NUM_OPS == 15, "ipx_core.cuh and dali_ipmix/laws.py disagree on the number of ops");
 
+// Laws that another op's kernel runs with their own parameters (plan drawer codes only).
+#define IPX_OP_AUTOCONTRAST_PLAIN 15
+#define IPX_NUM_LAWS 16
+
+// The kernel op (IPX_OP_* of ipx_core.cuh) that runs law `code`.
+static inline int ipx_kernel_op(int code) {
+    switch (code) {
+        case IPX_OP_AUTOCONTRAST_PLAIN: return IPX_OP_AUTOCONTRAST;
+        default: return code;
+    }
+}
+
 #define IPX_NUM_PIXEL_OPS 4
 // Uniforms of one sample and view: header (weights k, m, kinds k, op counts k), then
-// IPX_STEP_DRAWS per step (chain-major), at these offsets.
+// IPX_STEP_DRAWS per step (chain-major), at these offsets; then, with a chain start,
+// IPX_START_DRAWS per chain.
 #define IPX_STEP_DRAWS 19
 #define IPX_U_OP 0
 #define IPX_U_LEVEL 1
@@ -44,6 +57,11 @@ static_assert(IPX_NUM_OPS == 15, "ipx_core.cuh and dali_ipmix/laws.py disagree o
 #define IPX_U_SRC_OP 16
 #define IPX_U_SRC_LEVEL 17
 #define IPX_U_SRC_SIGN 18
+#define IPX_START_DRAWS 4
+#define IPX_U_START 0
+#define IPX_U_START_OP 1
+#define IPX_U_START_LEVEL 2
+#define IPX_U_START_SIGN 3
 
 // Kernel parameters of image-level op `code` at (level, sign) on an h x w image: p (6 floats:
 // the affine matrix a b c d e f, or p[0] = the parameter) and the autocontrast cut.
@@ -163,6 +181,9 @@ static inline void ipx_op_parameters(int code, double level, int sign, int h, in
             m[4] = 1.0;
             m[5] = 0.0;
             affine = true;
+            break;
+        }
+        case IPX_OP_AUTOCONTRAST_PLAIN: {
             break;
         }
         default: break;

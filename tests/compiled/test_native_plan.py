@@ -30,7 +30,7 @@ def test_magnitude_laws_match_op_parameters_bit_for_bit(h, w):
             codes, params, cuts = op_parameters(ALL_OPS, np.full(levels.size, ALL_OPS.index(name)),
                                                 levels, np.full(levels.size, sign), h, w)
             for i, level in enumerate(levels):
-                p, cut = plan_shim.op_parameters(codes[i], level, sign, h, w)
+                p, cut = plan_shim.op_parameters(OP_CODES[name], level, sign, h, w)
                 assert p.view(np.uint32).tolist() == params[i].view(np.uint32).tolist(), \
                     (name, level, sign, p, params[i])
                 assert cut == cuts[i], (name, level, cut, cuts[i])
