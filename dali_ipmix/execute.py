@@ -1,4 +1,5 @@
-"""The array executor: an IPMixPlan on a whole batch with NumPy (or CuPy, the same code with ``xp``).
+"""The array executor: a plan (IPMix, AugMix or PixMix: one engine) on a whole batch with NumPy (or
+CuPy, the same code with ``xp``).
 
 This is the reference every compiled executor is checked against, and the CPU executor. The batch is
 processed step by step over all N*k chains at once. Within a step, samples are grouped by what they
@@ -98,6 +99,13 @@ def execute_arrays(plan: IPMixPlan, images, mixing, warp=None):
     flat = lambda a: a.reshape(n * k, -1)  # noqa: E731 - (N, k, t) -> (N*k, t)
     image_steps, patch_steps = flat(plan.active(IMAGE_CHAIN)), flat(plan.active(PATCH_CHAIN))
 
+    rows = np.flatnonzero(plan.start.ravel())
+    if rows.size:   # chains that start from A(x): one fresh image-level op on x
+        d_rows = xp.asarray(rows)
+        with nvtx_range("chain_start", xp):
+            chains[d_rows] = apply_image_ops(
+                images[xp.asarray(sample_of[rows])], plan.op_names, plan.start_op.ravel()[rows],
+                plan.start_level.ravel()[rows], plan.start_sign.ravel()[rows], warp)
     for j in range(min(t, int(plan.n_ops.max(initial=0)))):
         rows = np.flatnonzero(image_steps[:, j])
         if rows.size:
@@ -346,15 +354,18 @@ def _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp, warp):
     for s in np.unique(size):
         for o in np.unique(op[size == s]):
             sel = np.flatnonzero((size == s) & (op == o))
-            ri = xp.asarray(top[sel])[:, None] + xp.arange(s)
-            ci = xp.asarray(left[sel])[:, None] + xp.arange(s)
+            # The group's window: its rectangles' largest height and width from each corner (at most
+            # s x s; a whole-image patch is H x W).
+            gh, gw = int(rect_h[sel].max()), int(rect_w[sel].max())
+            ri = xp.asarray(top[sel])[:, None] + xp.arange(gh)
+            ci = xp.asarray(left[sel])[:, None] + xp.arange(gw)
             win = (ri[:, :, None], ci[:, None, :])
             dst = xp.asarray(rows[sel])[:, None, None]
             a = chains[(dst,) + win]
             b = sources[(xp.asarray(source_of[sel])[:, None, None],) + win]
             mixed = pixel_mix(PIXEL_OPS[o], a, b, wa[sel], wb[sel], p[sel], keys[sel])
-            inside = ((xp.arange(s)[None, :] < xp.asarray(rect_h[sel])[:, None])[:, :, None]
-                      & (xp.arange(s)[None, :] < xp.asarray(rect_w[sel])[:, None])[:, None, :])
+            inside = ((xp.arange(gh)[None, :] < xp.asarray(rect_h[sel])[:, None])[:, :, None]
+                      & (xp.arange(gw)[None, :] < xp.asarray(rect_w[sel])[:, None])[:, None, :])
             chains[(dst,) + win] = xp.where(inside[..., None], mixed, a)
 
 

@@ -80,10 +80,14 @@ def patch_mix(y, src, top, left, height, width, op, wa, wb, p, key) -> np.ndarra
 
 
 def execute_sample(plan: IPMixPlan, n: int, image: np.ndarray, mixing: np.ndarray) -> np.ndarray:
-    """Runs sample ``n`` of ``plan`` on one image; returns (H, W, 3) float32 on the 0..255 scale."""
+    """Runs sample ``n`` of ``plan`` (IPMix, AugMix or PixMix: one engine) on one image; returns
+    (H, W, 3) float32 on the 0..255 scale."""
     mix = np.zeros(image.shape, np.float64)
     for c in range(plan.k):
         y = image
+        if plan.start[n, c]:   # the chain starts from A(x)
+            y = image_op(image, plan.op_names[plan.start_op[n, c]], plan.start_level[n, c],
+                         plan.start_sign[n, c])
         for j in range(int(plan.n_ops[n, c])):
             at = (n, c, j)
             if plan.kind[n, c] == IMAGE_CHAIN:

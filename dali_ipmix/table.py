@@ -1,7 +1,8 @@
 """The plan of a batch as one table for the compiled core, and the launch sequence that replays it.
 
 :func:`pack_plan` turns an :class:`~dali_ipmix.plan.IPMixPlan` into the layout of ``csrc/ipx_core.cuh``:
-one ``IpxStep`` row (26 four-byte fields) per chain step, ``N * k * t`` rows, sample-major, then one
+one ``IpxStep`` row (26 four-byte fields) per chain step, ``N * k * T`` rows (``T = plan.table_steps``:
+``t``, plus a chain's start row when the engine draws one), sample-major, then one
 row of ``1 + k`` float32 per sample (``m``, chain weights). Everything a kernel needs is in the table:
 op codes, parameters after the magnitude law (affine matrices, bits, thresholds, factors, the
 autocontrast cut), patch rectangles, pixel ops, weights and mask keys.
@@ -74,7 +75,11 @@ def op_parameters(op_names, op_index, level, sign, height, width):
 
 
 def pack_plan(plan: IPMixPlan) -> Tuple[np.ndarray, np.ndarray]:
-    """``(steps, mixw)``: uint32 (N * k * t, 26) ``IpxStep`` rows and float32 (N, 1 + k) ``m, w``."""
+    """``(steps, mixw)``: uint32 (N * k * T, 26) ``IpxStep`` rows and float32 (N, 1 + k) ``m, w``.
+
+    ``T = plan.table_steps``: the plan's ``t`` steps, after (with a chain start) one more row per
+    chain, first: its start, an image-level step on x (or none). The compiled core runs it as any
+    other step, so a start costs one more step of the launch sequence and no code of its own."""
     h, w = plan.image_shape
     active = np.arange(plan.t)[None, None, :] < plan.n_ops[:, :, None]
     kind = np.broadcast_to(plan.kind[:, :, None], active.shape)
@@ -104,6 +109,18 @@ def pack_plan(plan: IPMixPlan) -> Tuple[np.ndarray, np.ndarray]:
         floats[patch, COL[name] - base] = values.ravel()[patch]
 
     steps = np.concatenate([ints.view(np.uint32), floats.view(np.uint32)], axis=1)
+    if plan.chain_start:   # each chain's first row: A(x) for the chains that start from it, else none
+        start = plan.start.ravel()
+        first = np.zeros((start.size, len(STEP_FIELDS)), np.uint32)
+        first.view(np.int32)[:, COL["src_op"]] = NO_OP
+        first.view(np.int32)[start, COL["act"]] = ACT_IMAGE
+        codes, params, cuts = op_parameters(plan.op_names, plan.start_op.ravel()[start],
+                                            plan.start_level.ravel()[start], plan.start_sign.ravel()[start],
+                                            h, w)
+        first.view(np.int32)[start, COL["op"]], first.view(np.int32)[start, COL["cut"]] = codes, cuts
+        first[start, COL["p0"]:COL["p0"] + 6] = params.view(np.uint32)
+        steps = np.concatenate([first[:, None], steps.reshape(start.size, plan.t, -1)], axis=1)
+        steps = steps.reshape(-1, len(STEP_FIELDS))
     mixw = np.concatenate([plan.m[:, None], plan.weights], axis=1).astype(np.float32)
     return steps, np.ascontiguousarray(mixw)
 
@@ -130,7 +147,8 @@ def _blocks(total: int) -> int:
 
 @dataclasses.dataclass
 class TableExecutor:
-    """Executes plans on ``device``: 1 upload + ``t`` x (``ipx_prepare`` + ``ipx_step``) + ``ipx_mix``.
+    """Executes plans on ``device``: 1 upload + ``T`` x (``ipx_prepare`` + ``ipx_step``) + ``ipx_mix``
+    (``T = plan.table_steps``, set by the config).
 
     Inputs are (N, H, W, 3) uint8 C-contiguous device arrays; the result is (N, H, W, 3) float32,
     0..255. No host synchronisation: nothing is read back.
@@ -146,7 +164,7 @@ class TableExecutor:
         n, h, w, _ = images.shape
         if n == 0:
             return d.empty(images.shape, np.float32)
-        k, t = plan.k, plan.t
+        k, t = plan.k, plan.table_steps
         images, mixing = d.contiguous(images), d.contiguous(mixing)
         steps, mixw = pack_plan(plan)
         table = d.upload(np.concatenate([steps.ravel(), mixw.view(np.uint32).ravel()]))

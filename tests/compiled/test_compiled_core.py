@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import dali_ipmix.execute as execute
-from dali_ipmix import IPMixConfig
+from dali_ipmix import AugMixConfig, IPMixConfig, PixMixConfig
 from dali_ipmix.cuda_source import COMPILE_OPTIONS, kernel_source
 from dali_ipmix.ops import IMAGE_OPS
 from dali_ipmix.plan import PATCH_CHAIN, PIXEL_OPS, draw_plan
@@ -227,6 +227,27 @@ def test_whole_plans_match_the_array_executor(core, cfg, shape):
     assert np.abs(got - ref).max() <= 1.0           # multiply's powf only
     assert (got != ref).mean() < 1e-2
     assert np.abs(got - execute.execute_arrays(plan, x, z)).max() <= 1.0
+
+
+@pytest.mark.parametrize("cfg", [AugMixConfig.imagenet(), AugMixConfig.cifar(all_ops=True, depth=3),
+                                 AugMixConfig(width=1, depth=1), PixMixConfig.imagenet(),
+                                 PixMixConfig.cifar(all_ops=True), PixMixConfig(k=0)])
+@pytest.mark.parametrize("shape", [(32, 32), (23, 41), (2, 2)])
+def test_augmix_and_pixmix_plans_match_the_array_executor(core, cfg, shape):
+    """The same core runs AugMix and PixMix plans (a chain's start is one more table row)."""
+    h, w = shape
+    x, z = images(h, w, count=16), images(h, w, count=16, seed=9)
+    plan = draw_plan(16, h, w, cfg, 7)
+    got = core(plan, x, z)
+    ref = BATCHED.execute(plan, x, z)
+    if cfg.method == "augmix":   # no pixel mixing: exact
+        np.testing.assert_array_equal(got, ref)
+    else:   # multiply's powf: one grey level, which PixMix's later rounds may carry
+        assert np.abs(got - ref).max() <= 4.0
+        assert (np.abs(got - ref) > 1).mean() < 1e-3
+        assert (got != ref).mean() < 1e-2
+    expected = ["ipx_prepare", "ipx_step"] * plan.table_steps + ["ipx_mix"]
+    assert core.device.launches == expected
 
 
 def test_non_contiguous_inputs(core):
