@@ -12,6 +12,8 @@ be rejected. docs/performance.md states the measured p-values.
 """
 
 import functools
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -22,7 +24,8 @@ from dali_ipmix import augment_batch
 from dali_ipmix.config import AugMixConfig, PixMixConfig
 from dali_ipmix.reference import augmix_reference, authors_op, image_op, pixmix_reference
 
-from image_sets import photos, structured
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "support"))
+from image_sets import photos, structured  # noqa: E402
 
 #: Views per distribution check, and the KS threshold (the IPMix check's): every statistic of a
 #: matching pair must keep p above it, a wrong config must push one below it.
@@ -261,3 +264,34 @@ def test_pixmix_float_mode_draws_the_same_and_stays_close():
         diffs.append(np.abs(rounded - exact).mean())
     assert a.random() == b.random()
     assert np.median(diffs) < 1.0, diffs
+
+
+def print_pvalues(reseeds=0):
+    """The p-values behind docs/performance.md's table (and with ``reseeds``, the floor over that many
+    other seeds): ``python tests/core/test_family_distribution.py [RESEEDS]``."""
+    for method, preset, size in CASES:
+        ref = reference_statistics(method, preset, size, 2)
+        rows = {"batch vs port": ks_pvalues(batch_statistics(method, preset, size), ref),
+                "port vs port (floor)": ks_pvalues(reference_statistics(method, preset, size, 3), ref),
+                "wrong config vs port": ks_pvalues(
+                    batch_statistics(method, preset, size, wrong_config(method, preset)), ref)}
+        if method == "pixmix":
+            rows["float port vs port"] = ks_pvalues(
+                reference_statistics(method, preset, size, 4, float_mixing=True), ref)
+        for what, p in rows.items():
+            print(f"| {method} | {preset} {size} px | {what} | "
+                  + " | ".join(f"{v:.2g}" for v in p.values()) + f" | {min(p.values()):.2g} |")
+        if reseeds:
+            x, z = pair(N_VIEWS, size, size)
+            cfg = config(method, preset)
+            floor = [min(ks_pvalues(view_statistics(reference_views(x, z, cfg, 100 + s), x), ref).values())
+                     for s in range(reseeds)]
+            ours = [min(ks_pvalues(view_statistics(augment_batch(x, None if method == "augmix" else z, cfg,
+                                                                 200 + s), x), ref).values())
+                    for s in range(reseeds)]
+            print(f"| {method} | {preset} {size} px | {min(floor):.2g} / {np.median(floor):.2g} | "
+                  f"{min(ours):.2g} / {np.median(ours):.2g} |")
+
+
+if __name__ == "__main__":
+    print_pvalues(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
