@@ -224,7 +224,10 @@ def operator_args(config: MixConfig) -> dict:
     e = config.engine
     args = dict(k=int(e.k), t=int(e.t), beta=float(e.beta), severity=float(e.severity),
                 whole_image_patch=bool(e.whole_image_patch), source_from_image=bool(e.source_from_image),
-                jsd=bool(config.jsd), op_codes=[OP_CODES[name] for name in e.op_names])
+                jsd=bool(config.jsd), op_codes=[OP_CODES[name] for name in e.op_names],
+                min_ops=int(e.min_ops), chain_kinds=CHAIN_KIND_CODES[e.chain_kinds],
+                pixel_ops=int(e.pixel_ops), whole_image_only=bool(e.whole_image_only),
+                final_blend=bool(e.final_blend), chain_start=bool(e.chain_start))
     # An empty list has no element type for DALI; sizes above any image are dropped at run time, so
     # one huge entry means "no fixed size" (config validation guarantees whole_image_patch then).
     args["patch_sizes"] = [int(s) for s in e.patch_sizes] or [2 ** 30]

@@ -91,15 +91,29 @@ static inline double ipx_beta_power(double u, double beta) { return pow(1.0 - u,
 
 // ------------------------------------------------------------------ config and draws
 
-// The IPMix parameters the operator draws with (dali_ipmix.IPMixConfig).
+// Chain kinds an engine draws (dali_ipmix.config.CHAIN_KINDS; the operator's `chain_kinds`).
+#define IPX_KINDS_BOTH 0
+#define IPX_KINDS_IMAGE 1
+#define IPX_KINDS_PATCH 2
+
+// The engine's knobs the operator draws with (dali_ipmix.config.Engine: IPMix, AugMix and PixMix
+// are values of it; the defaults are IPMix's).
 struct IpxConfig {
     int k = 3, t = 3;
     double beta = 4.0, severity = 1.0;
     std::vector<int> patch_sizes;       // candidate patch edges, pixels (>= 2)
     bool whole_image_patch = true;      // also the image's shorter side
-    std::vector<int> op_codes;          // image-level ops drawn from (IPX_OP_*); draws index this list
+    std::vector<int> op_codes;          // image-level ops drawn from (law codes); draws index this list
     bool source_from_image = true;
+    int min_ops = 0;                    // a chain's op count is uniform in min_ops..t
+    int chain_kinds = IPX_KINDS_BOTH;   // IPX_KINDS_*
+    int pixel_ops = IPX_NUM_PIXEL_OPS;  // the first this many pixel-level ops are drawn
+    bool whole_image_only = false;      // every patch is the whole image (top = left = 0, h x w)
+    bool final_blend = true;            // m ~ Beta(1, 1); false: m = 1
+    bool chain_start = false;           // a chain starts (prob. 1/2) from A(x): IPX_START_DRAWS per chain
     int steps() const { return t > 0 ? t : 1; }   // t = 0 keeps one (inactive) step, as draw_plan
+    // Plan-table rows per chain (IPMixPlan.table_steps): the steps, plus the start row first.
+    int table_steps() const { return steps() + (chain_start ? 1 : 0); }
 };
 
 // IPMixConfig.patch_sizes_for: usable patch edges for an h x w image, ascending; empty if none fits.
@@ -137,21 +151,34 @@ struct IpxDrawStep {
 
 // Uniforms per sample and view (dali_ipmix.laws.plan_draws).
 static inline long long ipx_plan_draws(const IpxConfig& cfg) {
-    return 3LL * cfg.k + 1 + (long long)cfg.k * cfg.steps() * IPX_STEP_DRAWS;
+    return 3LL * cfg.k + 1 + (long long)cfg.k * cfg.steps() * IPX_STEP_DRAWS +
+           (cfg.chain_start ? (long long)cfg.k * IPX_START_DRAWS : 0);
 }
 
 // Doubles per step in the plan record (ipx_write_plan), in this order; dali_ipmix.native mirrors it.
 #define IPX_PLAN_STEP_FIELDS 17
+// Doubles per chain after the steps, with a chain start: start, start op, level, sign.
+#define IPX_PLAN_START_FIELDS 4
+
+// A chain's start (IpxConfig::chain_start): whether it starts from A(x), and that op.
+struct IpxDrawStart {
+    int start = 0;
+    int op = 0;        // index into IpxConfig::op_codes
+    double level = 0.0;
+    int sign = 1;
+};
 
 struct IpxDraw {
     std::vector<double> weights;   // k
     double m = 0.0;
     std::vector<int> kind, n_ops;  // k each
     std::vector<IpxDrawStep> steps;   // k * cfg.steps(), chain-major
+    std::vector<IpxDrawStart> starts;   // k (all "no start" without a chain start)
 };
 
 // Draws one sample's plan for an h x w image from its stream. `sizes` is ipx_patch_sizes_for(cfg, h,
-// w), not empty. Slots: weights (k), m, kinds (k), op counts (k), then IPX_STEP_DRAWS per step.
+// w), not empty. Slots: weights (k), m, kinds (k), op counts (k), then IPX_STEP_DRAWS per step, then
+// (chain start) IPX_START_DRAWS per chain.
 static inline void ipx_draw_sample(const IpxConfig& cfg, const std::vector<int>& sizes, int h, int w,
                                    const IpxStream& r, IpxDraw* d) {
     int k = cfg.k, tt = cfg.steps();
@@ -162,12 +189,14 @@ static inline void ipx_draw_sample(const IpxConfig& cfg, const std::vector<int>&
         for (int c = 0; c < k; ++c) sum = sum + (d->weights[c] = -log(1.0 - ipx_u(r, c)));
         for (int c = 0; c < k; ++c) d->weights[c] = d->weights[c] / sum;
     }
-    d->m = ipx_u(r, k);   // Beta(1, 1)
+    d->m = cfg.final_blend ? ipx_u(r, k) : 1.0;   // Beta(1, 1), or no blend: the mix itself
+    const int kind_lo = cfg.chain_kinds == IPX_KINDS_PATCH ? 1 : 0;
+    const int kind_hi = cfg.chain_kinds == IPX_KINDS_IMAGE ? 0 : 1;
     d->kind.resize(k);
     d->n_ops.resize(k);
     for (int c = 0; c < k; ++c) {
-        d->kind[c] = ipx_uniform_int(ipx_u(r, k + 1 + c), 0, 1);
-        d->n_ops[c] = ipx_uniform_int(ipx_u(r, 2 * k + 1 + c), 0, cfg.t);
+        d->kind[c] = ipx_uniform_int(ipx_u(r, k + 1 + c), kind_lo, kind_hi);
+        d->n_ops[c] = ipx_uniform_int(ipx_u(r, 2 * k + 1 + c), cfg.min_ops, cfg.t);
     }
     d->steps.resize((size_t)k * tt);
     long long base = 3LL * k + 1;
@@ -184,7 +213,13 @@ static inline void ipx_draw_sample(const IpxConfig& cfg, const std::vector<int>&
         e.height = square ? e.size : ipx_uniform_int(u[IPX_U_RECT_H], 2, e.size);
         e.left = ipx_uniform_int(u[IPX_U_LEFT], 0, w - e.size);
         e.top = ipx_uniform_int(u[IPX_U_TOP], 0, h - e.size);
-        e.pixel_op = ipx_uniform_int(u[IPX_U_PIXEL_OP], 0, IPX_NUM_PIXEL_OPS - 1);
+        if (cfg.whole_image_only) {   // the patch is the whole image
+            e.size = h < w ? h : w;
+            e.height = h;
+            e.width = w;
+            e.top = e.left = 0;
+        }
+        e.pixel_op = ipx_uniform_int(u[IPX_U_PIXEL_OP], 0, cfg.pixel_ops - 1);
         // get_ab(beta): (Beta(beta, 1), Beta(1, beta)) or (1 + Beta(1, beta), -Beta(1, beta))
         double pa = ipx_beta_power(u[IPX_U_WA], cfg.beta), pb = ipx_beta_power(u[IPX_U_WB], cfg.beta);
         if (u[IPX_U_AB] < 0.5) {
@@ -201,15 +236,28 @@ static inline void ipx_draw_sample(const IpxConfig& cfg, const std::vector<int>&
         e.src_level = 0.1 + (cfg.severity - 0.1) * u[IPX_U_SRC_LEVEL];
         e.src_sign = u[IPX_U_SRC_SIGN] < 0.5 ? -1 : 1;
     }
+    d->starts.assign(k, IpxDrawStart{});
+    if (cfg.chain_start) {   // per chain, after every other draw
+        for (IpxDrawStart& s : d->starts) {
+            double u[IPX_START_DRAWS];
+            for (int i = 0; i < IPX_START_DRAWS; ++i) u[i] = ipx_u(r, base + i);
+            base += IPX_START_DRAWS;
+            s.start = u[IPX_U_START] < 0.5;
+            s.op = ipx_uniform_int(u[IPX_U_START_OP], 0, n_ops - 1);
+            s.level = 0.1 + (cfg.severity - 0.1) * u[IPX_U_START_LEVEL];
+            s.sign = u[IPX_U_START_SIGN] < 0.5 ? -1 : 1;
+        }
+    }
 }
 
 // Doubles in one sample's plan record: weights (k), m, kind (k), n_ops (k), then k * steps() steps
-// of IPX_PLAN_STEP_FIELDS.
+// of IPX_PLAN_STEP_FIELDS, then (chain start) k starts of IPX_PLAN_START_FIELDS.
 static inline long long ipx_plan_doubles(const IpxConfig& cfg) {
-    return 1 + 3LL * cfg.k + (long long)cfg.k * cfg.steps() * IPX_PLAN_STEP_FIELDS;
+    return 1 + 3LL * cfg.k + (long long)cfg.k * cfg.steps() * IPX_PLAN_STEP_FIELDS +
+           (cfg.chain_start ? (long long)cfg.k * IPX_PLAN_START_FIELDS : 0);
 }
 
-static inline void ipx_write_plan(const IpxDraw& d, double* out) {
+static inline void ipx_write_plan(const IpxConfig& cfg, const IpxDraw& d, double* out) {
     int k = (int)d.weights.size();
     for (int c = 0; c < k; ++c) *out++ = d.weights[c];
     *out++ = d.m;
@@ -224,23 +272,46 @@ static inline void ipx_write_plan(const IpxDraw& d, double* out) {
         memcpy(out, f, sizeof(f));
         out += IPX_PLAN_STEP_FIELDS;
     }
+    if (!cfg.chain_start) return;
+    for (const IpxDrawStart& s : d.starts) {
+        const double f[IPX_PLAN_START_FIELDS] = {(double)s.start, (double)s.op, s.level, (double)s.sign};
+        memcpy(out, f, sizeof(f));
+        out += IPX_PLAN_START_FIELDS;
+    }
 }
 
-// The sample's plan-table rows (k * cfg.steps() IpxStep, chain-major) and its mix row (m, w_0..w_k-1),
-// as table.pack_plan writes them.
+// An image-level op of the plan (index `op` into cfg.op_codes) as a table row's kernel op code and
+// parameters: the law's parameters, run by the law's kernel (ipx_kernel_op).
+static inline int ipx_image_row(const IpxConfig& cfg, int op, double level, int sign, int h, int w,
+                                float* p, int* cut) {
+    const int law = cfg.op_codes[op];
+    ipx_op_parameters(law, level, sign, h, w, p, cut);
+    return ipx_kernel_op(law);
+}
+
+// The sample's plan-table rows (k * cfg.table_steps() IpxStep, chain-major: with a chain start, the
+// chain's start row first) and its mix row (m, w_0..w_k-1), as table.pack_plan writes them.
 static inline void ipx_pack_sample(const IpxConfig& cfg, const IpxDraw& d, int h, int w, IpxStep* rows,
                                    float* mixw) {
-    int k = cfg.k, tt = cfg.steps();
+    int k = cfg.k, tt = cfg.steps(), rows_per_chain = cfg.table_steps();
     for (int c = 0; c < k; ++c) {
+        IpxStep* chain = rows + (size_t)c * rows_per_chain;
+        if (cfg.chain_start) {   // A(x), an image-level step on x, or nothing
+            const IpxDrawStart& st = d.starts[c];
+            memset(chain, 0, sizeof(*chain));
+            chain->src_op = IPX_NO_OP;
+            chain->act = st.start ? IPX_ACT_IMAGE : IPX_ACT_NONE;
+            if (st.start) chain->op = ipx_image_row(cfg, st.op, st.level, st.sign, h, w, chain->p, &chain->cut);
+            ++chain;
+        }
         for (int j = 0; j < tt; ++j) {
             const IpxDrawStep& e = d.steps[(size_t)c * tt + j];
-            IpxStep& s = rows[(size_t)c * tt + j];
+            IpxStep& s = chain[j];
             memset(&s, 0, sizeof(s));
             s.src_op = IPX_NO_OP;
             s.act = j < d.n_ops[c] ? (d.kind[c] == 0 ? IPX_ACT_IMAGE : IPX_ACT_PATCH) : IPX_ACT_NONE;
             if (s.act == IPX_ACT_IMAGE) {
-                s.op = cfg.op_codes[e.op];
-                ipx_op_parameters(s.op, e.level, e.sign, h, w, s.p, &s.cut);
+                s.op = ipx_image_row(cfg, e.op, e.level, e.sign, h, w, s.p, &s.cut);
             } else if (s.act == IPX_ACT_PATCH) {
                 s.pixel_op = e.pixel_op;
                 s.top = e.top;
@@ -251,10 +322,8 @@ static inline void ipx_pack_sample(const IpxConfig& cfg, const IpxDraw& d, int h
                 s.wa = (float)e.wa;
                 s.wb = (float)e.wb;
                 s.prob = (float)e.p;
-                if (e.from_image) {
-                    s.src_op = cfg.op_codes[e.src_op];
-                    ipx_op_parameters(s.src_op, e.src_level, e.src_sign, h, w, s.s, &s.src_cut);
-                }
+                if (e.from_image)
+                    s.src_op = ipx_image_row(cfg, e.src_op, e.src_level, e.src_sign, h, w, s.s, &s.src_cut);
             }
         }
     }

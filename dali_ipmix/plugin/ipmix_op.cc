@@ -61,6 +61,12 @@ IpxConfig ReadConfig(const OpSpec &spec) {
   cfg.source_from_image = spec.GetArgument<bool>("source_from_image");
   cfg.patch_sizes = spec.GetRepeatedArgument<int>("patch_sizes");
   cfg.op_codes = spec.GetRepeatedArgument<int>("op_codes");
+  cfg.min_ops = spec.GetArgument<int>("min_ops");
+  cfg.chain_kinds = spec.GetArgument<int>("chain_kinds");
+  cfg.pixel_ops = spec.GetArgument<int>("pixel_ops");
+  cfg.whole_image_only = spec.GetArgument<bool>("whole_image_only");
+  cfg.final_blend = spec.GetArgument<bool>("final_blend");
+  cfg.chain_start = spec.GetArgument<bool>("chain_start");
 
   if (cfg.k < 1 || cfg.k > kMaxK)
     Fail(Msg("argument `k`=", cfg.k, " is invalid: must be >= 1 and <= ", kMaxK));
@@ -76,9 +82,17 @@ IpxConfig ReadConfig(const OpSpec &spec) {
     Fail("argument `patch_sizes` is empty and `whole_image_patch` is False: no patch size to draw");
   if (cfg.op_codes.empty()) Fail("argument `op_codes` is empty: give at least one image-level op");
   for (int c : cfg.op_codes)
-    if (c < 0 || c >= IPX_NUM_OPS)
-      Fail(Msg("argument `op_codes` has entry ", c, ": op codes are 0..", IPX_NUM_OPS - 1,
-               " (dali_ipmix.table.OP_CODES)"));
+    if (c < 0 || c >= IPX_NUM_LAWS)
+      Fail(Msg("argument `op_codes` has entry ", c, ": op codes are 0..", IPX_NUM_LAWS - 1,
+               " (dali_ipmix.laws.OP_CODES)"));
+  if (cfg.min_ops < 0 || cfg.min_ops > cfg.t)
+    Fail(Msg("argument `min_ops`=", cfg.min_ops, " is invalid: must be >= 0 and <= `t` (", cfg.t, ")"));
+  if (cfg.chain_kinds < IPX_KINDS_BOTH || cfg.chain_kinds > IPX_KINDS_PATCH)
+    Fail(Msg("argument `chain_kinds`=", cfg.chain_kinds,
+             " is invalid: 0 (image or patch level), 1 (image level) or 2 (patch level)"));
+  if (cfg.pixel_ops < 1 || cfg.pixel_ops > IPX_NUM_PIXEL_OPS)
+    Fail(Msg("argument `pixel_ops`=", cfg.pixel_ops, " is invalid: must be >= 1 and <= ",
+             IPX_NUM_PIXEL_OPS));
   return cfg;
 }
 
@@ -206,12 +220,12 @@ void DrawSample(const IpxConfig &cfg, int64_t seed, DrawKey key, int view, int h
       ipx_stream(static_cast<uint64_t>(seed), key.a, key.b, static_cast<uint64_t>(view));
   IpxDraw draw;
   ipx_draw_sample(cfg, ipx_patch_sizes_for(cfg, h, w), h, w, stream, &draw);
-  out->rows.resize(static_cast<size_t>(cfg.k) * cfg.steps());
+  out->rows.resize(static_cast<size_t>(cfg.k) * cfg.table_steps());
   out->mixw.resize(1 + cfg.k);
   ipx_pack_sample(cfg, draw, h, w, out->rows.data(), out->mixw.data());
   if (want_record) {
     out->record.resize(ipx_plan_doubles(cfg));
-    ipx_write_plan(draw, out->record.data());
+    ipx_write_plan(cfg, draw, out->record.data());
   }
 }
 
@@ -248,7 +262,7 @@ void IpmixOp<CPUBackend>::RunImpl(Workspace &ws) {
   const auto &x = ws.Input<CPUBackend>(0);
   const auto &z = ws.Input<CPUBackend>(1);
   auto &pool = ws.GetThreadPool();
-  const int n = x.num_samples(), k = cfg_.k, tt = cfg_.steps();
+  const int n = x.num_samples(), k = cfg_.k, tt = cfg_.table_steps();
   const std::vector<DrawKey> keys = SampleKeys(ws, keyed_, batch_++, n);
   for (int s = 0; s < n; ++s) {
     const int h = sizes_[s].first, w = sizes_[s].second;
@@ -304,7 +318,8 @@ void IpmixOp<CPUBackend>::RunImpl(Workspace &ws) {
 DALI_REGISTER_OPERATOR(IpmixNative, ::dali_ipmix::IpmixOp<::dali::CPUBackend>, ::dali::CPU);
 
 DALI_SCHEMA(IpmixNative)
-    .DocStr(R"(IPMix (NeurIPS 2023) augmentation of HWC uint8 RGB images with per-sample mixing pictures.
+    .DocStr(R"(IPMix (NeurIPS 2023) augmentation of HWC uint8 RGB images with per-sample mixing pictures;
+AugMix and PixMix are settings of its arguments (dali_ipmix.native.operator_args of their configs).
 
 Outputs HWC float32 on 0..255: one view, or with ``jsd`` (clean, view1, view2). ``mean`` and ``std``
 (and ``output_layout``, ``dtype``) write every image output normalised instead, in the final mix,
@@ -332,8 +347,21 @@ sample's index in the batch; with ``sample_key`` (one int64 per sample, an argum
     .AddOptionalArg("source_from_image",
                     "a patch may come (prob. 1/2) from an augmented copy of the image", true)
     .AddOptionalArg(
-        "op_codes", "image-level ops drawn from, as codes of dali_ipmix.table.OP_CODES",
+        "op_codes", "image-level ops drawn from, as codes of dali_ipmix.laws.OP_CODES",
         std::vector<int>{3, 1, 9, 2, 10, 11, 12, 13, 14, 0})
+    .AddOptionalArg("min_ops", "at least this many operations per chain (0..t; AugMix: 1)", 0)
+    .AddOptionalArg("chain_kinds",
+                    "chain kinds drawn: 0 image or patch level (IPMix), 1 image level only (AugMix), "
+                    "2 patch level only (PixMix)", 0)
+    .AddOptionalArg("pixel_ops",
+                    "pixel-level ops drawn: the first this many of add, multiply, random_pixels, "
+                    "random_elems (1..4; PixMix: 2)", 4)
+    .AddOptionalArg("whole_image_only", "every patch is the whole image (PixMix)", false)
+    .AddOptionalArg("final_blend",
+                    "blend the chains' mix with the image by m ~ Beta(1, 1); false: m = 1 (PixMix)", true)
+    .AddOptionalArg("chain_start",
+                    "a chain starts (prob. 1/2) from one fresh image-level op on the image (PixMix)",
+                    false)
     .AddOptionalArg("jsd", "output (clean, view1, view2) instead of one view", false)
     .AddOptionalArg("return_plan", "add each view's plan record and table rows as outputs", false)
     .AddOptionalArg("mean",

@@ -1,6 +1,7 @@
 // IpmixNative on the GPU: the kernels of csrc/ipx_kernels.cu over the whole batch, on DALI's stream.
 //
-// Per view: the batch's plan table (N * k * steps IpxStep rows, then N mix rows of 1 + k floats) is
+// Per view: the batch's plan table (N * k * T IpxStep rows, T = cfg.table_steps(), then N mix rows of
+// 1 + k floats) is
 // drawn on the host into pinned memory and uploaded with one async copy; then, as
 // dali_ipmix.table.TableExecutor launches them, per step j one ipx_prepare (min(N * k, 65535) blocks)
 // and one ipx_step, then ipx_mix. The kernels need one image size across the batch and contiguous
@@ -137,7 +138,7 @@ void IpmixOp<GPUBackend>::RunImpl(Workspace &ws) {
   if (n == 0) return;
   cudaStream_t stream = ws.stream();
   ::dali::kernels::DynamicScratchpad scratch(stream);
-  const int k = cfg_.k, tt = cfg_.steps();
+  const int k = cfg_.k, tt = cfg_.table_steps();
   const int h = sizes_[0].first, w = sizes_[0].second;
   const int64_t hw = static_cast<int64_t>(h) * w, hw3 = hw * 3, chains = static_cast<int64_t>(n) * k;
   const unsigned char *x = Contiguous(xin, hw3, scratch, stream);

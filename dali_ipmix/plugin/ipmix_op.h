@@ -6,7 +6,8 @@
 // (v - mean[c]) / std[c] in the asked layout and type, by the final mix (bit for bit what
 // crop_mirror_normalize on the same device makes of the plain output); with return_plan, per
 // view two more: the plan record (float64, ipx_plan.h's ipx_write_plan) and the plan-table rows the
-// view ran (uint32: k * max(t, 1) IpxStep rows of 26 words, then m and the k chain weights as float32).
+// view ran (uint32: k * T IpxStep rows of 26 words, T = max(t, 1) plus one with `chain_start`, then m
+// and the k chain weights as float32).
 //
 // Randomness: every sample and view draws its own plan (ipx_plan.h) from the key (seed, batch
 // counter, sample, view), so the result depends on neither the thread count nor the batch split
@@ -79,9 +80,10 @@ std::vector<DrawKey> SampleKeys(const ::dali::Workspace &ws, bool keyed, uint64_
 void DrawSample(const IpxConfig &cfg, int64_t seed, DrawKey key, int view, int h, int w,
                 bool want_record, SamplePlan *out);
 
-// Number of table words per view and sample: k * steps IpxStep rows of 26 words, then 1 + k floats.
+// Number of table words per view and sample: k * table_steps IpxStep rows of 26 words, then 1 + k
+// floats.
 inline int64_t TableWords(const IpxConfig &cfg) {
-  return (int64_t)cfg.k * cfg.steps() * (int64_t)(sizeof(IpxStep) / 4) + 1 + cfg.k;
+  return (int64_t)cfg.k * cfg.table_steps() * (int64_t)(sizeof(IpxStep) / 4) + 1 + cfg.k;
 }
 
 template <typename Backend>

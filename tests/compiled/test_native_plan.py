@@ -1,17 +1,17 @@
 """The native operator's C++ plan drawer (``csrc/ipx_plan.h``) through a g++ shim, without DALI:
 magnitude laws equal ``table.op_parameters`` bit for bit, packed rows equal ``table.pack_plan`` of the
-same draws, and the draws follow ``draw_plan``'s distributions."""
+same draws, and the draws follow ``draw_plan``'s distributions (IPMix, AugMix and PixMix alike)."""
 
 import functools
 
 import numpy as np
 import pytest
 
-from dali_ipmix import IPMixConfig
+from dali_ipmix import AugMixConfig, IPMixConfig, PixMixConfig
 from dali_ipmix.native import plan_from_records
 from dali_ipmix.table import OP_CODES, op_parameters, pack_plan
 from kernel_harness import compiler
-from plan_checks import check_plan_distribution
+from plan_checks import check_augmix_plan, check_pixmix_plan, check_plan_distribution
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="needs g++")
 
@@ -165,3 +165,59 @@ def test_cpp_drawer_is_the_python_drawer_bit_for_bit(config, h, w):
         steps, mix = pack_plan(py)
         np.testing.assert_array_equal(rows.reshape(steps.shape), steps)
         np.testing.assert_array_equal(mixw.view(np.uint32), mix.view(np.uint32))
+
+
+# ------------------------------------------------------------------------ AugMix and PixMix
+
+MIX_CONFIGS = [
+    (AugMixConfig.imagenet(), 224, 224), (AugMixConfig.cifar(all_ops=True, depth=2, width=5), 32, 32),
+    (PixMixConfig.imagenet(), 224, 224), (PixMixConfig.cifar(all_ops=True), 32, 32),
+    (PixMixConfig(k=0, beta=0.7, severity=3.3), 37, 53), (AugMixConfig(width=1, depth=1), 2, 2),
+]
+
+
+@pytest.mark.parametrize("config, h, w", MIX_CONFIGS)
+def test_cpp_drawer_is_the_python_drawer_bit_for_bit_for_augmix_and_pixmix(config, h, w):
+    import dataclasses
+    import plan_shim
+    from dali_ipmix import draw_plan
+    from dali_ipmix.keys import KeyedGenerator, plan_keys
+    keys = np.array([5, -1, 2 ** 40, 7, 0, -2 ** 63] * 50, np.int64)
+    draws = KeyedGenerator(plan_keys(11, keys))
+    for view in (0, 1):
+        py = draw_plan(len(keys), h, w, config, draws)
+        records, rows, mixw = plan_shim.draw_samples(config, len(keys), h, w, 11, keys=keys, view=view)
+        cpp = plan_from_records(records, config, h, w)
+        for field in dataclasses.fields(py):
+            a, b = getattr(py, field.name), getattr(cpp, field.name)
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b, err_msg=field.name)
+            else:
+                assert a == b, field.name
+        steps, mix = pack_plan(py)
+        np.testing.assert_array_equal(rows.reshape(steps.shape), steps)
+        np.testing.assert_array_equal(mixw.view(np.uint32), mix.view(np.uint32))
+
+
+def test_cpp_draws_follow_the_augmix_and_pixmix_distributions():
+    import plan_shim
+    for config, check in ((AugMixConfig.imagenet(all_ops=True), lambda p: check_augmix_plan(p)),
+                          (PixMixConfig.cifar(), lambda p: check_pixmix_plan(p, k=4, beta=3.0, severity=3.0))):
+        records, _, _ = plan_shim.draw_samples(config, N, 32, 32, seed=2025)
+        check(plan_from_records(records, config, 32, 32))
+
+
+@pytest.mark.parametrize("config, h, w", MIX_CONFIGS)
+def test_sparse_sample_path_equals_the_dense_one_for_augmix_and_pixmix(config, h, w):
+    import plan_shim
+    n = 12
+    h, w = min(h, 48), min(w, 48)
+    records, rows, mixw = plan_shim.draw_samples(config, n, h, w, seed=5)
+    steps = plan_from_records(records, config, h, w).table_steps
+    rng = np.random.default_rng(2)
+    for i in range(n):
+        x = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        z = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        dense = plan_shim.run_sample(rows[i], mixw[i], config.engine.k, steps, x, z, sparse=False)
+        sparse = plan_shim.run_sample(rows[i], mixw[i], config.engine.k, steps, x, z, sparse=True)
+        np.testing.assert_array_equal(dense.view(np.uint32), sparse.view(np.uint32), err_msg=str(i))

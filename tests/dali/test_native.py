@@ -15,7 +15,7 @@ import pytest
 from nvidia.dali import fn as dali_fn
 from nvidia.dali import pipeline_def
 
-from dali_ipmix import IPMixConfig, native
+from dali_ipmix import AugMixConfig, IPMixConfig, PixMixConfig, native
 from dali_ipmix.execute import execute_plan
 from dali_ipmix.fn import ipmix
 from dali_ipmix.table import pack_plan
@@ -53,6 +53,9 @@ CONFIGS = {
     "cifar": (IPMixConfig.cifar(), 32, 32),
     "t0": (IPMixConfig.imagenet(t=0), 20, 24),
     "k1-t5-two-ops": (IPMixConfig.imagenet(k=1, t=5, ops=("rotate", "autocontrast"), jsd=False), 17, 30),
+    "augmix": (AugMixConfig.imagenet(all_ops=True), 40, 48),
+    "pixmix": (PixMixConfig.cifar(), 32, 32),
+    "pixmix-k0-no-jsd": (PixMixConfig(k=0, jsd=False), 17, 30),
 }
 
 
@@ -81,7 +84,22 @@ def test_views_equal_numpy_executor_on_the_returned_plan(name):
         np.testing.assert_array_equal(mixw.view(np.uint32), ref_mixw.view(np.uint32))
         ref = execute_plan(plan, np.stack(x), np.stack(z))
         assert got.dtype == np.float32 and got.shape == (6, h, w, 3)
-        assert np.abs(got - ref).max() <= 1.0, np.abs(got - ref).max()
+        diff = np.abs(got - ref)
+        if config.method == "ipmix":
+            assert diff.max() <= 1.0, diff.max()
+        else:   # PIL's warp (NumPy executor) vs the compiled one, carried by later ops or rounds
+            assert (diff <= 1).mean() >= 0.999 and (diff > 1).mean() < 1e-4, diff.max()
+
+
+def test_augmix_and_pixmix_draws_follow_their_distributions():
+    """AugMix and PixMix plans the operator reports (both views of 1500 samples)."""
+    from plan_checks import check_augmix_plan, check_pixmix_plan
+    x = structured(1, 24, 24) * 1500
+    for config, check in ((AugMixConfig.cifar(), lambda p: check_augmix_plan(p, severity=3.0)),
+                          (PixMixConfig.imagenet(), lambda p: check_pixmix_plan(p))):
+        (outs,) = run(x, x, config, seed=2024, return_plan=True, num_threads=2)
+        records = np.concatenate([np.stack(outs[3]), np.stack(outs[5])])
+        check(native.plan_from_records(records, config, 24, 24))
 
 
 def test_samples_of_different_sizes_in_one_batch():
@@ -395,6 +413,12 @@ def test_bad_layout_is_named():
     (dict(t=33), r"argument `t`=33 is invalid"),
     (dict(t=2**31 - 1), r"argument `t`=2147483647 is invalid"),
     (dict(beta=float("inf")), r"argument `beta`=inf is invalid: must be finite and > 0"),
+    (dict(t=2, min_ops=3), r"argument `min_ops`=3 is invalid: must be >= 0 and <= `t` \(2\)"),
+    (dict(min_ops=-1), r"argument `min_ops`=-1 is invalid"),
+    (dict(chain_kinds=3), r"argument `chain_kinds`=3 is invalid: 0 \(image or patch level\)"),
+    (dict(pixel_ops=0), r"argument `pixel_ops`=0 is invalid: must be >= 1 and <= 4"),
+    (dict(pixel_ops=5), r"argument `pixel_ops`=5 is invalid"),
+    (dict(op_codes=[16]), r"argument `op_codes` has entry 16: op codes are 0..15"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     """The raw operator bounds k and t as IPMixConfig does: k = 2^31 - 1 is refused when the pipeline
@@ -420,7 +444,7 @@ def test_k_and_t_bounds_are_the_configs():
 
 @pytest.mark.cupy   # run by pipelines/gpu_check.sh with the other GPU tests (needs no CuPy itself)
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("name", ["imagenet-all-ops", "t0", "k1-t5-two-ops"])
+@pytest.mark.parametrize("name", ["imagenet-all-ops", "t0", "k1-t5-two-ops", "augmix", "pixmix"])
 def test_gpu_operator_equals_numpy_executor_on_the_returned_plan(name):
     config, h, w = CONFIGS[name]
     x, z = structured(5, h, w), structured(5, h, w, seed=1)
@@ -437,7 +461,11 @@ def test_gpu_operator_equals_numpy_executor_on_the_returned_plan(name):
         outs = [[np.array(t) for t in o.as_cpu()] for o in p.run()]
         for plan, steps, _, got in views_and_plans(outs, config, h, w, x):
             np.testing.assert_array_equal(steps, pack_plan(plan)[0])
-            assert np.abs(got - execute_plan(plan, np.stack(x), np.stack(z))).max() <= 1.0
+            diff = np.abs(got - execute_plan(plan, np.stack(x), np.stack(z)))
+            if config.method == "ipmix":
+                assert diff.max() <= 1.0
+            else:   # PIL's warp (NumPy executor) vs the compiled one, carried by later ops or rounds
+                assert (diff <= 1).mean() >= 0.999 and (diff > 1).mean() < 1e-4, diff.max()
 
 
 @pytest.mark.cupy

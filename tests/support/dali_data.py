@@ -81,10 +81,11 @@ def all_shorter_sides_equal(paths, side, num_workers=8):
 
 
 def split_table(table, config):
-    """A table output ((N, W) uint32) as ``(steps, mixw)``: (N * k * max(t, 1), 26) uint32 rows and
-    (N, 1 + k) float32, the layout of ``table.pack_plan``."""
+    """A table output ((N, W) uint32) as ``(steps, mixw)``: (N * k * T, 26) uint32 rows (T = max(t, 1),
+    plus one with a chain start) and (N, 1 + k) float32, the layout of ``table.pack_plan``."""
     from dali_ipmix.table import STEP_FIELDS
     table = np.asarray(table, np.uint32)
-    rows = config.k * max(config.t, 1) * len(STEP_FIELDS)
+    e = config.engine
+    rows = e.k * (max(e.t, 1) + int(e.chain_start)) * len(STEP_FIELDS)
     steps = table[:, :rows].reshape(-1, len(STEP_FIELDS))
     return steps, np.ascontiguousarray(table[:, rows:]).view(np.float32)

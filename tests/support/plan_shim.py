@@ -30,7 +30,7 @@ void op_parameters_c(int code, double level, int sign, int h, int w, float* p, i
 }
 // Draws and packs one sample: plan record (ipx_plan_doubles), rows (k * steps IpxStep), mixw (1 + k).
 int draw_sample_c(int k, int t, double beta, double severity, const int* sizes, int n_sizes,
-                  int whole, const int* codes, int n_codes, int from_image, int h, int w,
+                  int whole, const int* codes, int n_codes, int from_image, const int* knobs, int h, int w,
                   unsigned long long a, unsigned long long b, unsigned long long c,
                   unsigned long long view, double* plan, IpxStep* rows, float* mixw) {
     IpxConfig cfg;
@@ -39,16 +39,18 @@ int draw_sample_c(int k, int t, double beta, double severity, const int* sizes, 
     cfg.whole_image_patch = whole != 0;
     cfg.op_codes.assign(codes, codes + n_codes);
     cfg.source_from_image = from_image != 0;
+    cfg.min_ops = knobs[0]; cfg.chain_kinds = knobs[1]; cfg.pixel_ops = knobs[2];
+    cfg.whole_image_only = knobs[3] != 0; cfg.final_blend = knobs[4] != 0; cfg.chain_start = knobs[5] != 0;
     std::vector<int> usable = ipx_patch_sizes_for(cfg, h, w);
     if (usable.empty()) return 0;
     IpxDraw d;
     ipx_draw_sample(cfg, usable, h, w, ipx_stream(a, b, c, view), &d);
-    ipx_write_plan(d, plan);
+    ipx_write_plan(cfg, d, plan);
     ipx_pack_sample(cfg, d, h, w, rows, mixw);
     return 1;
 }
-long long plan_doubles_c(int k, int t) {
-    IpxConfig cfg; cfg.k = k; cfg.t = t; return ipx_plan_doubles(cfg);
+long long plan_doubles_c(int k, int t, int chain_start) {
+    IpxConfig cfg; cfg.k = k; cfg.t = t; cfg.chain_start = chain_start != 0; return ipx_plan_doubles(cfg);
 }
 }
 """
@@ -85,18 +87,23 @@ def run_sample(rows, mixw, k, t, x, z, sparse):
 
 
 def draw_samples(config, n, height, width, seed, keys=None, view=0):
-    """n samples drawn by the C++ drawer: (plan records (n, D) float64, rows (n, k*T, 26) uint32,
-    mixw (n, 1 + k) float32), T = max(t, 1). Sample i's stream: ``ipx_stream(seed, 0, i, view)``, or
-    with ``keys`` (n integers) the native operator's keyed ``ipx_stream(seed, keys[i], ~0, view)``."""
+    """n samples drawn by the C++ drawer from ``config.engine``: (plan records (n, D) float64, rows (n,
+    k*T, 26) uint32, mixw (n, 1 + k) float32), T the table steps (max(t, 1), plus a chain's start
+    row). Sample i's stream: ``ipx_stream(seed, 0, i, view)``, or with ``keys`` (n integers) the
+    native operator's keyed ``ipx_stream(seed, keys[i], ~0, view)``."""
+    from dali_ipmix.native import CHAIN_KIND_CODES
     from dali_ipmix.table import OP_CODES
     dll = library()
+    config = config.engine   # the knobs the operator receives (native.operator_args)
     k, t = config.k, config.t
-    steps = max(t, 1)
-    plans = np.zeros((n, dll.plan_doubles_c(k, t)), np.float64)
+    steps = max(t, 1) + int(config.chain_start)
+    plans = np.zeros((n, dll.plan_doubles_c(k, t, int(config.chain_start))), np.float64)
     rows = np.zeros((n, k * steps, 26), np.uint32)
     mixw = np.zeros((n, 1 + k), np.float32)
     sizes = np.asarray(config.patch_sizes, np.int32)
     codes = np.asarray([OP_CODES[o] for o in config.op_names], np.int32)
+    knobs = np.asarray([config.min_ops, CHAIN_KIND_CODES[config.chain_kinds], config.pixel_ops,
+                        config.whole_image_only, config.final_blend, config.chain_start], np.int32)
     # The operator's schema takes beta and severity as float32 (the plan's draws use those values).
     beta, severity = float(np.float32(config.beta)), float(np.float32(config.severity))
     key_bits = None if keys is None else np.asarray(keys).astype(np.int64).view(np.uint64)
@@ -109,7 +116,7 @@ def draw_samples(config, n, height, width, seed, keys=None, view=0):
     for i in range(n):
         ok = dll.draw_sample_c(k, t, ctypes.c_double(beta), ctypes.c_double(severity),
                                _ptr(sizes), sizes.size, int(config.whole_image_patch), _ptr(codes),
-                               codes.size, int(config.source_from_image), height, width,
+                               codes.size, int(config.source_from_image), _ptr(knobs), height, width,
                                ctypes.c_ulonglong(seed), *words(i), ctypes.c_ulonglong(view), _ptr(plans[i]),
                                _ptr(rows[i]), _ptr(mixw[i]))
         if not ok:
