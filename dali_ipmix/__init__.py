@@ -29,7 +29,7 @@ _LAZY = {
     "fn": (".fn", None),
     "training_pipeline": (".graphs", "training_pipeline"),
     "validation_pipeline": (".graphs", "validation_pipeline"),
-    "PipelineInfo": (".graphs", "PipelineInfo"),
+    "PipelineSource": (".sources", "PipelineSource"),
     "IPMixIterator": (".iterator", "IPMixIterator"),
     "jsd_loss": (".losses", "jsd_loss"),
     "JSDLoss": (".losses", "JSDLoss"),

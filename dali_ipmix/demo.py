@@ -140,7 +140,7 @@ def run_demo(out_dir: str = "out/demo", *, device: Optional[str] = None, size: i
     pipe = training_pipeline(train_dir, mixing_root=mix_dir, batch_size=batch_size, preset="imagenet",
                              size=size, device=device, num_threads=num_threads, seed=seed)
     train = IPMixIterator(pipe, last_batch_policy="drop")
-    info = pipe.ipmix_info
+    info = pipe.source
     log(f"[3/5] IPMix pipeline on {device} ({info.backend} operator, mixing pictures "
         f"{'cached' if info.mixing_cache_bytes else 'decoded per sample'}): {info.num_samples} samples, "
         f"{len(train)} batches/epoch, {size}x{size}, JSD views")
@@ -187,7 +187,7 @@ def run_demo(out_dir: str = "out/demo", *, device: Optional[str] = None, size: i
         for images, labels in val:
             correct += int((model(images.float()).argmax(1) == labels).sum())
             total += labels.numel()
-    summary = dict(device=device, size=size, samples=pipe.ipmix_info.num_samples, steps=steps,
+    summary = dict(device=device, size=size, samples=pipe.source.num_samples, steps=steps,
                    batch_size=batch_size, loss=loss_name, first_loss=losses[0], last_loss=losses[-1],
                    pipeline_images_per_s=round(pipeline_ips, 1),
                    training_images_per_s=round(train_ips, 1), val_accuracy=correct / max(total, 1),

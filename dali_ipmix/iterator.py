@@ -74,7 +74,7 @@ class IPMixIterator:
         last_batch_policy: ``"partial"`` (every sample exactly once per epoch), ``"drop"``
             (full batches only, as many on every shard: use it for DDP training) or ``"fill"``; see
             :data:`dali_ipmix.epochs.POLICIES`. Default: the pipeline's own
-            (``pipe.ipmix_info.last_batch_policy``, ``"partial"`` unless it was made with another),
+            (``pipe.source.last_batch_policy``, ``"partial"`` unless it was made with another),
             else ``"partial"``. An epoch without a batch (``"drop"`` with fewer samples per shard
             than a batch) warns, naming the numbers.
         auto_reset: a finished epoch is followed by the next one on the next ``for`` / ``next()``
@@ -97,25 +97,25 @@ class IPMixIterator:
 
     def __init__(self, pipeline, *, last_batch_policy: Optional[str] = None, auto_reset: bool = True,
                  output_names: Optional[Sequence[str]] = None, reader_name: Optional[str] = None):
-        info = getattr(pipeline, "ipmix_info", None)
-        feed = getattr(pipeline, "ipmix_feed", None) if info is not None else None
-        output_names = tuple(output_names or (info.output_names if info else ()))
-        reader_name = reader_name or (info.reader_name if info else None)
+        from .sources import PipelineSource
+        source = getattr(pipeline, "source", None)
+        source = source if isinstance(source, PipelineSource) else None
+        output_names = tuple(output_names or (source.output_names if source else ()))
         if not output_names or output_names[-1] != "label" or len(output_names) not in (2, 4):
             raise ValueError(f"output_names={output_names!r} is invalid: expected (images, 'label') or "
                              "(clean, view1, view2, 'label'); pipelines not made by dali_ipmix must "
                              "pass output_names and reader_name")
-        if reader_name is None and feed is None:
+        if reader_name is None and source is None:
             raise ValueError("reader_name is required for a pipeline not made by dali_ipmix: it is the "
                              "name= of the data reader, which defines the epoch")
         if last_batch_policy is None:
-            last_batch_policy = getattr(info, "last_batch_policy", None) or "partial"
+            last_batch_policy = source.last_batch_policy if source else "partial"
         if last_batch_policy not in LAST_BATCH_POLICIES:
             raise ValueError(f"last_batch_policy={last_batch_policy!r} is invalid: choose one of "
                              f"{tuple(LAST_BATCH_POLICIES)}")
-        self._check_shard(info)
+        self._check_shard(source)
         self.pipeline = pipeline
-        self.info = info   # set before the first batch runs: _explain needs it
+        self.source = source   # set before the first batch runs: _explain needs it
         self.output_names = output_names
         self.jsd = len(output_names) == 4
         self.last_batch_policy = last_batch_policy
@@ -128,10 +128,9 @@ class IPMixIterator:
         self._requested: Optional[int] = None
         self._pos = 0
         try:
-            if feed is not None:
-                self.epoch = info.start_epoch
-                self._epochs = _FedEpochs(pipeline, feed, info, last_batch_policy)
-                self.info = pipeline.ipmix_info
+            if source is not None:
+                self.epoch = source.start_epoch
+                self._epochs = _FedEpochs(pipeline, source, last_batch_policy)
             else:
                 self.epoch = 0
                 self._epochs = _ReaderEpochs(pipeline, output_names, reader_name, last_batch_policy)
@@ -141,10 +140,10 @@ class IPMixIterator:
             raise
 
     @staticmethod
-    def _check_shard(info):
+    def _check_shard(source):
         dist = _dist_rank_world()
-        if info is not None and dist is not None and (info.shard_id, info.num_shards) != dist:
-            warnings.warn(f"pipeline reads shard {info.shard_id} of {info.num_shards} but this process "
+        if source is not None and dist is not None and (source.shard_id, source.num_shards) != dist:
+            warnings.warn(f"pipeline reads shard {source.shard_id} of {source.num_shards} but this process "
                           f"is rank {dist[0]} of {dist[1]} in torch.distributed", stacklevel=3)
 
     @property
@@ -270,14 +269,14 @@ class IPMixIterator:
         every one: a damaged body passes the header check), else all of the pipeline's files with
         the header check (fast). Other errors pass through unchanged."""
         text = str(err)
-        if self.info is None or not any(w in text for w in _READ_OPERATORS):
+        if self.source is None or not any(w in text for w in _READ_OPERATORS):
             return err
         from .files import find_bad_images, shown
         in_flight = getattr(self._epochs, "files_in_flight", lambda: [])()
         if in_flight:
             suspects = find_bad_images(in_flight, "full")
         else:
-            suspects = find_bad_images((*self.info.files, *self.info.mixing_files), "header")
+            suspects = find_bad_images((*self.source.files, *self.source.mixing_files), "header")
         if not suspects:
             return err
         named = "\n".join(f"  {shown(p)}: {why}" for p, why in suspects[:20])
@@ -317,22 +316,17 @@ class _FedEpochs:
     DALI calls the feed up to ``prefetch_queue_depth`` batches ahead; the feed raises StopIteration
     at the end of the planned epoch, which is DALI's own end-of-epoch signal."""
 
-    def __init__(self, pipeline, feed, info, policy):
-        from .graphs import epoch_fields
-        self.pipeline, self.feed = pipeline, feed
-        self.plan = EpochPlan(info.num_samples, info.batch_size, info.shard_id, info.num_shards,
-                              policy, info.shuffle_seed)
-        self.batch_size, self.total_samples = info.batch_size, info.num_samples
-        self.num_samples = len(self.plan.positions(0))
-        self.output_names = info.output_names
+    def __init__(self, pipeline, source, policy):
+        self.pipeline, self.feed = pipeline, source.feed
+        self.batch_size, self.total_samples = source.batch_size, source.num_samples
+        self.output_names = source.output_names
         self.device = _torch_device(pipeline)
         pipeline.build()
         self.copy = not getattr(pipeline, "exec_dynamic", False)
-        if feed.calls:   # run before (by an iterator now gone): end the epoch it was in
+        if self.feed.calls:   # run before (by an iterator now gone): end the epoch it was in
             self.drain()
-        if feed.plan is None or feed.plan.policy != policy:
-            feed.set_plan(self.plan)
-        pipeline.ipmix_info = type(info)(**{**info.__dict__, **epoch_fields(self.plan)})
+        self.plan = source.use_policy(policy)
+        self.num_samples = source.epoch_size
 
     def __len__(self):
         return len(self.plan)

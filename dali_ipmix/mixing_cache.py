@@ -14,10 +14,12 @@ decode, no resize and no host copy per batch; the random crop stays in the pipel
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
-from typing import List, Optional, Sequence, Tuple
+import warnings
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -27,7 +29,8 @@ from .constants import MIXING_CACHE_MAX_BYTES
 from . import files as _files
 from .files import decoded_shape
 
-__all__ = ["MixingCache", "DeviceMixingCache", "decoded_shape", "estimate_bytes", "MIXING_CACHE_MAX_BYTES"]
+__all__ = ["MixingCache", "DeviceMixingCache", "MixingSet", "prepare_mixing_set", "decoded_shape",
+           "estimate_bytes", "MIXING_CACHE_MAX_BYTES", "GPU_DECODED"]
 
 _BUILD_BATCH = 64            # pictures per decoding batch
 _PROGRESS_FROM = 2000        # a build of this many pictures shows a progress bar
@@ -261,3 +264,97 @@ def _host_buffer(nbytes: int, pin: bool, filled: int):
                           "mixing_cache=False to decode the mixing pictures per sample, or use a "
                           "smaller mixing set") from None
     return flat, flat, False
+
+
+# ---------------------------------------------------------------- a training pipeline's mixing set
+
+#: Mixing-set formats DALI's mixed decoder decodes on the GPU; the rest (PNG, ...) go to CPU threads.
+GPU_DECODED = (".jpg", ".jpeg", ".jpe")
+
+
+@dataclasses.dataclass(frozen=True)
+class MixingSet:
+    """The mixing pictures of a training pipeline, prepared before its graph is built.
+
+    ``files``: the checked pictures, sorted (empty for a method that needs none). ``side``: the
+    shorter side the preset resizes them to. ``resize``: False when every picture has that side
+    already (read from the headers), so the graph leaves DALI's resize out (the identity, as PIL's).
+    ``cache``: the decoded set (:class:`MixingCache`, or :class:`DeviceMixingCache` in GPU memory),
+    or None: decoded per sample."""
+    files: Tuple[str, ...] = ()
+    side: int = 0
+    resize: bool = True
+    cache: Union[None, MixingCache, DeviceMixingCache] = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of decoded pictures held (0: decoded per sample)."""
+        return 0 if self.cache is None else self.cache.nbytes
+
+
+def prepare_mixing_set(mixing_root, side: int, *, validate: str = "header", on_bad_file: str = "error",
+                       mixing_cache: Union[None, bool, str] = None, num_threads: int = 4,
+                       device: str = "cpu", device_id: Optional[int] = None) -> MixingSet:
+    """The pictures under ``mixing_root``, listed and checked (:func:`dali_ipmix.files.list_mixing_images`),
+    and cached as ``mixing_cache`` asks: ``None`` in host memory when the decoded set takes at most
+    ``MIXING_CACHE_MAX_BYTES`` and a quarter of the memory available now (else per sample, with a
+    warning), ``True`` always, ``"device"`` in GPU ``device_id``'s memory, ``False`` never. A GPU
+    pipeline that decodes per sample mostly non-JPEG pictures warns (DALI decodes them on the CPU)."""
+    files = _files.list_mixing_images(mixing_root, validate, on_bad_file, shorter_side=side)
+    sizes = None if validate == "none" else _files.header_sizes(files)
+    resize = sizes is None or not _files.shorter_sides_equal(sizes, side)
+    cache = _cache(files, sizes, side if resize else None, mixing_cache, num_threads, device, device_id)
+    if device == "gpu" and cache is None:
+        _warn_cpu_decoded(files, mixing_root)
+    return MixingSet(tuple(files), int(side), resize, cache)
+
+
+def _warn_cpu_decoded(files, mixing_root):
+    """Warns when most mixing pictures will be decoded on the CPU in a GPU pipeline (every sample
+    decodes one; ``docs/performance.md`` has the measured cost)."""
+    cpu = sum(not f.lower().endswith(GPU_DECODED) for f in files)
+    if cpu * 2 > len(files):
+        warnings.warn(f"{cpu} of {len(files)} mixing pictures in {mixing_root} are not JPEG: DALI "
+                      f"decodes them on the CPU even in a GPU pipeline, which can halve its throughput. "
+                      f"Re-encode them as JPEG (quality 95), e.g. write fractals with "
+                      f"'dali-ipmix fractals OUT -n N' (JPEG by default).", stacklevel=5)
+
+
+def _default_cache_limit() -> int:
+    """Bytes ``mixing_cache=None`` may hold: ``MIXING_CACHE_MAX_BYTES``, and no more than a quarter of
+    the host memory available now (several ranks on one node each hold a cache)."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):   # not reported here: the fixed limit alone
+        return MIXING_CACHE_MAX_BYTES
+    return min(MIXING_CACHE_MAX_BYTES, available // 4)
+
+
+def _cache(files, sizes, side, mixing_cache, num_threads, device, device_id):
+    """The decoded mixing set as ``mixing_cache`` asks (see :func:`prepare_mixing_set`), or None;
+    ``sizes``: the files' header sizes (None: not read)."""
+    if not (mixing_cache is None or isinstance(mixing_cache, bool) or
+            (isinstance(mixing_cache, str) and mixing_cache == "device")):
+        raise ValueError(f"mixing_cache={mixing_cache!r} is invalid: use None (cache in host memory when "
+                         f"the decoded set takes at most {MIXING_CACHE_MAX_BYTES / 2**30:g} GiB), True "
+                         "(host memory, any size), 'device' (GPU memory) or False (decode per sample)")
+    if mixing_cache == "device" and device != "gpu":
+        raise ValueError("mixing_cache='device' needs device='gpu' (it keeps the pictures in GPU memory)")
+    if mixing_cache is False:
+        return None
+    need = estimate_bytes(sizes or _files.header_sizes(files), side)
+    if mixing_cache is None:
+        limit = _default_cache_limit()
+        if need is None or need > limit:
+            why = "some headers could not be read" if need is None else f"{need / 2**30:.2f} GiB"
+            warnings.warn(f"mixing pictures decoded per sample, not cached ({len(files)} pictures, {why}; "
+                          f"the default cache holds up to {limit / 2**30:.2f} GiB: "
+                          f"{MIXING_CACHE_MAX_BYTES / 2**30:g} GiB and at most a quarter of the memory "
+                          "available now): pass mixing_cache=True to cache them anyway, or False to "
+                          "silence this", stacklevel=5)
+            return None
+    cache = MixingCache.build(files, side, num_threads, pin=device == "gpu", expected_bytes=need)
+    if mixing_cache == "device":
+        import torch
+        return cache.to_device(torch.cuda.current_device() if device_id is None else device_id)
+    return cache

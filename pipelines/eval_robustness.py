@@ -237,7 +237,7 @@ def folder_batches(args, folder: Path, preset: str, device, classes: ClassCheck)
                                    validate=args.validate_files)
     except (ValueError, OSError) as err:
         raise SystemExit(f"{folder}: {err}") from None
-    info = pipe.ipmix_info
+    info = pipe.source
     classes(folder, info.classes)
     if preset == "cifar":  # resize-to-size is the identity only for size x size images: check each class's first
         first = {}

@@ -44,23 +44,22 @@ def png_copy(src_dir, out_dir):
     return out_dir
 
 
-def with_ipmix(make, replace):
-    """``make`` with the training pipeline's ``fn.ipmix`` swapped, while it builds the graph, for
-    ``replace(real_ipmix)`` (a function with ``fn.ipmix``'s signature)."""
+def with_ipmix(kwargs, replace):
+    """A maker of the training pipeline of ``kwargs`` whose graph has ``replace(fn.ipmix)`` (a
+    function with ``fn.ipmix``'s signature) in place of the IPMix node
+    (:func:`dali_ipmix.graphs.training_graph`'s ``augment``)."""
     def build():
-        from dali_ipmix import graphs as pipelines
-        real = pipelines.ipmix
-        pipelines.ipmix = replace(real)
-        try:
-            return make()
-        finally:
-            pipelines.ipmix = real
+        from dali_ipmix import graphs
+        from dali_ipmix.sources import training_source
+        augment = replace(graphs.ipmix)
+        return graphs.pipeline_for(training_source(**kwargs),
+                                   lambda source: graphs.training_graph(source, augment))
     return build
 
 
-def without_mixing(make):
-    """``make`` with ``fn.ipmix`` replaced by normalisation of the clean image (per output view): the
-    mixing pictures then feed no output, and DALI leaves their read and decode out of the graph."""
+def without_mixing(kwargs):
+    """The pipeline with ``fn.ipmix`` replaced by normalisation of the clean image (per output view):
+    the mixing pictures then feed no output, and DALI leaves their read and decode out of the graph."""
     from dali_ipmix import fn as ipx_fn
 
     def clean_only(real):
@@ -68,11 +67,11 @@ def without_mixing(make):
             out = ipx_fn.normalize_node(images, ipx_fn.normalize_args(normalize))
             return (out, out, out) if config.jsd else out
         return ipmix
-    return with_ipmix(make, clean_only)
+    return with_ipmix(kwargs, clean_only)
 
 
-def normalised_after(make):
-    """``make`` with the normalisation taken out of ``fn.ipmix`` and done by one
+def normalised_after(kwargs):
+    """The pipeline with the normalisation taken out of ``fn.ipmix`` and done by one
     ``crop_mirror_normalize`` per output after it (the GPU pipeline before the operator fused it)."""
     from dali_ipmix import fn as ipx_fn
 
@@ -83,7 +82,7 @@ def normalised_after(make):
             return tuple(ipx_fn.normalize_node(o, norm) for o in out) if isinstance(out, tuple) \
                 else ipx_fn.normalize_node(out, norm)
         return ipmix
-    return with_ipmix(make, unfused)
+    return with_ipmix(kwargs, unfused)
 
 
 def rate(next_batch, batches, warmup, device):
@@ -124,7 +123,7 @@ def read_batches(data, mixing, batch_size, threads, feed, count):
     with ``fn.readers.file`` as plain DALI reads them. ``count``: the calls it will get."""
     from nvidia.dali import fn
     from nvidia.dali.pipeline import Pipeline
-    from dali_ipmix import graphs as pipelines
+    from dali_ipmix import graphs
     from dali_ipmix.epochs import EpochPlan, Feed
     from dali_ipmix.files import list_image_folder, list_mixing_images
     from dali_ipmix.mixing_cache import MixingCache
@@ -142,8 +141,8 @@ def read_batches(data, mixing, batch_size, threads, feed, count):
     source = Feed(files.files, files.labels, mix_files, 3, mixing_cache=MixingCache.build(mix_files, 256, threads),
                   plan=plan)
     with pipe:
-        paths, labels, pictures = pipelines._sources(source, mixing=True)
-        pipe.set_outputs(pipelines._read(paths).shape(), labels, pictures.shape())
+        paths, labels, pictures = graphs.feed_nodes(source, mixing=True)
+        pipe.set_outputs(graphs.read_files(paths).shape(), labels, pictures.shape())
 
     def next_batch():   # the feed ends each epoch; the next one starts after the reset
         try:
@@ -186,11 +185,16 @@ def main(argv=None):
                                              train_crop=presets.RandomResizedCrop(decode="full")),
                          replace=True)
 
-    def variant(mixing, config, backend, cache=None, preset="imagenet", prefetch=2):
-        return lambda: ipmix_batches(lambda: training_pipeline(
-            args.data, mixing_root=mixing, batch_size=args.batch_size, preset=preset, size=224,
-            config=config, device=args.device, num_threads=args.threads, seed=0, backend=backend,
-            mixing_cache=cache, prefetch_queue_depth=prefetch))
+    def arguments(mixing, config, backend, cache=None, preset="imagenet", prefetch=2):
+        return dict(file_root=args.data, mixing_root=mixing, batch_size=args.batch_size, preset=preset,
+                    size=224, config=config, device=args.device, num_threads=args.threads, seed=0,
+                    backend=backend, mixing_cache=cache, prefetch_queue_depth=prefetch)
+
+    def variant(*a, **kw):
+        return lambda: ipmix_batches(lambda: training_pipeline(**arguments(*a, **kw)))
+
+    def changed(how, *a, **kw):   # the graph with its IPMix node replaced (how: the two above)
+        return lambda: ipmix_batches(how(arguments(*a, **kw)))
     jsd, light = IPMixConfig.imagenet(), IPMixConfig.imagenet(k=1, t=0)
     one = IPMixConfig.imagenet(jsd=False)
     variants = {
@@ -202,13 +206,13 @@ def main(argv=None):
         "full-decode": ("  whole images decoded, then cropped", variant(mixing, jsd, "native",
                                                                        preset="imagenet-full-decode")),
         "prefetch3": ("  prefetch queue of 3 batches", variant(mixing, jsd, "native", prefetch=3)),
-        "unfused": ("  normalised after the operator", normalised_after(variant(mixing, jsd, "native"))),
+        "unfused": ("  normalised after the operator", changed(normalised_after, mixing, jsd, "native")),
         "device": ("native jsd, cache in GPU memory", variant(mixing, jsd, "native", cache="device")),
         "per-sample": ("native jsd, decoded per sample", variant(mixing, jsd, "native", cache=False)),
         "png": ("  the same, PNG copy", variant(mixing_png, jsd, "native", cache=False)),
         "k1t0": ("native jsd k=1 t=0", variant(mixing, light, "native")),
-        "ceiling": ("jsd outputs, no mixing pictures", without_mixing(variant(mixing, jsd, "native"))),
-        "ceiling1": ("  one output, no mixing pictures", without_mixing(variant(mixing, one, "native"))),
+        "ceiling": ("jsd outputs, no mixing pictures", changed(without_mixing, mixing, jsd, "native")),
+        "ceiling1": ("  one output, no mixing pictures", changed(without_mixing, mixing, one, "native")),
         "nojsd": ("native no jsd", variant(mixing, one, "native")),
         "python": ("python jsd", variant(mixing, jsd, "python")),
         "read-feed": ("input only: our feed + file read", lambda: read_batches(

@@ -149,7 +149,7 @@ def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, star
     if args.loader == "pytorch":
         return _torch_loaders(args, d, train_dir, val_dir, preset, size)
     from ..iterator import IPMixIterator
-    from ..pipelines import training_pipeline, validation_pipeline
+    from ..graphs import training_pipeline, validation_pipeline
     if not args.mixing_root and not args.evaluate:
         raise SystemExit("--loader dali-ipmix needs --mixing-root (a folder of mixing pictures)")
     gpu = d.device.type == "cuda"

@@ -71,7 +71,7 @@ def test_skip_policy_leaves_bad_files_out_with_a_warning(tree, dali_mixing):
     path = spoil(tree[0], "garbage.jpg", b"not an image")
     with pytest.warns(UserWarning, match="garbage.jpg"):
         pipe = train(tree[0], dali_mixing, on_bad_file="skip")
-    assert pipe.ipmix_info.num_samples == 9 and path not in pipe.ipmix_info.files
+    assert pipe.source.num_samples == 9 and path not in pipe.source.files
     assert sorted(collect_epoch(IPMixIterator(pipe))[0]) == list(range(9))
 
 
@@ -98,7 +98,7 @@ def test_non_image_extension_is_skipped_with_a_warning(tree, dali_mixing):
     with pytest.warns(UserWarning, match="notes.txt") as record:
         pipe = train(tree[0], dali_mixing)
     assert not any(".DS_Store" in str(w.message) for w in record)
-    assert pipe.ipmix_info.num_samples == 9
+    assert pipe.source.num_samples == 9
 
 
 # -------------------------------------------------------------------- colour modes and formats
@@ -139,7 +139,7 @@ def test_grayscale_cmyk_png_rgba_palette_become_rgb(tmp_path, dali_mixing):
     pipe = validation_pipeline(str(tmp_path / "data"), batch_size=len(cases), preset="cifar", size=16,
                                device="cpu", num_threads=2)
     (images, _), = [b for b in IPMixIterator(pipe)]
-    names = [os.path.basename(f) for f in pipe.ipmix_info.files]
+    names = [os.path.basename(f) for f in pipe.source.files]
     for name, img in zip(names, images):
         got = (img[:, 8, 8].numpy() * STD + MEAN) * 255
         np.testing.assert_allclose(got, cases[name], atol=3, err_msg=name)
@@ -360,7 +360,7 @@ def test_decompression_bomb_header_is_a_bad_file_naming_it(tree, dali_mixing, fm
     assert path in str(err.value) and "too large" in str(err.value)
     with pytest.warns(UserWarning, match="bomb"):
         pipe = train(tree[0], dali_mixing, on_bad_file="skip")
-    assert path not in pipe.ipmix_info.files and pipe.ipmix_info.num_samples == 9
+    assert path not in pipe.source.files and pipe.source.num_samples == 9
 
 
 # ---------------------------------------------------------------------------------- huge labels
@@ -371,7 +371,7 @@ def test_sparse_huge_labels_in_a_file_list_answer_at_once(tree, dali_mixing, tmp
     start = time.perf_counter()
     pipe = train(None, dali_mixing, file_list=str(tmp_path / "list.txt"), batch_size=3)
     assert time.perf_counter() - start < 1.0
-    info = pipe.ipmix_info
+    info = pipe.source
     assert len(info.classes) == 2147483648 and info.classes[2147483647] == "2147483647"
     assert info.labels == (0, 2147483647, 5)
     (_, y), = [b for b in IPMixIterator(validation_pipeline(
@@ -391,7 +391,7 @@ def test_directory_links_back_into_the_tree_are_not_followed(tree, dali_mixing, 
     os.symlink(target, path)
     with pytest.warns(UserWarning, match=os.path.basename(link)):
         pipe = train(tree[0], dali_mixing)
-    info = pipe.ipmix_info
+    info = pipe.source
     assert info.num_samples == 9 and len(set(info.files)) == 9
     assert [lab for f, lab in zip(info.files, info.labels) if "class_1" in f] == [1, 1, 1]
 
@@ -399,7 +399,7 @@ def test_directory_links_back_into_the_tree_are_not_followed(tree, dali_mixing, 
 def test_directory_link_to_a_folder_outside_is_followed(tree, dali_mixing, tmp_path):
     make_tree(tmp_path / "elsewhere", per_class=(2,), start=50)
     os.symlink(os.path.join(str(tmp_path / "elsewhere"), "class_0"), os.path.join(tree[0], "class_2", "more"))
-    info = train(tree[0], dali_mixing).ipmix_info
+    info = train(tree[0], dali_mixing).source
     assert info.num_samples == 11
     assert [os.path.basename(f) for f in info.files if "/more/" in f] == ["img_050.jpg", "img_051.jpg"]
 
@@ -425,7 +425,7 @@ def test_file_names_that_are_not_utf8_are_read(tree, tmp_path, mixing_cache):
     os.makedirs(mix_dir)
     _bytes_name_image(mix_dir, b"m\xe9lange.jpg", (90, 40, 200), hw=(30, 30))
     pipe = train(root, mix_dir, batch_size=5, mixing_cache=mixing_cache)
-    assert path in pipe.ipmix_info.files
+    assert path in pipe.source.files
     indices, labels = collect_epoch(IPMixIterator(pipe))
     assert sorted(indices) == list(range(10)) and labels[indices.index(9)] == 1
     (images, _), *_ = IPMixIterator(validation_pipeline(root, batch_size=10, preset="cifar", size=16,
@@ -485,7 +485,7 @@ def test_file_list_in_utf8_with_or_without_bom(tree, dali_mixing, tmp_path, bom)
     os.rename(index[0][0], os.path.join(root, "class_0", "ünïcode.jpg"))
     lines = ["class_0/ünïcode.jpg 0"] + [f"{os.path.relpath(index[i][0], root)} {index[i][1]}" for i in (1, 4)]
     (tmp_path / "list.txt").write_bytes(bom + "\n".join(lines).encode("utf-8") + b"\n")
-    info = train(root, dali_mixing, file_list=str(tmp_path / "list.txt")).ipmix_info
+    info = train(root, dali_mixing, file_list=str(tmp_path / "list.txt")).source
     assert info.labels == (0, 0, 1) and info.files[0].endswith("ünïcode.jpg")
 
 
@@ -554,11 +554,11 @@ def test_elongated_image_is_refused_by_its_size_after_the_presets_resize(tree, t
     with pytest.warns(UserWarning, match="long.jpg"):
         pipe = train(tree[0], str(tmp_path / "mix"), preset="imagenet", size=224, on_bad_file="skip",
                      mixing_cache=False)
-    assert path not in pipe.ipmix_info.mixing_files
+    assert path not in pipe.source.mixing_files
     # Validation data of the ImageNet preset are resized to a shorter side of 256 too.
     bad = _elongated(os.path.join(tree[0], "class_0", "long.jpg"), w=1, h=65000)
     with pytest.raises(BadImageError, match="long.jpg: image too large after the resize to a shorter side "
                                             "of 256 px: 1x65000 becomes 256x16640000"):
         validation_pipeline(tree[0], batch_size=2, preset="imagenet", device="cpu")
     # The CIFAR preset resizes both sides to the output size: nothing grows with the aspect.
-    assert bad in validation_pipeline(tree[0], batch_size=2, preset="cifar", size=16, device="cpu").ipmix_info.files
+    assert bad in validation_pipeline(tree[0], batch_size=2, preset="cifar", size=16, device="cpu").source.files

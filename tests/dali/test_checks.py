@@ -94,7 +94,7 @@ def test_numpy_integers_everywhere_give_the_python_integer_run(dali_tree, dali_m
                                  batch_size=cast(4), size=cast(16), seed=cast(3), shard_id=cast(0),
                                  num_shards=cast(1), start_epoch=cast(1), num_threads=cast(2),
                                  prefetch_queue_depth=cast(2))
-        info = pipe.ipmix_info
+        info = pipe.source
         assert all(type(v) is int for v in (info.seed, info.size, info.batch_size, info.shard_id,
                                              info.num_shards, info.start_epoch))
         it = IPMixIterator(pipe)

@@ -61,9 +61,8 @@ def test_dali_generic_iterator_reads_every_sample_once_and_the_batches_of_ipmix_
         pytest.skip("no CUDA GPU")
     config = IPMixConfig.cifar(jsd=jsd)
     pipe = make(dali_tree[0], dali_mixing, device, config=config)
-    names = list(pipe.ipmix_info.output_names)
-    assert pipe.ipmix_info.reader_name is None
-    assert (pipe.ipmix_info.epoch_batches, pipe.ipmix_info.epoch_size) == (6, N)
+    names = list(pipe.source.output_names)
+    assert (pipe.source.epoch_batches, pipe.source.epoch_size) == (6, N)
     got = dali_epochs(DALIGenericIterator([pipe], names, auto_reset=True), names, 3)
     want = ipmix_epochs(make(dali_tree[0], dali_mixing, device, config=config), 3)
     assert same(got, want)
@@ -78,13 +77,13 @@ def test_dali_generic_iterator_reads_every_sample_once_and_the_batches_of_ipmix_
 @pytest.mark.filterwarnings("ignore:Please set `reader_name`")   # DALI's advice for its own readers
 @pytest.mark.parametrize("policy", ["drop", "fill"])
 def test_dali_classification_iterator_with_size_and_two_shards(dali_tree, dali_mixing, policy):
-    """size=pipe.ipmix_info.epoch_size with a pipeline of full batches ('drop' or 'fill'): DALI's len()
+    """size=pipe.source.epoch_size with a pipeline of full batches ('drop' or 'fill'): DALI's len()
     and batches are IPMixIterator's, shard by shard."""
     config = IPMixConfig.cifar(jsd=False)
     for shard in (0, 1):
         kw = dict(config=config, shard_id=shard, num_shards=2, last_batch_policy=policy)
         pipe = make(dali_tree[0], dali_mixing, **kw)
-        info = pipe.ipmix_info
+        info = pipe.source
         assert info.epoch_size == info.epoch_batches * 4
         it = DALIClassificationIterator([pipe], size=info.epoch_size, auto_reset=True,
                                         last_batch_policy=IPMixIterator_policy(policy))
@@ -135,13 +134,13 @@ def test_a_second_iterator_on_a_pipeline_is_refused_and_the_first_stays_exact(da
     with pytest.raises(RuntimeError, match="already driven by a IPMixIterator: one iterator per pipeline"):
         IPMixIterator(pipe)
     with pytest.raises(RuntimeError, match="one iterator per pipeline"):
-        DALIGenericIterator([pipe], list(pipe.ipmix_info.output_names))
+        DALIGenericIterator([pipe], list(pipe.source.output_names))
     for _ in range(2):
         assert sorted(collect_epoch(first)[0]) == list(range(N))
     other = make(dali_tree[0], dali_mixing)
-    dali = DALIGenericIterator([other], list(other.ipmix_info.output_names), auto_reset=True)
+    dali = DALIGenericIterator([other], list(other.source.output_names), auto_reset=True)
     for second in (lambda: IPMixIterator(other),
-                   lambda: DALIGenericIterator([other], list(other.ipmix_info.output_names))):
+                   lambda: DALIGenericIterator([other], list(other.source.output_names))):
         with pytest.raises(RuntimeError, match="already driven by a DALIGenericIterator"):
             second()
     assert sorted(decode_index(c) for b in dali for c in b[0]["clean"]) == list(range(N))
@@ -156,7 +155,7 @@ def _full(tree, mixing, epochs=3, **kw):
 
 def _fail_once(monkeypatch, pipe, exc, epoch_idx, iteration):
     """The feed raises ``exc`` once, for DALI's batch (epoch_idx, iteration)."""
-    feed, real, fired = pipe.ipmix_feed, pipe.ipmix_feed.batch, []
+    feed, real, fired = pipe.source.feed, pipe.source.feed.batch, []
 
     def batch(info):
         if (info.epoch_idx, info.iteration) == (epoch_idx, iteration) and not fired:
@@ -259,7 +258,7 @@ def test_a_real_ctrl_c_inside_dali_is_held_until_the_batch_is_done(monkeypatch, 
     import signal
     full = _full(dali_tree[0], dali_mixing)
     pipe = make(dali_tree[0], dali_mixing)
-    feed, real, sent = pipe.ipmix_feed, pipe.ipmix_feed.batch, []
+    feed, real, sent = pipe.source.feed, pipe.source.feed.batch, []
 
     def batch(info):
         out = real(info)   # the batch is computed; DALI is in the middle of its run
@@ -287,7 +286,7 @@ def test_nhwc_layout_gives_the_nchw_batches_transposed(dali_tree, dali_mixing, d
     kw = dict(backend=backend, preset="imagenet")
     nchw = ipmix_epochs(make(dali_tree[0], dali_mixing, device, **kw), 1)[0]
     pipe = make(dali_tree[0], dali_mixing, device, layout="NHWC", **kw)
-    assert pipe.ipmix_info.layout == "NHWC"
+    assert pipe.source.layout == "NHWC"
     nhwc = ipmix_epochs(pipe, 1)[0]
     assert len(nhwc) == len(nchw) == 6
     for a, b in zip(nhwc, nchw):
@@ -368,5 +367,5 @@ def test_samples_in_memory_are_checked_naming_the_argument(cifar_like, dali_tree
     with pytest.raises(ValueError, match="images= is invalid"):
         validation_pipeline(images=images[:, :, :, :2], labels=labels, batch_size=4, device="cpu")
     pipe = training_pipeline(images=images, labels=list(labels), **kw)
-    assert pipe.ipmix_info.files == () and pipe.ipmix_info.num_samples == N
-    assert len(pipe.ipmix_info.classes) == 3
+    assert pipe.source.files == () and pipe.source.num_samples == N
+    assert len(pipe.source.classes) == 3

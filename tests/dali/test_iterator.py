@@ -99,7 +99,7 @@ def test_shard_defaults_come_from_torch_distributed(fake_dist, dali_tree, dali_m
     assert shard_defaults(0, 4) == (0, 4)
     pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="cifar",
                              size=16, seed=7, **dali_cpu)
-    assert (pipe.ipmix_info.shard_id, pipe.ipmix_info.num_shards) == (1, 2)
+    assert (pipe.source.shard_id, pipe.source.num_shards) == (1, 2)
     it = IPMixIterator(pipe)
     assert len(collect_epoch(it)[0]) in (N // 2, N // 2 + 1)
 
@@ -116,7 +116,7 @@ def test_iterator_rejects_bad_arguments(dali_tree, dali_mixing, dali_cpu):
                              size=16, **dali_cpu)
     with pytest.raises(ValueError, match="last_batch_policy"):
         IPMixIterator(pipe, last_batch_policy="pad")
-    pipe.ipmix_info = None   # a pipeline not made by dali_ipmix must name its outputs and reader
+    pipe.source = None   # a pipeline not made by dali_ipmix must name its outputs and reader
     with pytest.raises(ValueError, match="output_names"):
         IPMixIterator(pipe)
     with pytest.raises(ValueError, match="reader_name"):
@@ -200,7 +200,7 @@ def test_seedless_shards_are_disjoint_and_augment_independently(dali_tree, dali_
     for _ in range(2):
         a, b = (collect_epoch(it)[0] for it in shards)
         assert not set(a) & set(b) and sorted(a + b) == list(range(N))
-    assert shards[0].info.augment_seed != shards[1].info.augment_seed
+    assert shards[0].source.augment_seed != shards[1].source.augment_seed
     # the order is that of seed=0, whatever process draws it
     assert collect_epoch(train_iter(dali_tree, dali_mixing, dali_cpu, seed=None))[0] == \
         collect_epoch(train_iter(dali_tree, dali_mixing, dali_cpu, seed=0))[0]

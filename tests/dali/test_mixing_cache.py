@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from dali_ipmix import IPMixConfig, IPMixIterator
-from dali_ipmix import graphs as pipelines_module
+from dali_ipmix import graphs, mixing_cache as cache_module
 from dali_ipmix.epochs import EpochPlan, Feed
 from dali_ipmix.files import header_sizes
 from dali_ipmix.mixing_cache import MixingCache, decoded_shape, estimate_bytes
@@ -133,7 +133,7 @@ def test_cached_and_uncached_pipelines_give_the_same_tensors(dali_tree, dali_mix
                                  size=16, config=IPMixConfig.imagenet(), device="cpu", num_threads=2,
                                  seed=11, mixing_cache=cache)
     cached, uncached = make(True), make(False)
-    assert cached.ipmix_info.mixing_cache_bytes > 0 and uncached.ipmix_info.mixing_cache_bytes == 0
+    assert cached.source.mixing_cache_bytes > 0 and uncached.source.mixing_cache_bytes == 0
     a, b = _batches(cached), _batches(uncached)
     assert any(not np.array_equal(batch[0], batch[1]) for batch in a)   # IPMix changed the views
     for x, y in zip(a, b):
@@ -151,7 +151,7 @@ def test_gpu_pipelines_give_the_same_tensors_with_the_cache_in_host_or_device_me
         return training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="imagenet",
                                  size=16, device="gpu", num_threads=2, seed=11, mixing_cache=cache)
     device = make("device")
-    assert device.ipmix_info.mixing_cache_bytes > 0
+    assert device.source.mixing_cache_bytes > 0
     a, b = _batches(make(True), 3), _batches(device, 3)
     assert any(not np.array_equal(batch[0], batch[1]) for batch in a)
     for x, y in zip(a, b):
@@ -165,16 +165,16 @@ def test_default_caches_up_to_the_limit_and_warns_above_it(dali_tree, dali_mixin
                                  device="cpu", num_threads=1, seed=0, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert make().ipmix_info.mixing_cache_bytes > 0
-        assert make(mixing_cache=False).ipmix_info.mixing_cache_bytes == 0
+        assert make().source.mixing_cache_bytes > 0
+        assert make(mixing_cache=False).source.mixing_cache_bytes == 0
     with monkeypatch.context() as m:   # a quarter of the available memory caps the default too
-        m.setattr(pipelines_module.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 100}.get(name, 1))
+        m.setattr(cache_module.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 100}.get(name, 1))
         with pytest.warns(UserWarning, match="up to 0.00 GiB: 4 GiB and at most a quarter"):
-            assert make().ipmix_info.mixing_cache_bytes == 0
-    monkeypatch.setattr(pipelines_module, "MIXING_CACHE_MAX_BYTES", 100)
+            assert make().source.mixing_cache_bytes == 0
+    monkeypatch.setattr(cache_module, "MIXING_CACHE_MAX_BYTES", 100)
     with pytest.warns(UserWarning, match="decoded per sample, not cached .*mixing_cache=True"):
-        assert make().ipmix_info.mixing_cache_bytes == 0
-    assert make(mixing_cache=True).ipmix_info.mixing_cache_bytes > 100
+        assert make().source.mixing_cache_bytes == 0
+    assert make(mixing_cache=True).source.mixing_cache_bytes > 100
     with pytest.raises(ValueError, match="mixing_cache='yes' is invalid"):
         make(mixing_cache="yes")
     with pytest.raises(ValueError, match="mixing_cache='device' needs device='gpu'"):
@@ -228,8 +228,7 @@ def test_a_device_cache_is_handed_out_by_the_second_source_batch_by_batch(gpu_so
 def test_a_two_source_pipeline_runs_whole_epochs(dali_tree, dali_mixing, monkeypatch):
     """The pipeline of mixing_cache='device' with its GPU source stood in for by a CPU one (no GPU
     here): three whole epochs, the same tensors as the host cache gives."""
-    from dali_ipmix import mixing_cache as cache_module
-    real_source = pipelines_module.fn.external_source
+    real_source = graphs.fn.external_source
 
     def cpu_source(*args, **kwargs):
         kwargs["device"] = "cpu"
@@ -242,10 +241,10 @@ def test_a_two_source_pipeline_runs_whole_epochs(dali_tree, dali_mixing, monkeyp
         return training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="imagenet",
                                  size=16, device="cpu", num_threads=2, seed=5, mixing_cache=cache)
     want = [_batches(make(True), 6)]
-    monkeypatch.setattr(pipelines_module.fn, "external_source", cpu_source)
-    monkeypatch.setattr(pipelines_module, "MixingCache", HostPretendingDevice)
+    monkeypatch.setattr(graphs.fn, "external_source", cpu_source)
+    monkeypatch.setattr(cache_module, "MixingCache", HostPretendingDevice)
     pipe = make(True)
-    assert pipe.ipmix_feed.on_device
+    assert pipe.source.feed.on_device
     it = IPMixIterator(pipe)
     for epoch in range(3):
         got = [[v.numpy().copy() for v in views] + [labels.numpy().copy()] for views, labels in it]

@@ -34,8 +34,8 @@ def flat(batch):
 def test_training_outputs_are_finite_normalised_chw(dali_tree, dali_mixing, dali_cpu, preset, size, dtype):
     pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset=preset,
                              size=size, dtype=dtype, seed=1, **dali_cpu)
-    assert pipe.ipmix_info.output_names == ("clean", "view1", "view2", "label")
-    assert pipe.ipmix_info.classes == ("class_0", "class_1", "class_2")
+    assert pipe.source.output_names == ("clean", "view1", "view2", "label")
+    assert pipe.source.classes == ("class_0", "class_1", "class_2")
     for (clean, v1, v2), labels in first_batches(pipe, 3):
         for x in (clean, v1, v2):
             assert x.shape == (4, 3, size, size)
@@ -49,10 +49,11 @@ def test_training_outputs_are_finite_normalised_chw(dali_tree, dali_mixing, dali
 @pytest.mark.parametrize("backend, dtype", [("native", "float32"), ("native", "float16"),
                                             ("python", "float32")])
 def test_fused_normalisation_gives_the_tensors_of_crop_mirror_normalize(
-        monkeypatch, dali_tree, dali_mixing, dali_cpu, backend, dtype, device):
+        dali_tree, dali_mixing, dali_cpu, backend, dtype, device):
     """The training pipeline normalises inside fn.ipmix (fused into the native operator on either
     device); the batches equal those of IPMix followed by the pipelines' own crop_mirror_normalize."""
-    from dali_ipmix import native, graphs as pipelines
+    from dali_ipmix import native, graphs
+    from dali_ipmix.sources import training_source
     if backend == "native" and not native.available():
         pytest.skip("native plugin not built")
     if device == "gpu" and not torch.cuda.is_available():
@@ -61,14 +62,13 @@ def test_fused_normalisation_gives_the_tensors_of_crop_mirror_normalize(
     kwargs = dict(mixing_root=dali_mixing, batch_size=5, preset="imagenet", size=16, dtype=dtype,
                   seed=7, backend=backend, **where)
     fused = first_batches(training_pipeline(dali_tree[0], **kwargs), 2)
-    ipmix = pipelines.ipmix
 
     def unfused(*args, normalize, **kw):
-        out = ipmix(*args, **kw)
+        out = graphs.ipmix(*args, **kw)
         out = out if isinstance(out, tuple) else (out,)
-        return tuple(pipelines._normalize(o, normalize["dtype"]) for o in out)
-    monkeypatch.setattr(pipelines, "ipmix", unfused)
-    plain = first_batches(training_pipeline(dali_tree[0], **kwargs), 2)
+        return tuple(graphs._normalize(o, normalize["dtype"]) for o in out)
+    plain = first_batches(graphs.pipeline_for(training_source(dali_tree[0], **kwargs),
+                                              lambda source: graphs.training_graph(source, unfused)), 2)
     for a, b in zip(fused, plain):
         for x, y in zip(flat(a), flat(b)):
             assert x.dtype == y.dtype and x.shape == y.shape
@@ -119,8 +119,8 @@ def test_jsd_views_differ_from_each_other_and_from_clean(dali_tree, dali_mixing,
 def test_non_jsd_config_has_one_image_output(dali_tree, dali_mixing, dali_cpu):
     pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4,
                              config=IPMixConfig.imagenet(jsd=False), size=16, **dali_cpu)
-    assert pipe.ipmix_info.output_names == ("images", "label")
-    assert pipe.ipmix_info.preset == "imagenet"
+    assert pipe.source.output_names == ("images", "label")
+    assert pipe.source.preset == "imagenet"
     images, labels = first_batches(pipe, 1)[0]
     assert images.shape == (4, 3, 16, 16) and labels.shape == (4,)
 
@@ -156,13 +156,13 @@ def test_a_registered_preset_drives_both_pipelines(tmp_path, dali_tree, dali_mix
     assert (config.preset, config.k, config.beta) == ("tiny", 2, 3.0)
     pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, preset="tiny", seed=1,
                              **dali_cpu)
-    info = pipe.ipmix_info
+    info = pipe.source
     assert (info.preset, info.size, info.config) == ("tiny", 12, config)
     (clean, _, _), _ = first_batches(pipe, 1)[0]
     assert clean.shape == (4, 3, 12, 12)
     pipe = training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, seed=1,
                              config=IPMixConfig.from_preset("tiny", jsd=False), **dali_cpu)
-    assert (pipe.ipmix_info.preset, pipe.ipmix_info.size) == ("tiny", 12)
+    assert (pipe.source.preset, pipe.source.size) == ("tiny", 12)
     # Its validation record: shorter side x2 (40x80 -> 24x48), centre 12x12 crop, columns 18..29 of
     # which 18..23 are red.
     img = np.zeros((40, 80, 3), np.uint8)
@@ -177,7 +177,7 @@ def test_a_registered_preset_drives_both_pipelines(tmp_path, dali_tree, dali_mix
 @pytest.mark.parametrize("preset", ["imagenet", "cifar"])
 def test_validation_pipeline_is_deterministic_and_labelled(dali_tree, dali_cpu, preset):
     pipe = validation_pipeline(dali_tree[0], batch_size=7, preset=preset, size=16, **dali_cpu)
-    assert pipe.ipmix_info.output_names == ("images", "label")
+    assert pipe.source.output_names == ("images", "label")
     seen = []
     for images, labels in IPMixIterator(pipe):
         assert images.shape == (7, 3, 16, 16) and torch.isfinite(images).all()
@@ -202,7 +202,7 @@ def test_file_list_mode(tmp_path, dali_tree, dali_mixing, dali_cpu):
     (tmp_path / "list.txt").write_text("# path label\n" + "\n".join(lines) + "\n\n")
     pipe = training_pipeline(file_list=str(tmp_path / "list.txt"), mixing_root=dali_mixing,
                              batch_size=4, preset="cifar", size=16, seed=2, **dali_cpu)
-    assert pipe.ipmix_info.num_samples == 11 and len(pipe.ipmix_info.classes) == 6
+    assert pipe.source.num_samples == 11 and len(pipe.source.classes) == 6
     indices, labels = collect_epoch(IPMixIterator(pipe))
     assert sorted(indices) == list(range(0, 21, 2))
     assert labels == [5 - i % 3 for i in indices]
@@ -260,7 +260,7 @@ def test_gpu_training_pipeline_yields_cuda_tensors(dali_tree, dali_mixing):
 
 def test_gpu_pipelines_warn_about_cpu_decoded_mixing_sets():
     import warnings
-    from dali_ipmix.graphs import _warn_cpu_decoded_mixing
+    from dali_ipmix.mixing_cache import _warn_cpu_decoded as _warn_cpu_decoded_mixing
     with pytest.warns(UserWarning, match="2 of 3 mixing pictures in fr are not JPEG"):
         _warn_cpu_decoded_mixing(["fr/a.png", "fr/b.PNG", "fr/c.jpg"], "fr")
     with warnings.catch_warnings():
@@ -286,7 +286,7 @@ def test_mixing_pictures_at_the_preset_side_skip_the_identity_resize(dali_tree, 
         pipe = training_pipeline(dali_tree[0], mixing_root=str(tmp_path), batch_size=4, preset="cifar",
                                  size=32, device="cpu", num_threads=1, seed=3, validate=validate)
         (clean, v1, v2), labels = next(iter(IPMixIterator(pipe)))
-        return pipe.ipmix_info, [t.numpy() for t in (clean, v1, v2, labels)]
+        return pipe.source, [t.numpy() for t in (clean, v1, v2, labels)]
     skipped, a = first_batch("header")
     resized, b = first_batch("none")
     assert skipped.mixing_resize is False and resized.mixing_resize is True

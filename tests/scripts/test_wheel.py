@@ -61,7 +61,7 @@ USER_SCRIPT = textwrap.dedent("""
     tp.build()
     batch = tp.run()
     report["ready"] = [list(np.asarray(batch[0][i]).shape) for i in range(len(batch[0]))]
-    report["ready_backend"] = tp.ipmix_info.backend
+    report["ready_backend"] = tp.source.backend
     for name in ("torch", "skimage", "tqdm"):
         try:
             __import__(name)
