@@ -11,7 +11,7 @@ PACKAGE = Path(dali_ipmix.__file__).parent
 #: The array core: arrays in, arrays out; usable without DALI.
 CORE = ("config", "ops", "laws", "plan", "execute", "augment", "keys", "checks", "constants")
 #: The DALI side (besides every module that imports nvidia.dali itself).
-DALI_SIDE = ("presets", "graphs", "fn", "native", "iterator", "mixing_cache", "demo", "cli")
+DALI_SIDE = ("presets", "sources", "graphs", "fn", "native", "iterator", "mixing_cache", "demo", "cli")
 
 
 def _modules():
