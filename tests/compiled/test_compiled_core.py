@@ -215,39 +215,28 @@ def test_each_patch_op(core, pixel_op, from_image):
 @pytest.mark.parametrize("cfg", [IPMixConfig.imagenet(), IPMixConfig.cifar(),
                                  IPMixConfig.imagenet(all_ops=True, severity=10),
                                  IPMixConfig.cifar(k=1, t=1), IPMixConfig.cifar(t=0),
-                                 IPMixConfig.imagenet(k=5, t=4, jsd=False)])
+                                 IPMixConfig.imagenet(k=5, t=4, jsd=False),
+                                 AugMixConfig.imagenet(), AugMixConfig.cifar(all_ops=True, depth=3),
+                                 AugMixConfig(width=1, depth=1), PixMixConfig.imagenet(),
+                                 PixMixConfig.cifar(all_ops=True), PixMixConfig(k=0)])
 @pytest.mark.parametrize("shape", [(32, 32), (23, 41), (2, 2)])
 def test_whole_plans_match_the_array_executor(core, cfg, shape):
+    """IPMix, AugMix and PixMix plans: one core (a chain's start is one more table row)."""
     h, w = shape
     x, z = images(h, w, count=16), images(h, w, count=16, seed=9)
     plan = draw_plan(16, h, w, cfg, 7)
     got = core(plan, x, z)
     assert got.dtype == np.float32 and got.shape == x.shape
     ref = BATCHED.execute(plan, x, z)
-    assert np.abs(got - ref).max() <= 1.0           # multiply's powf only
+    # multiply's powf only: one grey level, which PixMix's later rounds (one chain, no average) may carry
+    worst = 4.0 if cfg.method == "pixmix" else 1.0
+    assert np.abs(got - ref).max() <= worst
+    assert (np.abs(got - ref) > 1).mean() < 1e-3
     assert (got != ref).mean() < 1e-2
-    assert np.abs(got - execute.execute_arrays(plan, x, z)).max() <= 1.0
-
-
-@pytest.mark.parametrize("cfg", [AugMixConfig.imagenet(), AugMixConfig.cifar(all_ops=True, depth=3),
-                                 AugMixConfig(width=1, depth=1), PixMixConfig.imagenet(),
-                                 PixMixConfig.cifar(all_ops=True), PixMixConfig(k=0)])
-@pytest.mark.parametrize("shape", [(32, 32), (23, 41), (2, 2)])
-def test_augmix_and_pixmix_plans_match_the_array_executor(core, cfg, shape):
-    """The same core runs AugMix and PixMix plans (a chain's start is one more table row)."""
-    h, w = shape
-    x, z = images(h, w, count=16), images(h, w, count=16, seed=9)
-    plan = draw_plan(16, h, w, cfg, 7)
-    got = core(plan, x, z)
-    ref = BATCHED.execute(plan, x, z)
-    if cfg.method == "augmix":   # no pixel mixing: exact
-        np.testing.assert_array_equal(got, ref)
-    else:   # multiply's powf: one grey level, which PixMix's later rounds may carry
-        assert np.abs(got - ref).max() <= 4.0
-        assert (np.abs(got - ref) > 1).mean() < 1e-3
-        assert (got != ref).mean() < 1e-2
-    expected = ["ipx_prepare", "ipx_step"] * plan.table_steps + ["ipx_mix"]
-    assert core.device.launches == expected
+    if cfg.method == "ipmix":
+        assert np.abs(got - execute.execute_arrays(plan, x, z)).max() <= 1.0
+    else:   # PIL's warp: a grey level at a few pixels, carried by later ops or rounds
+        assert (np.abs(got - execute.execute_arrays(plan, x, z)) <= 1).mean() >= 0.999
 
 
 def test_non_contiguous_inputs(core):
@@ -282,18 +271,20 @@ def test_per_sample_runner_matches_the_batch(core):
 # ------------------------------------------------------------------------------ launches
 
 @pytest.mark.parametrize("cfg", [IPMixConfig.imagenet(all_ops=True), IPMixConfig.cifar(t=1),
-                                 IPMixConfig.imagenet(k=4, t=5)])
+                                 IPMixConfig.imagenet(k=4, t=5), AugMixConfig(), PixMixConfig(k=3)])
 def test_launches_fixed_by_t_alone(core, cfg):
-    """The same launch sequence for any batch size and whatever the plan drew: 2 t + 1 kernels."""
+    """The same launch sequence for any batch size and whatever the plan drew: 2 T + 1 kernels, T the
+    table's steps (t, plus one for a chain's start: PixMix), set by the config."""
     seen = []
     for n, seed in ((1, 0), (7, 1), (300, 2)):
         x = images(4, 4, count=n, seed=seed)
         core.device.launches.clear()
         core(draw_plan(n, 4, 4, cfg, seed), x, x)
         seen.append(list(core.device.launches))
-    expected = ["ipx_prepare", "ipx_step"] * max(cfg.t, 1) + ["ipx_mix"]
+    steps = max(cfg.engine.t, 1) + int(cfg.engine.chain_start)
+    expected = ["ipx_prepare", "ipx_step"] * steps + ["ipx_mix"]
     assert all(s == expected for s in seen), seen
-    assert core.launches_per_view(cfg.t) == len(expected)
+    assert core.launches_per_view(steps) == len(expected)
 
 
 def test_per_sample_runner_without_steps():

@@ -16,6 +16,12 @@ from plan_checks import check_augmix_plan, check_pixmix_plan, check_plan_distrib
 pytestmark = pytest.mark.skipif(compiler() is None, reason="needs g++")
 
 ALL_OPS = tuple(OP_CODES)
+#: AugMix and PixMix configs, at the papers' sizes and at odd ones.
+MIX_CONFIGS = [
+    (AugMixConfig.imagenet(), 224, 224), (AugMixConfig.cifar(all_ops=True, depth=2, width=5), 32, 32),
+    (PixMixConfig.imagenet(), 224, 224), (PixMixConfig.cifar(all_ops=True), 32, 32),
+    (PixMixConfig(k=0, beta=0.7, severity=3.3), 37, 53), (AugMixConfig(width=1, depth=1), 2, 2),
+]
 
 
 @pytest.mark.parametrize("h, w", [(224, 224), (32, 32), (37, 53), (2, 2), (480, 301)])
@@ -58,19 +64,19 @@ def test_packed_rows_equal_pack_plan_of_the_returned_draws(config, h, w):
     (IPMixConfig.imagenet(t=0), 5, 7),
     (IPMixConfig.imagenet(ops=("translate_x", "translate_y", "mirror", "rotate"), severity=10), 31, 26),
     (IPMixConfig.imagenet(ops=("translate_x", "mirror", "rotate"), k=1, t=4), 2, 2),
-])
+] + [(config, min(h, 48), min(w, 48)) for config, h, w in MIX_CONFIGS])
 def test_sparse_sample_path_equals_the_dense_one_byte_for_byte(config, h, w):
     """ipx_sample.h (the CPU operator's path) against ipx_host.h's ipx_run_sample (the kernels' grid)."""
     import plan_shim
     n = 30
-    _, rows, mixw = plan_shim.draw_samples(config, n, h, w, seed=99)
+    records, rows, mixw = plan_shim.draw_samples(config, n, h, w, seed=99)
     rng = np.random.default_rng(1)
-    t = max(config.t, 1)
+    k, t = config.engine.k, plan_from_records(records, config, h, w).table_steps
     for i in range(n):
         x = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         z = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        dense = plan_shim.run_sample(rows[i], mixw[i], config.k, t, x, z, sparse=False)
-        sparse = plan_shim.run_sample(rows[i], mixw[i], config.k, t, x, z, sparse=True)
+        dense = plan_shim.run_sample(rows[i], mixw[i], k, t, x, z, sparse=False)
+        sparse = plan_shim.run_sample(rows[i], mixw[i], k, t, x, z, sparse=True)
         np.testing.assert_array_equal(dense.view(np.uint32), sparse.view(np.uint32), err_msg=str(i))
 
 
@@ -144,40 +150,11 @@ def test_simd_normalised_mix_equals_the_generic_one_bit_for_bit(h, w, k):
     (IPMixConfig.cifar(), 32, 32),
     (IPMixConfig.imagenet(k=5, t=4, beta=0.7, severity=3.3), 37, 53),
     (IPMixConfig.imagenet(k=1, t=0), 9, 9),
-])
+] + MIX_CONFIGS)
 def test_cpp_drawer_is_the_python_drawer_bit_for_bit(config, h, w):
     """One drawer: the C++ plan of key (seed, key, view) is draw_plan's with
-    KeyedGenerator(keys.plan_keys(seed, keys)), call view + 1; field by field, and the packed rows."""
-    import dataclasses
-    import plan_shim
-    from dali_ipmix import draw_plan
-    from dali_ipmix.keys import KeyedGenerator, plan_keys
-    keys = np.array([5, -1, 2 ** 40, 7, 0, -2 ** 63] * 50, np.int64)
-    draws = KeyedGenerator(plan_keys(11, keys))
-    for view in (0, 1):
-        py = draw_plan(len(keys), h, w, config, draws)
-        records, rows, mixw = plan_shim.draw_samples(config, len(keys), h, w, 11, keys=keys, view=view)
-        cpp = plan_from_records(records, config, h, w)
-        for field in dataclasses.fields(py):
-            a, b = getattr(py, field.name), getattr(cpp, field.name)
-            if isinstance(a, np.ndarray):
-                np.testing.assert_array_equal(a, b, err_msg=field.name)
-        steps, mix = pack_plan(py)
-        np.testing.assert_array_equal(rows.reshape(steps.shape), steps)
-        np.testing.assert_array_equal(mixw.view(np.uint32), mix.view(np.uint32))
-
-
-# ------------------------------------------------------------------------ AugMix and PixMix
-
-MIX_CONFIGS = [
-    (AugMixConfig.imagenet(), 224, 224), (AugMixConfig.cifar(all_ops=True, depth=2, width=5), 32, 32),
-    (PixMixConfig.imagenet(), 224, 224), (PixMixConfig.cifar(all_ops=True), 32, 32),
-    (PixMixConfig(k=0, beta=0.7, severity=3.3), 37, 53), (AugMixConfig(width=1, depth=1), 2, 2),
-]
-
-
-@pytest.mark.parametrize("config, h, w", MIX_CONFIGS)
-def test_cpp_drawer_is_the_python_drawer_bit_for_bit_for_augmix_and_pixmix(config, h, w):
+    KeyedGenerator(keys.plan_keys(seed, keys)), call view + 1; field by field, and the packed rows
+    (IPMix, AugMix and PixMix: the same drawer, other knobs)."""
     import dataclasses
     import plan_shim
     from dali_ipmix import draw_plan
@@ -205,19 +182,3 @@ def test_cpp_draws_follow_the_augmix_and_pixmix_distributions():
                           (PixMixConfig.cifar(), lambda p: check_pixmix_plan(p, k=4, beta=3.0, severity=3.0))):
         records, _, _ = plan_shim.draw_samples(config, N, 32, 32, seed=2025)
         check(plan_from_records(records, config, 32, 32))
-
-
-@pytest.mark.parametrize("config, h, w", MIX_CONFIGS)
-def test_sparse_sample_path_equals_the_dense_one_for_augmix_and_pixmix(config, h, w):
-    import plan_shim
-    n = 12
-    h, w = min(h, 48), min(w, 48)
-    records, rows, mixw = plan_shim.draw_samples(config, n, h, w, seed=5)
-    steps = plan_from_records(records, config, h, w).table_steps
-    rng = np.random.default_rng(2)
-    for i in range(n):
-        x = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        z = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        dense = plan_shim.run_sample(rows[i], mixw[i], config.engine.k, steps, x, z, sparse=False)
-        sparse = plan_shim.run_sample(rows[i], mixw[i], config.engine.k, steps, x, z, sparse=True)
-        np.testing.assert_array_equal(dense.view(np.uint32), sparse.view(np.uint32), err_msg=str(i))
