@@ -109,24 +109,12 @@ class RandomResizedCrop:
         decoded, cropped HWC uint8 ``size x size``; ``params``: a DataNode of each
         sample's :meth:`law` parameters (float64, ``draws``), e.g. a column slice of the feed's
         keyed draws. The window is :meth:`window`'s, computed on the image's decoded shape
-        (``peek_image_shape``, EXIF orientation applied), so no file header is read in Python:
-        ``window="native"`` by the plugin's ``IpmixCropWindow`` (one node), ``"dali"`` by DALI
-        arithmetic (about 30 nodes; slower, see ``docs/performance.md``), ``None``: native when
-        the plugin is built."""
+        (``peek_image_shape``, EXIF orientation applied) by :meth:`window_nodes`, so no file header
+        is read in Python."""
         from nvidia.dali import fn, types as dtypes
-        from . import native
-        window = ("native" if native.available() else "dali") if window is None else window
-        if window not in ("native", "dali"):
-            raise ValueError(f"window={window!r} is invalid: use 'native', 'dali' or None")
+        _check_window(window)
         shape = encoded.shape() if decoded else fn.peek_image_shape(encoded)
-        if window == "native":
-            native.load()
-            low, high = self._aspect32()
-            anchor, extent = fn.ipmix_crop_window(shape, params, aspect_min=low, aspect_max=high)
-        else:
-            x, y, w, h = self._dali_window(shape, params)
-            anchor = fn.cast(fn.stack(x, y), dtype=dtypes.INT32)
-            extent = fn.cast(fn.stack(w, h), dtype=dtypes.INT32)
+        anchor, extent = self.window_nodes(shape, params, window)
         if decoded:
             images = fn.slice(encoded.gpu() if device == "gpu" else encoded, anchor, extent, axis_names="WH")
         elif self.decode == "full":
@@ -137,37 +125,35 @@ class RandomResizedCrop:
                                              device=decoder_device(device), output_type=dtypes.RGB)
         return fn.resize(images, resize_x=size, resize_y=size)
 
-    def _dali_window(self, shape, params):
-        """:meth:`window` as DALI arithmetic on per-sample tensors: ``(x, y, w, h)`` float64 scalars."""
-        from nvidia.dali import fn, math as dmath, types as dtypes
-        f64 = dtypes.FLOAT64
-        a = self.attempts
-        hw = fn.cast(shape, dtype=f64)
-        height, width = hw[0], hw[1]
-        area, ratio, uy, ux = params[0:a], params[a:2 * a], params[2 * a], params[2 * a + 1]
-        target = height * width * area
-        w = dmath.floor(dmath.sqrt(target * ratio) + 0.5)
-        h = dmath.floor(dmath.sqrt(target / ratio) + 0.5)
-        fits = (w >= 1.0) & (w <= width) & (h >= 1.0) & (h <= height)
-        # The first attempt that fits: the fitting one of highest rank (a, a - 1, ..., 1). DALI's
-        # reductions take no float64; ranks and pixel sizes (< 2**24) are exact in float32.
-        f32 = dtypes.FLOAT
-        rank = fn.cast(fits, dtype=f32) * dtypes.Constant(np.arange(a, 0, -1, dtype=np.float32))
-        best = fn.reductions.max(rank)
-        pick = fn.cast((rank == best) & fits, dtype=f32)
-        found = fn.cast(best > 0.0, dtype=f64)
-        low, high = self._aspect32()
-        fallback_w = dmath.min(width, dmath.floor(height * high + 0.5))
-        fallback_h = dmath.min(height, dmath.floor(width / low + 0.5))
-        w = fn.cast(fn.reductions.sum(fn.cast(w, dtype=f32) * pick), dtype=f64) + (1.0 - found) * fallback_w
-        h = fn.cast(fn.reductions.sum(fn.cast(h, dtype=f32) * pick), dtype=f64) + (1.0 - found) * fallback_h
-        x = found * dmath.floor(ux * (width - w + 1.0)) + (1.0 - found) * dmath.floor((width - w) * 0.5)
-        y = found * dmath.floor(uy * (height - h + 1.0)) + (1.0 - found) * dmath.floor((height - h) * 0.5)
-        return x, y, w, h
+    def window_nodes(self, shape, params, window: Optional[str] = None):
+        """DALI nodes of :meth:`window` per sample, from the decoded ``shape`` (int64 (H, W[, C])) and
+        the ``params`` (float64): anchor ``(x, y)`` and extent ``(w, h)``, int32, for ``slice`` /
+        ``decoders.image_slice`` with ``axis_names="WH"``. ``window="native"``: the plugin's
+        ``IpmixCropWindow`` (the same rule in C++, one node); ``"python"``: :meth:`window` itself in
+        a ``python_function`` on DALI's CPU thread (slower; for a package without its plugin);
+        ``None``: native when the plugin is built."""
+        from nvidia.dali import fn
+        from . import native
+        window = ("native" if native.available() else "python") if _check_window(window) is None else window
+        if window == "native":
+            native.load()
+            low, high = self._aspect32()
+            return fn.ipmix_crop_window(shape, params, aspect_min=low, aspect_max=high)
+        return fn.python_function(shape, params, function=self._window_arrays, num_outputs=2)
+
+    def _window_arrays(self, shape, params):
+        x, y, w, h = self.window(params, int(shape[0]), int(shape[1]))
+        return np.array([x, y], np.int32), np.array([w, h], np.int32)
 
     def torchvision(self, size: int) -> list:
         from torchvision import transforms as T
         return [T.RandomResizedCrop(size, scale=self.area, ratio=self.aspect)]
+
+
+def _check_window(window):
+    if window not in (None, "native", "python"):
+        raise ValueError(f"window={window!r} is invalid: use 'native', 'python' or None")
+    return window
 
 
 @dataclasses.dataclass(frozen=True)
