@@ -29,7 +29,7 @@ import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
-from .config import IPMixConfig
+from .config import MixConfig
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .epochs import claim_pipeline
 from .fn import ipmix, normalize_args, normalize_node
@@ -102,7 +102,7 @@ def feed_nodes(feed, mixing: bool):
     """The pipeline's inputs from ``feed``: encoded paths (or with ``feed.images`` the images, HWC
     uint8), labels int32 (N, 1) [, mixing paths, or the decoded mixing pictures (HWC uint8) when the
     feed has a cache: from a second, GPU source when the cache is in GPU memory] [, with
-    ``feed.draws`` a dict of the keyed draws by name (``SampleDraws.OUTPUTS``)]. Each source is
+    ``feed.draws`` a dict of the keyed draws by name (``feed.draws.outputs``)]. Each source is
     called with DALI's ``BatchInfo`` (``batch_info=True``), from which the feed computes the batch.
     Taken without a copy: the feed's arrays live as long as it (a batch's own ones while DALI may read
     them) and never change."""
@@ -111,15 +111,15 @@ def feed_nodes(feed, mixing: bool):
     layout += (["HWC" if feed.mixing_cache is not None else None] if len(dtypes) == 3 else [])
     n = len(dtypes)
     if feed.draws is not None:
-        dtypes += [types.to_dali_type(np.dtype(t)) for t in feed.draws.OUTPUTS.values()]
-        layout += [None] * len(feed.draws.OUTPUTS)
+        dtypes += [types.to_dali_type(np.dtype(t)) for t in feed.draws.outputs.values()]
+        layout += [None] * len(feed.draws.outputs)
     out = fn.external_source(source=feed, num_outputs=len(dtypes), batch=True, batch_info=True,
                              no_copy=True, dtype=dtypes, layout=layout)
     out, draws = tuple(out[:n]), out[n:]
     if mixing and feed.on_device:   # the same BatchInfo as the feed's call (Feed.device_mixing)
         out += (fn.external_source(source=feed.device_mixing, batch=True, batch_info=True, device="gpu",
                                    no_copy=True, dtype=types.UINT8, layout="HWC"),)
-    return out + ((dict(zip(feed.draws.OUTPUTS, draws)),) if feed.draws is not None else ())
+    return out + ((dict(zip(feed.draws.outputs, draws)),) if feed.draws is not None else ())
 
 
 def _mixing_pictures(mixing, preset: Preset, size, device, draws, resize: bool = True,
@@ -193,7 +193,7 @@ def pipeline_for(source: PipelineSource, graph: Callable, **pipeline_kwargs) -> 
 def training_pipeline(file_root=None, file_list=None, *, mixing_root=None, batch_size: int,
                       images: Optional[np.ndarray] = None, labels=None,
                       preset: Optional[str] = None, size: Optional[int] = None,
-                      config: Optional[IPMixConfig] = None, device: Optional[str] = None,
+                      config: Optional[MixConfig] = None, device: Optional[str] = None,
                       device_id: Optional[int] = None, num_threads: Optional[int] = None,
                       seed: Optional[int] = None, shard_id: Optional[int] = None,
                       num_shards: Optional[int] = None, dtype: str = "float32",
@@ -202,7 +202,7 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root=None, batch
                       backend: Optional[str] = None, mixing_cache: Union[None, bool, str] = None,
                       last_batch_policy: str = "partial", layout: str = "NCHW",
                       **pipeline_kwargs) -> Pipeline:
-    """An IPMix training pipeline (not yet built; the iterator that drives it builds it):
+    """An IPMix (or AugMix, PixMix) training pipeline (not yet built; the iterator that drives it builds it):
     :func:`dali_ipmix.sources.training_source` of the arguments, :func:`training_graph` on it.
 
     Args:
@@ -220,7 +220,8 @@ def training_pipeline(file_root=None, file_list=None, *, mixing_root=None, batch
             recipe, mixing-picture preparation and default ``size``/``config``; ``None``: the one
             ``config`` was made from, else the default preset (see the module docstring).
         size: output height = width in pixels (default: the preset's, 224 / 32).
-        config: :class:`IPMixConfig` (default ``IPMixConfig.from_preset(preset)``).
+        config: the augmentation: :class:`IPMixConfig` (default ``IPMixConfig.from_preset(preset)``),
+            :class:`AugMixConfig` (no mixing pictures: ``mixing_root=None``) or :class:`PixMixConfig`.
         device: ``"gpu"`` (mixed decoding, CuPy IPMix) or ``"cpu"``; default GPU when CUDA is present.
         device_id: GPU index (default ``torch.cuda.current_device()``); ignored on the CPU.
         num_threads: DALI CPU threads (default min(8, cores)); on the CPU IPMix uses as many.

@@ -169,24 +169,32 @@ class SampleDraws:
         crop_law: ``float64 (N, crop_count)`` uniforms -> ``float64 (N, crop_count)`` crop parameters
             (the crop recipe's ``law``).
 
-    ``draws(epoch, positions)`` returns one array per entry of :attr:`OUTPUTS`, each ready for the
+    ``draws(epoch, positions)`` returns one array per entry of :attr:`outputs`, each ready for the
     DALI node that takes it (typed and shaped so, to spare the graph slicing and casting nodes):
     ``crop`` float64 (N, crop_count) the crop's parameters; ``flip`` int32 (N,), 1 = mirror (prob.
-    1/2); ``mixing_x`` / ``mixing_y`` float32 (N,) the mixing crop's relative anchor on [0, 1);
-    ``ipmix_keys`` int64 (N,) the IPMix operator's per-sample keys (their 64 bits as int64).
+    1/2); ``mixing_x`` / ``mixing_y`` float32 (N,) the mixing crop's relative anchor on [0, 1) (only
+    with ``mixing``: a method without mixing pictures has no mixing crop); ``ipmix_keys`` int64 (N,)
+    the augmentation operator's per-sample keys (their 64 bits as int64). Every draw has its own
+    stream, so leaving the mixing crop out changes no other draw.
     """
 
-    #: Name and dtype of each array a call returns, in order.
+    #: Name and dtype of each array a call returns, in order (with ``mixing``).
     OUTPUTS = dict(crop=np.float64, flip=np.int32, mixing_x=np.float32, mixing_y=np.float32,
                    ipmix_keys=np.int64)
 
-    def __init__(self, root: int, crop_count: int, crop_law: Callable[[np.ndarray], np.ndarray]):
+    def __init__(self, root: int, crop_count: int, crop_law: Callable[[np.ndarray], np.ndarray],
+                 mixing: bool = True):
         self.root, self.crop_count, self.crop_law = int(root), int(crop_count), crop_law
+        self.mixing = bool(mixing)
+        self.outputs = dict(self.OUTPUTS) if mixing else \
+            {k: v for k, v in self.OUTPUTS.items() if k not in ("mixing_x", "mixing_y")}
 
     def __call__(self, epoch: int, positions) -> Tuple[np.ndarray, ...]:
         keys = sample_keys(self.root, epoch, positions)
-        mixing = uniforms(keys, STREAM_MIXING_CROP, 2).astype(np.float32)
-        return (self.crop_law(uniforms(keys, STREAM_CROP, self.crop_count)),
-                (uniforms(keys, STREAM_FLIP, 1)[:, 0] < 0.5).astype(np.int32),
-                np.ascontiguousarray(mixing[:, 0]), np.ascontiguousarray(mixing[:, 1]),
-                subkeys(keys, STREAM_IPMIX).view(np.int64))
+        crop = (self.crop_law(uniforms(keys, STREAM_CROP, self.crop_count)),
+                (uniforms(keys, STREAM_FLIP, 1)[:, 0] < 0.5).astype(np.int32))
+        mixing = ()
+        if self.mixing:
+            u = uniforms(keys, STREAM_MIXING_CROP, 2).astype(np.float32)
+            mixing = (np.ascontiguousarray(u[:, 0]), np.ascontiguousarray(u[:, 1]))
+        return (*crop, *mixing, subkeys(keys, STREAM_IPMIX).view(np.int64))

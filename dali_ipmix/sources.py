@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import checks
-from .config import IPMixConfig
+from .config import MixConfig
 from .epochs import POLICIES, EpochPlan, Feed, empty_epoch_warning, shard_defaults
 from .files import LabelledFiles, list_image_folder, read_file_list
 from .keys import SampleDraws
@@ -66,7 +66,7 @@ class PipelineSource:
     prefetch_queue_depth: Union[int, dict]
     pipeline_seed: int              # seeds DALI itself (no random operator of the graphs uses it)
     seed: Optional[int]             # as given (None: order of seed 0, random augmentation)
-    config: Optional[IPMixConfig] = None   # None: a validation source (no augmentation)
+    config: Optional[MixConfig] = None     # None: a validation source (no augmentation)
     augment_seed: int = 0           # the root every per-sample draw is keyed from
     start_epoch: int = 0            # the first epoch the pipeline reads
     backend: Optional[str] = None   # fn.ipmix backend of the training graph: "native" or "python"
@@ -173,7 +173,7 @@ class PipelineSource:
 
 # ---------------------------------------------------------------------------- arguments
 
-def resolve_preset(preset: Optional[str], config: Optional[IPMixConfig]) -> str:
+def resolve_preset(preset: Optional[str], config: Optional[MixConfig]) -> str:
     """The preset name to use: ``preset`` if given, else ``config.preset``, else the default preset
     when there is no config; a hand-built config without ``preset=`` is an error (the crop recipe and
     the augmentation parameters are independent choices, and the pipeline never guesses one from the
@@ -183,7 +183,7 @@ def resolve_preset(preset: Optional[str], config: Optional[IPMixConfig]) -> str:
         if preset is None:
             raise ValueError("preset=None but the config was built by hand (config.preset is None): pass "
                              f"preset= (one of {tuple(PRESETS)}) to choose the crop recipe, or make the "
-                             "config with IPMixConfig.from_preset(name, ...)")
+                             "config with its class's from_preset(name, ...) (e.g. IPMixConfig.from_preset)")
     return get_preset(preset).name
 
 
@@ -326,7 +326,7 @@ def _warn_empty(plan: EpochPlan):
 
 def training_source(file_root=None, file_list=None, *, mixing_root=None, batch_size: int,
                     images: Optional[np.ndarray] = None, labels=None, preset: Optional[str] = None,
-                    size: Optional[int] = None, config: Optional[IPMixConfig] = None,
+                    size: Optional[int] = None, config: Optional[MixConfig] = None,
                     device: Optional[str] = None, device_id: Optional[int] = None,
                     num_threads: Optional[int] = None, seed: Optional[int] = None,
                     shard_id: Optional[int] = None, num_shards: Optional[int] = None,
@@ -338,17 +338,22 @@ def training_source(file_root=None, file_list=None, *, mixing_root=None, batch_s
     :func:`dali_ipmix.graphs.training_pipeline` (documented there; DALI's ``Pipeline`` keywords
     excepted), checked, with the data listed, the mixing set prepared (and cached) and the feed made.
     :func:`dali_ipmix.graphs.training_graph` builds the graph on it."""
-    if config is not None and not isinstance(config, IPMixConfig):
-        raise TypeError(f"config must be an IPMixConfig, got {type(config).__name__}")
+    if config is not None and not isinstance(config, MixConfig):
+        raise TypeError(f"config must be an IPMixConfig, AugMixConfig or PixMixConfig, got "
+                        f"{type(config).__name__}")
     recipe = get_preset(resolve_preset(preset, config))
     a = _common(recipe, size, device, dtype, batch_size, seed, num_threads, device_id,
                 prefetch_queue_depth, start_epoch, layout, last_batch_policy, shard_id, num_shards)
     config = recipe.config() if config is None else config
     data = _samples(images, labels, file_root, file_list, validate, on_bad_file, a["shard_id"],
                     a["num_shards"])
-    if mixing_root is None and getattr(config, "needs_mixing", True):
-        raise ValueError("mixing_root=None is invalid for this config: it mixes with pictures of a "
-                         "mixing set; give mixing_root= (a folder of pictures, e.g. 'dali-ipmix fractals')")
+    if mixing_root is None and config.needs_mixing:
+        raise ValueError(f"mixing_root=None is invalid for {type(config).__name__}: it mixes every image "
+                         "with a picture of a mixing set; give mixing_root= (a folder of pictures, e.g. "
+                         "'dali-ipmix fractals')")
+    if mixing_root is not None and not config.needs_mixing:
+        raise ValueError(f"mixing_root={mixing_root!r} is invalid for {type(config).__name__}: it mixes "
+                         "with no pictures; leave mixing_root=None")
     side = recipe.mixing_side(a["size"])
     mixing = MixingSet(side=side) if mixing_root is None else prepare_mixing_set(
         mixing_root, side, validate=validate, on_bad_file=on_bad_file, mixing_cache=mixing_cache,
@@ -356,7 +361,7 @@ def training_source(file_root=None, file_list=None, *, mixing_root=None, batch_s
     augment_seed, seeds = _seeds(a["seed"], a["shard_id"], a["start_epoch"])
     crop = recipe.train_crop
     size_ = a["size"]
-    draws = SampleDraws(seeds["keys"], crop.draws, lambda u: crop.law(u, size_))
+    draws = SampleDraws(seeds["keys"], crop.draws, lambda u: crop.law(u, size_), mixing=bool(mixing.files))
     plan = EpochPlan(len(data), a["batch_size"], a["shard_id"], a["num_shards"], a["policy"],
                      seeds["shuffle"])
     feed = Feed(data.files, data.labels, mixing.files, seeds["keys"], mixing_cache=mixing.cache,

@@ -83,3 +83,6 @@ def test_sample_draws_are_the_keyed_uniforms_typed_for_dali():
     assert np.array_equal(out["ipmix_keys"].view(np.uint64), subkeys(keys, STREAM_IPMIX))
     later = draws(3, np.arange(15, 20))   # the same positions in another batch: the same draws
     assert all(np.array_equal(a[5:], b) for a, b in zip(draws(3, np.arange(10, 20)), later))
+    plain = SampleDraws(5, crop.draws, lambda u: crop.law(u, 224), mixing=False)   # no mixing crop
+    assert tuple(plain.outputs) == ("crop", "flip", "ipmix_keys")
+    assert all(np.array_equal(a, out[k]) for k, a in zip(plain.outputs, plain(3, np.arange(10, 20))))

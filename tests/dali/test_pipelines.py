@@ -292,3 +292,42 @@ def test_mixing_pictures_at_the_preset_side_skip_the_identity_resize(dali_tree, 
     assert skipped.mixing_resize is False and resized.mixing_resize is True
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("method", ["augmix", "pixmix"])
+def test_augmix_and_pixmix_pipelines_agree_across_backends(dali_tree, dali_mixing, dali_cpu, method):
+    """training_pipeline(config=AugMixConfig / PixMixConfig): the same keyed batches on the native and
+    the python backend (within a grey level: float rounding), clean views equal, augmented views not
+    the clean ones; AugMix reads no mixing pictures."""
+    from dali_ipmix import AugMixConfig, PixMixConfig, native
+    if not native.available():
+        pytest.skip("native plugin not built")
+    config = (AugMixConfig if method == "augmix" else PixMixConfig).cifar()
+    mixing = None if method == "augmix" else dali_mixing
+    batches = {}
+    for backend in ("native", "python"):
+        pipe = training_pipeline(dali_tree[0], mixing_root=mixing, batch_size=7, size=16, config=config,
+                                 seed=11, backend=backend, **dali_cpu)
+        assert pipe.source.preset == "cifar" and pipe.source.backend == backend
+        assert bool(pipe.source.mixing_files) == (method == "pixmix")
+        batches[backend] = [flat(b) for b in first_batches(pipe, 3)]
+    grey = 1 / 255 / min(IMAGENET_STD) + 1e-4
+    changed = 0
+    for a, b in zip(batches["native"], batches["python"]):
+        torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-5)     # clean
+        assert torch.equal(a[3], b[3])                               # labels
+        for x, y in zip(a[1:3], b[1:3]):
+            assert (x - y).abs().le(grey).float().mean() >= 0.999
+            changed += int((x - a[0]).abs().gt(grey).any(dim=(1, 2, 3)).sum())
+    assert changed > 0.5 * 2 * 3 * 7   # most views are augmented
+
+
+def test_mixing_root_must_match_the_method(dali_tree, dali_mixing, dali_cpu):
+    from dali_ipmix import AugMixConfig, PixMixConfig
+    with pytest.raises(ValueError, match="mixing_root=None is invalid for PixMixConfig"):
+        training_pipeline(dali_tree[0], batch_size=4, config=PixMixConfig.cifar(), **dali_cpu)
+    with pytest.raises(ValueError, match="mixing_root=.* is invalid for AugMixConfig: it mixes with no pictures"):
+        training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, config=AugMixConfig.cifar(),
+                          **dali_cpu)
+    with pytest.raises(TypeError, match="config must be an IPMixConfig, AugMixConfig or PixMixConfig, got dict"):
+        training_pipeline(dali_tree[0], mixing_root=dali_mixing, batch_size=4, config={"k": 3}, **dali_cpu)
