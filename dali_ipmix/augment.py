@@ -11,7 +11,8 @@ import numpy as np
 
 from . import checks
 from .config import MixConfig
-from .execute import array_module, executor_argument, get_executor, nvtx_range
+from .arrays import array_module, nvtx_range
+from .execute import executor_argument, get_executor
 from .plan import IPMixPlan, draw_plan
 
 _POOLS = {}

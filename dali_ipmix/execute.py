@@ -33,41 +33,14 @@ Replay a plan on another executor::
 
 from __future__ import annotations
 
-import contextlib
-import os
 import warnings
 from typing import Protocol
 
 import numpy as np
 
+from .arrays import array_module, nvtx_range
 from .ops import AFFINE, IMAGE, IMAGE_OPS, LUT
 from .plan import IMAGE_CHAIN, PATCH_CHAIN, PIXEL_OPS, IPMixPlan
-
-
-def array_module(array):
-    """``numpy`` or ``cupy``, whichever owns ``array`` (CuPy is optional)."""
-    if isinstance(array, np.ndarray):
-        return np
-    try:
-        import cupy
-    except ImportError:  # pragma: no cover - only reachable with foreign array types
-        cupy = None
-    if cupy is not None and isinstance(array, cupy.ndarray):
-        return cupy
-    raise TypeError(f"expected a numpy.ndarray or cupy.ndarray, got {type(array).__module__}."
-                    f"{type(array).__name__}")
-
-
-#: Mark the phases of a CuPy batch as NVTX ranges for Nsight Systems (DALI_IPMIX_NVTX=1).
-USE_NVTX = os.environ.get("DALI_IPMIX_NVTX", "0") == "1"
-
-
-def nvtx_range(name, xp):
-    """An NVTX range named ``ipmix.<name>`` around a phase of a CuPy batch when profiling is on."""
-    if USE_NVTX and getattr(xp, "__name__", None) == "cupy":
-        from cupyx.profiler import time_range
-        return time_range(f"ipmix.{name}")
-    return contextlib.nullcontext()
 
 
 def execute_plan(plan: IPMixPlan, images, mixing, executor=None, *, backend=None):

@@ -43,7 +43,7 @@ from nvidia.dali.pipeline import do_not_convert
 from . import checks
 from .augment import check_config, ipmix_views
 from .config import IPMixConfig, MixConfig
-from .execute import array_module
+from .arrays import array_module
 from .keys import KeyedGenerator, plan_keys
 
 __all__ = ["ipmix", "make_ipmix_function", "normalize_args", "normalize_node"]

@@ -153,8 +153,8 @@ def test_cuda_backend_refuses_numpy_inputs():
 
 
 def test_nvtx_ranges_do_not_change_the_output(monkeypatch):
-    import dali_ipmix.execute as execute
+    import dali_ipmix.arrays as arrays
     x = cupy.asarray(photos(32, 32, count=8))
     plain = ipmix_batch(x, x, IPMixConfig.cifar(), 0)
-    monkeypatch.setattr(execute, "USE_NVTX", True)
+    monkeypatch.setattr(arrays, "USE_NVTX", True)
     cupy.testing.assert_array_equal(ipmix_batch(x, x, IPMixConfig.cifar(), 0), plain)

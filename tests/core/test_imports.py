@@ -9,7 +9,7 @@ import dali_ipmix
 PACKAGE = Path(dali_ipmix.__file__).parent
 
 #: The array core: arrays in, arrays out; usable without DALI.
-CORE = ("config", "ops", "laws", "plan", "execute", "augment", "keys", "checks", "constants")
+CORE = ("arrays", "config", "ops", "laws", "plan", "execute", "augment", "keys", "checks", "constants")
 #: The DALI side (besides every module that imports nvidia.dali itself).
 DALI_SIDE = ("presets", "sources", "graphs", "fn", "native", "iterator", "mixing_cache", "demo", "cli")
 
