@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Train WRN-40-4 on CIFAR-10/100 with IPMix through DALI, with the paper's CIFAR recipe as defaults.
 
+``--method augmix|pixmix`` trains with AugMix or PixMix instead (their authors' CIFAR settings, the
+same pipeline; AugMix needs no ``--mixing-root``; PixMix's authors train with ``--no-jsd``).
+
 Defaults (the reference code's): 100 epochs, SGD momentum 0.9 nesterov, lr 0.1 with a per-step cosine
 schedule, weight decay 5e-4, batch 128, JSD loss on (``--no-jsd`` for plain cross-entropy). DATA is
 the python-pickle folder as distributed, ``cifar-10-batches-py`` (data_batch_1..5, test_batch,
@@ -16,6 +19,7 @@ rank 0 of each node converts and the other ranks wait for it).
 
     python pipelines/train_cifar.py /data/cifar-10-batches-py --mixing-root /data/fractals-32
     torchrun --nproc_per_node 8 pipelines/train_cifar.py /data/cifar-100-python --mixing-root ... -b 16
+    python pipelines/train_cifar.py /data/cifar-10-batches-py --method augmix
 """
 
 import argparse

@@ -10,7 +10,8 @@ every epoch (``--resume``), top-1/top-5 on ``DATA/val`` every epoch.
 random-resized-crop 224 + flip, IPMix with the paper's ImageNet setting, normalise) through
 ``IPMixIterator``; ``--loader pytorch`` uses torchvision's ImageFolder with the standard transforms and
 no IPMix (the baseline). ``--jsd`` trains on (clean, view1, view2) with the JSD consistency loss, as
-the paper's ImageNet runs do (ResNet-50, 180 epochs).
+the paper's ImageNet runs do (ResNet-50, 180 epochs). ``--method augmix|pixmix`` runs AugMix or PixMix
+with their authors' ImageNet settings in the same pipeline (AugMix needs no ``--mixing-root``).
 
 One GPU::
 

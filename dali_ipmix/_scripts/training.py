@@ -3,6 +3,8 @@
 Both scripts train an image classifier from an ImageFolder-style ``train``/``val`` pair of folders (one
 sub-folder per class, labels in sorted folder order). They differ only in how they get there (CIFAR
 converts its pickles once), the model, the preset ("imagenet" or "cifar") and the defaults.
+``--method`` picks the augmentation of the family the pipeline runs (IPMix, AugMix or PixMix), each
+with its paper's setting for the preset; AugMix reads no mixing set.
 
 Conventions: ``--batch-size`` is per process (global batch = batch size x world size; scale ``--lr``
 with it). With ``--jsd`` a batch is ``((clean, view1, view2), labels)``, three ``(N, 3, H, W)`` float
@@ -25,7 +27,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
 
-from ..config import IPMixConfig
+from ..config import AugMixConfig, IPMixConfig, PixMixConfig
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..losses import jsd_loss
 from ..presets import get_preset
@@ -39,7 +41,11 @@ def add_common_args(parser: argparse.ArgumentParser, **defaults) -> argparse.Arg
     a = parser.add_argument
     a("--loader", choices=("dali-ipmix", "pytorch"), default="dali-ipmix",
       help="dali-ipmix: the DALI IPMix pipeline; pytorch: torchvision ImageFolder + standard transforms")
-    a("--mixing-root", help="folder of mixing pictures (e.g. `dali-ipmix fractals DIR`); needed by dali-ipmix")
+    a("--method", choices=tuple(METHODS), default="ipmix",
+      help="dali-ipmix: the augmentation, with its paper's setting for the preset (ipmix: IPMix; augmix: "
+           "AugMix, no mixing set; pixmix: PixMix)")
+    a("--mixing-root", help="folder of mixing pictures (e.g. `dali-ipmix fractals DIR`); needed by "
+                            "dali-ipmix with --method ipmix or pixmix")
     a("--mixing-cache", choices=("auto", "host", "device", "off"), default="auto",
       help="dali-ipmix: decode the mixing pictures once and keep them in memory (auto: in host memory "
            "up to 4 GiB decoded; host: any size; device: in GPU memory; off: decode one per sample)")
@@ -74,13 +80,26 @@ def add_common_args(parser: argparse.ArgumentParser, **defaults) -> argparse.Arg
 
 
 def _pipeline_summary(loader) -> str:
-    """``", IPMix backend B, mixing pictures cached (X MiB)"`` for a dali-ipmix loader, else ``""``."""
-    info = getattr(loader, "info", None)
-    if info is None or info.backend is None:
+    """``", IPMix backend B, mixing pictures cached (X MiB)"`` for a dali-ipmix loader (``", no mixing
+    set"`` for a method that reads none), else ``""``."""
+    source = getattr(loader, "source", None) or getattr(loader, "info", None)
+    if source is None or source.backend is None:
         return ""
-    cache = (f"cached ({info.mixing_cache_bytes / 2**20:.1f} MiB)" if info.mixing_cache_bytes
+    config = getattr(source, "config", None)
+    if config is not None and not config.needs_mixing:
+        return f", IPMix backend {source.backend}, no mixing set"
+    cache = (f"cached ({source.mixing_cache_bytes / 2**20:.1f} MiB)" if source.mixing_cache_bytes
              else "decoded per sample")
-    return f", IPMix backend {info.backend}, mixing pictures {cache}"
+    return f", IPMix backend {source.backend}, mixing pictures {cache}"
+
+
+#: --method -> the config class (``from_preset(preset, jsd=...)`` gives the paper's setting).
+METHODS = {"ipmix": IPMixConfig, "augmix": AugMixConfig, "pixmix": PixMixConfig}
+
+
+def method_config(args, preset: str):
+    """The config of ``--method`` for ``preset``, with ``--jsd``."""
+    return METHODS[args.method].from_preset(preset, jsd=args.jsd)
 
 
 #: --mixing-cache -> training_pipeline(mixing_cache=...)
@@ -150,8 +169,10 @@ def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, star
         return _torch_loaders(args, d, train_dir, val_dir, preset, size)
     from ..iterator import IPMixIterator
     from ..graphs import training_pipeline, validation_pipeline
-    if not args.mixing_root and not args.evaluate:
-        raise SystemExit("--loader dali-ipmix needs --mixing-root (a folder of mixing pictures)")
+    config = method_config(args, preset)
+    if not args.mixing_root and not args.evaluate and config.needs_mixing:
+        raise SystemExit(f"--loader dali-ipmix --method {args.method} needs --mixing-root (a folder of "
+                         "mixing pictures)")
     gpu = d.device.type == "cuda"
     if args.mixing_cache == "device" and not gpu:
         raise SystemExit("--mixing-cache device keeps the mixing pictures in GPU memory: it needs --device cuda")
@@ -175,8 +196,9 @@ def make_loaders(args, d: Dist, train_dir, val_dir, preset: str, size: int, star
     if args.evaluate:
         return None, val
     # start_epoch: a resumed run reads the samples an uninterrupted one reads in that epoch.
-    train = training_pipeline(**data("train", train_dir), mixing_root=args.mixing_root,
-                              config=IPMixConfig.from_preset(preset, jsd=args.jsd), start_epoch=start_epoch,
+    mixing_root = args.mixing_root if config.needs_mixing else None   # AugMix reads none
+    train = training_pipeline(**data("train", train_dir), mixing_root=mixing_root, config=config,
+                              start_epoch=start_epoch,
                               mixing_cache=MIXING_CACHE_CHOICES[args.mixing_cache], **common)
     return IPMixIterator(train, last_batch_policy="drop"), val
 
@@ -185,6 +207,9 @@ def _torch_loaders(args, d: Dist, train_dir, val_dir, preset, size):
     from torchvision import datasets, transforms as T
     if args.jsd:
         raise SystemExit("--jsd needs IPMix views: use --loader dali-ipmix")
+    if args.method != "ipmix":
+        raise SystemExit(f"--method {args.method} runs in the DALI pipeline: use --loader dali-ipmix "
+                         "(--loader pytorch applies no augmentation of the family)")
     recipe = get_preset(preset)
     norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     train_tf = T.Compose([*recipe.train_crop.torchvision(size), T.RandomHorizontalFlip(), *norm])
@@ -314,7 +339,8 @@ def run(args, build_model, train_dir, val_dir, preset: str, size: int, arrays=No
     _check_equal_lengths(d, train_loader)
     log(d, f"{preset}: {len(names)} classes{' (from memory)' if arrays is not None else ''}, {d.world} "
            f"process(es) on {d.device}, loader {args.loader}, "
-           f"jsd {args.jsd}, {len(train_loader)} steps/epoch of {args.batch_size} per process"
+           + (f"method {args.method}, " if args.loader == "dali-ipmix" else "")
+           + f"jsd {args.jsd}, {len(train_loader)} steps/epoch of {args.batch_size} per process"
            + _pipeline_summary(train_loader))
     if d.main:
         out.mkdir(parents=True, exist_ok=True)

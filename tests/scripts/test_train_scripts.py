@@ -101,6 +101,29 @@ def test_cifar_script_defaults_jsd_checkpoint_and_resume(tmp_path, data):
     assert [r["epoch"] for r in metrics(out)] == [0, 1]
 
 
+def test_cifar_script_augmix_needs_no_mixing_set(tmp_path):
+    folder, _ = make_cifar(tmp_path, "cifar-10", train=32, test=8)
+    out = tmp_path / "run"
+    log = run_script([SCRIPTS / "train_cifar.py", folder, "--method", "augmix", "--device", "cpu",
+                      "--arch", "wrn-10-1", "-b", "16", "-j", "1", "--epochs", "1", "--output", out])
+    assert "method augmix" in log and "jsd True" in log and "no mixing set" in log
+    args = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)["args"]
+    assert args["method"] == "augmix" and args["mixing_root"] is None
+    (row,) = metrics(out)
+    assert row["steps"] == 2 and np.isfinite(row["train_loss"])
+
+
+def test_imagenet_script_pixmix_authors_recipe(tmp_path, data):
+    """PixMix with its authors' recipe (cross-entropy on one view) from files, with a mixing set."""
+    out = tmp_path / "run"
+    log = run_script([SCRIPTS / "train_imagenet.py", data["inet"], "--method", "pixmix", "--no-jsd",
+                      "--mixing-root", data["mix"], "--device", "cpu", "--arch", "resnet18", "--size", "32",
+                      "-b", "8", "-j", "1", "--epochs", "1", "--max-steps", "1", "--output", out])
+    assert "method pixmix" in log and "jsd False" in log and "mixing pictures cached (" in log
+    (row,) = metrics(out)
+    assert row["step"] == 1 and np.isfinite(row["train_loss"])
+
+
 # ------------------------------------------------------------------------------------- torchrun
 def test_torchrun_two_cpu_ranks_seedless_disjoint_shards_and_exact_validation(tmp_path, data):
     """No --seed (as pytorch/examples' default): each rank seeds its augmentation at random, yet the
@@ -151,6 +174,10 @@ def test_bad_arguments_stop_with_a_message(tmp_path, data):
     base = ["--device", "cpu", "--output", tmp_path / "o"]
     assert "DATA/train" in _main("train_imagenet", [tmp_path / "nope", *base])
     assert "needs --mixing-root" in _main("train_imagenet", [data["inet"], "--arch", "resnet18", *base])
+    assert "--method pixmix needs --mixing-root" in _main("train_imagenet", [data["inet"], "--arch", "resnet18",
+                                                                              "--method", "pixmix", *base])
+    assert "use --loader dali-ipmix" in _main("train_imagenet", [data["inet"], "--loader", "pytorch", "--method",
+                                                                 "augmix", "--arch", "resnet18", *base])
     assert "needs --device cuda" in _main("train_imagenet", [data["inet"], "--arch", "resnet18", "--mixing-root",
                                                              data["mix"], "--mixing-cache", "device", *base])
     assert "dali-ipmix" in _main("train_imagenet", [data["inet"], "--loader", "pytorch", "--jsd", "--arch",
