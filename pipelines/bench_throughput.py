@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Loader throughput, side by side in one run on the same data: plain DALI vs dali-ipmix vs the paper's
-per-image PIL loader. ``--preset imagenet`` (default): JPEG files, random-resized-crop + flip, mixing
+per-image PIL loader, for IPMix and (``--methods``) AugMix and PixMix. ``--preset imagenet`` (default): JPEG files, random-resized-crop + flip, mixing
 picture resize 256/224 + crop, 224 px. ``--preset cifar``: the CIFAR row set, samples in memory (see
 below), pad-4 random crop + flip, mixing picture resize 36/32 + crop, 32 px.
 
@@ -20,6 +20,14 @@ Rows (``--rows``, comma-separated; default all):
                 RandomResizedCrop + flip, mixing picture Resize + RandomCrop, dali_ipmix.reference.
                 ipmix_reference per view, to tensor + normalise
 
+Methods (``--methods``, comma-separated from ipmix,augmix,pixmix; default ipmix): every ipmix-* and
+pil row runs once per method, with the method's paper setting for the preset (``IPMixConfig`` /
+``AugMixConfig`` / ``PixMixConfig.from_preset``). IPMix rows keep the names above; the others are named
+after their method: ``augmix-native-cpu-jsd``, ``pixmix-gpu``, ..., and ``augmix-pil-jsd`` /
+``pixmix-pil``, the per-image loader running the port of the authors' per-image code
+(``dali_ipmix.reference.augmix_reference`` / ``pixmix_reference``; AugMix reads no mixing picture, in
+the pipeline as in the loader). The plain DALI rows run once.
+
 CIFAR row set (``--preset cifar``): every row reads the same samples in memory (uint8 (N, 32, 32, 3)):
 the CIFAR pickle folder ``--data`` (``cifar-10-batches-py`` / ``cifar-100-python``, its training split,
 read as ``train_cifar.py`` reads it), else ``--cifar-count`` generated CIFAR-like images (default
@@ -36,7 +44,7 @@ The IPMix rows come as ``-jsd`` (clean + 2 views per sample) and/or plain (1 vie
 Units: ``samples/s`` = JPEGs consumed per second (one sample = one training example; in JSD mode its
 clean image and two views); ``images/s`` = output images per second (3 x samples/s in JSD mode). Ratios
 (``x dali-gpu``, ``x dali-cpu``, ``x pil``) divide samples/s, the rate a training loop sees, by that of
-the plain DALI GPU / CPU row and of the PIL row with the same JSD mode.
+the plain DALI GPU / CPU row and of the PIL row of the same method with the same JSD mode.
 
 Timing: wall clock around ``--batches`` whole batches after warm-up batches (``--warmup``; GPU rows
 ``--gpu-warmup``, since CuPy compiles its kernels in the first batches), with torch.cuda.synchronize()
@@ -51,6 +59,7 @@ others still run.
     python pipelines/bench_throughput.py --data train/ --mixing fractals/ --jsd on --json out.json
     python pipelines/bench_throughput.py --rows dali-gpu,ipmix-gpu,pil --cpu-batch-size 256 --workers 16
     python pipelines/bench_throughput.py --preset cifar --batch-size 128 --cpu-batch-size 128   # CIFAR rows
+    python pipelines/bench_throughput.py --rows dali-cpu,ipmix-native-cpu,pil --jsd on --methods ipmix,augmix,pixmix
 
 Generated data (no ``--data``): ``--gen-count`` JPEGs of about ``--gen-size`` (default 400x350, about
 100 KB each at quality 95: scikit-image sample photos, random crops, plus film-grain noise so they
@@ -76,6 +85,26 @@ from dali_ipmix._scripts.benchdata import (NpyImages, PILIPMixDataset, add_data_
 ROW_KINDS = ("dali-gpu", "ipmix-native-gpu", "ipmix-gpu", "dali-cpu", "ipmix-native-cpu", "ipmix-cpu",
              "pil")
 PRESET_NAMES = ("imagenet", "cifar")
+METHODS = ("ipmix", "augmix", "pixmix")
+
+
+def method_config(method, preset, jsd):
+    """The paper setting of ``method`` for ``preset``, with ``jsd``."""
+    from dali_ipmix.config import AugMixConfig, IPMixConfig, PixMixConfig
+    classes = {"ipmix": IPMixConfig, "augmix": AugMixConfig, "pixmix": PixMixConfig}
+    return classes[method].from_preset(preset, jsd=jsd)
+
+
+def row_name(kind, method, jsd):
+    """``kind`` with the method in it (IPMix and the plain rows keep theirs), ``-jsd`` in JSD mode:
+    ``augmix-native-cpu-jsd``, ``pixmix-pil``, ``ipmix-cpu``, ``dali-cpu``."""
+    if method is None or method == "ipmix":
+        base = kind
+    elif kind == "pil":
+        base = f"{method}-pil"
+    else:
+        base = method + kind[len("ipmix"):]
+    return base + ("-jsd" if jsd else "")
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -92,7 +121,8 @@ def describe_data(files):
 
 # ----------------------------------------------------------------------------------------- rows
 def plan_rows(args):
-    """The rows to run, in table order: dicts with name, kind, device, jsd, batch."""
+    """The rows to run, in table order: dicts with name, kind, method (None for plain DALI), device,
+    jsd, batch."""
     jsd_modes = {"on": (True,), "off": (False,), "both": (True, False)}[args.jsd]
     rows = []
     for kind in ROW_KINDS:
@@ -100,11 +130,11 @@ def plan_rows(args):
             continue
         device = "gpu" if kind.endswith("-gpu") else "cpu"
         batch = args.batch_size if device == "gpu" else args.cpu_batch_size
-        modes = (False,) if kind.startswith("dali") else jsd_modes
-        for jsd in modes:
-            name = kind + ("-jsd" if jsd else "")
-            rows.append(dict(name=name, kind=kind, device=device, jsd=jsd, batch=batch,
-                             status="pending"))
+        plain = kind.startswith("dali")
+        for method in (None,) if plain else args.methods:
+            for jsd in (False,) if plain else jsd_modes:
+                rows.append(dict(name=row_name(kind, method, jsd), kind=kind, method=method, device=device,
+                                 jsd=jsd, batch=batch, status="pending"))
     return rows
 
 
@@ -142,11 +172,10 @@ def run_plain_dali(row, ctx):
 
 
 def run_ipmix(row, ctx):
-    from dali_ipmix import IPMixConfig
     from dali_ipmix.iterator import IPMixIterator
     from dali_ipmix.graphs import training_pipeline
     backend = "native" if row["kind"].startswith("ipmix-native") else "python"
-    pipe = _ipmix_pipeline(row, ctx, IPMixConfig, training_pipeline, backend)
+    pipe = _ipmix_pipeline(row, ctx, training_pipeline, backend)
     it = IPMixIterator(pipe, last_batch_policy="fill")
     try:
         return _measure_iterator(row, ctx, endless(it, lambda out: out[1].shape[0]))
@@ -154,14 +183,14 @@ def run_ipmix(row, ctx):
         del it, pipe
 
 
-def _ipmix_pipeline(row, ctx, IPMixConfig, training_pipeline, backend):
+def _ipmix_pipeline(row, ctx, training_pipeline, backend):
     preset = ctx["preset"]
     data = dict(images=ctx["images"], labels=ctx["labels"]) if preset == "cifar" else \
         dict(file_root=ctx["data_root"])
-    return training_pipeline(**data, mixing_root=ctx["mixing_root"], batch_size=row["batch"],
-                             preset=preset, size=ctx["size"],
-                             config=IPMixConfig.from_preset(preset, jsd=row["jsd"]), device=row["device"],
-                             num_threads=ctx["threads"], seed=0, backend=backend)
+    config = method_config(row["method"], preset, row["jsd"])
+    return training_pipeline(**data, mixing_root=ctx["mixing_root"] if config.needs_mixing else None,
+                             batch_size=row["batch"], preset=preset, size=ctx["size"], config=config,
+                             device=row["device"], num_threads=ctx["threads"], seed=0, backend=backend)
 
 
 def _measure_iterator(row, ctx, next_batch):
@@ -175,7 +204,6 @@ def _measure_iterator(row, ctx, next_batch):
 
 def run_pil(row, ctx):
     from torch.utils.data import DataLoader, RandomSampler
-    from dali_ipmix import IPMixConfig
     from dali_ipmix.files import list_mixing_images
     workers = ctx["workers"]
     # Every worker must have delivered a batch before timing starts, and the timed batches must be a
@@ -185,8 +213,8 @@ def run_pil(row, ctx):
     batches = -(-ctx["batches"] // per_round) * per_round
     if batches != ctx["batches"]:
         log(f"{row['name']}: timing {batches} batches (a multiple of {per_round} workers)")
-    mixing = list_mixing_images(ctx["mixing_root"], validate="none")
-    config = IPMixConfig.from_preset(ctx["preset"], jsd=row["jsd"])
+    config = method_config(row["method"], ctx["preset"], row["jsd"])
+    mixing = list_mixing_images(ctx["mixing_root"], validate="none") if config.needs_mixing else []
     if ctx["preset"] == "cifar":   # the workers map the arrays from the .npy copy: no pickled copy each
         ds = PILIPMixDataset(None, ctx["labels"], mixing, ctx["size"], config, "cifar",
                              images=NpyImages(ctx["npy_path"]))
@@ -235,7 +263,7 @@ def add_ratios(rows):
     rate = {r["name"]: r.get("samples_per_s") for r in rows if r["status"] == "ok"}
     for r in rows:
         own = r.get("samples_per_s")
-        pil = "pil-jsd" if r["jsd"] else "pil"
+        pil = row_name("pil", r.get("method"), r["jsd"])
         for col, base in (("x_dali_gpu", "dali-gpu"), ("x_dali_cpu", "dali-cpu"), ("x_pil", pil)):
             r[col] = own / rate[base] if own and rate.get(base) else None
 
@@ -264,7 +292,7 @@ def targets(rows, preset="imagenet"):
 
 def format_table(rows):
     """The table as text: one line per row, numbers in samples/s, images/s and ratios."""
-    cols = [("row", 20), ("device", 6), ("jsd", 4), ("batch", 5), ("samples/s", 10), ("images/s", 10),
+    cols = [("row", 21), ("device", 6), ("jsd", 4), ("batch", 5), ("samples/s", 10), ("images/s", 10),
             ("x dali-gpu", 10), ("x dali-cpu", 10), ("x pil", 8)]
     return text_table(cols, rows, lambda r, num: [
         r["name"], r["device"], "on" if r["jsd"] else "off", str(r["batch"]), num("samples_per_s", 1),
@@ -283,6 +311,9 @@ def build_parser():
     a = ap.add_argument
     a("--rows", type=list_arg(ROW_KINDS, "row(s) "), default=list(ROW_KINDS), help=f"comma-separated, from {','.join(ROW_KINDS)}")
     a("--jsd", choices=("on", "off", "both"), default="both", help="IPMix/PIL rows with JSD on, off or both")
+    a("--methods", type=list_arg(METHODS, "method(s) "), default=["ipmix"],
+      help=f"comma-separated, from {','.join(METHODS)}: the ipmix-* and pil rows run once per method "
+           "(default ipmix)")
     a("--batch-size", type=int, default=256, help="samples per batch on the GPU rows (default 256)")
     a("--cpu-batch-size", type=int, default=32,
       help="samples per batch on the CPU rows, DALI CPU and PIL (default 32: CPU IPMix runs at tens of "

@@ -7,7 +7,8 @@ photos) in :data:`GEN_CLASSES` class folders; no ``--mixing``: ``--gen-mixing-co
 are made once into ``--cache-dir`` and reused. The CIFAR rows take samples in memory instead
 (:func:`memory_samples`: a CIFAR pickle folder, or generated CIFAR-like arrays) and have a plain DALI
 baseline of their own (:func:`plain_memory_pipeline`). :class:`PILIPMixDataset` is the paper's
-per-image loader every benchmark compares against.
+per-image loader every benchmark compares against (for AugMix and PixMix: the ports of their authors'
+per-image code, :mod:`dali_ipmix.reference`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..photos import sample_photo
 __all__ = ["GEN_CLASSES", "GEN_NOISE", "CIFAR_CLASSES", "log", "make_jpeg_set", "prepare_data",
            "prepare_mixing", "add_data_args", "environment", "endless", "timed_batches",
            "plain_dali_pipeline", "cifar_like_arrays", "memory_samples", "NpyImages",
-           "plain_memory_pipeline", "PILIPMixDataset", "versions", "error_note", "check_floors", "run_guarded", "finish_row", "text_table", "dump_json", "list_arg"]
+           "plain_memory_pipeline", "PILIPMixDataset", "reference_view", "versions", "error_note", "check_floors", "run_guarded", "finish_row", "text_table", "dump_json", "list_arg"]
 
 GEN_CLASSES = 4
 GEN_NOISE = 15.0        # grey levels (std) of the added grain: brings 400x350 q95 JPEGs to ~100 KB
@@ -311,12 +312,25 @@ def finish_row(row, samples, seconds, **extra):
 MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 
 
+def reference_view(method):
+    """The per-image PIL function of ``method`` (a config's ``method``): ``view(image, mixing, config,
+    rng)`` -> float32 HWC 0..255 (:mod:`dali_ipmix.reference`)."""
+    from .. import reference
+    views = {"ipmix": reference.ipmix_reference, "augmix": reference.augmix_reference,
+             "pixmix": reference.pixmix_reference}
+    if method not in views:
+        raise ValueError(f"method={method!r} has no per-image reference: choose one of {tuple(views)}")
+    return views[method]
+
+
 class PILIPMixDataset:
     """The paper's loader, per image: PIL decode, the preset's training crop (ImageNet:
     RandomResizedCrop(size); CIFAR: RandomCrop(size, padding=4)) + flip, a random mixing picture
-    Resize(the preset's mixing side: size * 256/224, CIFAR 36/32) + RandomCrop(size), IPMix views with
-    the per-image PIL reference, then CHW float32 normalised with the ImageNet mean/std. Item:
-    ``(image or (clean, v1, v2), label)``.
+    Resize(the preset's mixing side: size * 256/224, CIFAR 36/32) + RandomCrop(size), the views of the
+    config's method with its per-image PIL reference (IPMix: ``ipmix_reference``; AugMix and PixMix:
+    the ports of their authors' per-image code, ``augmix_reference`` / ``pixmix_reference``; AugMix
+    reads no mixing picture, as its authors' loader), then CHW float32 normalised with the ImageNet
+    mean/std. Item: ``(image or (clean, v1, v2), label)``.
 
     ``files``: the JPEGs; or ``images``: samples in memory (a uint8 (N, H, W, 3) array, or an
     :class:`NpyImages` that each worker maps from disk) instead, ``files`` None. A map-style torch
@@ -353,20 +367,21 @@ class PILIPMixDataset:
 
     def __getitem__(self, i):
         from PIL import Image
-        from ..reference import ipmix_reference
+        view = reference_view(getattr(self.config, "method", "ipmix"))
         rng = self._generator()
         if self.files is None:
             image = np.asarray(self.crop(Image.fromarray(np.asarray(self.images[i]))))
         else:
             with Image.open(self.files[i]) as im:
                 image = np.asarray(self.crop(im.convert("RGB")))
-        with Image.open(self.mixing_files[rng.integers(len(self.mixing_files))]) as im:
-            mixing = np.asarray(self.mix(im.convert("RGB")))
+        mixing = None
+        if getattr(self.config, "needs_mixing", True):
+            with Image.open(self.mixing_files[rng.integers(len(self.mixing_files))]) as im:
+                mixing = np.asarray(self.mix(im.convert("RGB")))
         if self.config.jsd:
-            views = (image, ipmix_reference(image, mixing, self.config, rng),
-                     ipmix_reference(image, mixing, self.config, rng))
+            views = (image, view(image, mixing, self.config, rng), view(image, mixing, self.config, rng))
             return tuple(self._to_tensor(v) for v in views), self.labels[i]
-        return self._to_tensor(ipmix_reference(image, mixing, self.config, rng)), self.labels[i]
+        return self._to_tensor(view(image, mixing, self.config, rng)), self.labels[i]
 
 
 # ------------------------------------------------------------------------- samples in memory (CIFAR)

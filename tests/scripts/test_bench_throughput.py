@@ -63,9 +63,39 @@ def test_gpu_rows_skipped_and_said(table):
     assert not [t for t in data["targets"] if "-gpu" in t]
 
 
+def test_augmix_and_pixmix_rows(tmp_path):
+    """--methods: the ipmix-* and pil rows once per method (AugMix reads no mixing picture), beside
+    one plain DALI row; x pil divides by the same method's per-image loader."""
+    out = tmp_path / "family.json"
+    proc, log = run_script(["pipelines/bench_throughput.py", *TINY, "--cache-dir", tmp_path / "cache",
+                            "--rows", "dali-cpu,ipmix-native-cpu,ipmix-cpu,pil", "--jsd", "on",
+                            "--methods", "augmix,pixmix", "--cpu-batch-size", "8", "--batches", "1",
+                            "--warmup", "1", "--workers", "1", "--json", out], timeout=240)
+    assert proc.returncode == 0, log[-6000:]
+    data = json.loads(out.read_text())
+    assert data["meta"]["methods"] == ["augmix", "pixmix"]
+    rows = {r["name"]: r for r in data["rows"]}
+    assert sorted(rows) == sorted(["dali-cpu"] + [f"{m}-{k}-jsd" for m in ("augmix", "pixmix")
+                                                  for k in ("native-cpu", "cpu", "pil")])
+    from dali_ipmix import native
+    for name, r in rows.items():
+        if "native" in name and not native.available():
+            assert r["status"] == "skipped", r
+            continue
+        assert r["status"] == "ok" and r["samples_per_s"] > 0, r
+        assert r["method"] == (None if name == "dali-cpu" else name.split("-")[0])
+    for m in ("augmix", "pixmix"):
+        assert rows[f"{m}-pil-jsd"]["x_pil"] == pytest.approx(1.0)
+        assert rows[f"{m}-cpu-jsd"]["x_pil"] == pytest.approx(
+            rows[f"{m}-cpu-jsd"]["samples_per_s"] / rows[f"{m}-pil-jsd"]["samples_per_s"])
+    assert "augmix-native-cpu-jsd" in log and "pixmix-pil-jsd" in log
+
+
 def test_rows_option_and_bad_row(tmp_path):
     proc, log = run_script(["pipelines/bench_throughput.py", "--rows", "dali-cpu,nope"])
     assert proc.returncode == 2 and "unknown row" in log
+    proc, log = run_script(["pipelines/bench_throughput.py", "--methods", "ipmix,cutmix"])
+    assert proc.returncode == 2 and "unknown method(s) ['cutmix']" in log
 
 
 def test_memory_check_cpu_mode(tmp_path):
