@@ -82,10 +82,10 @@ def add_common_args(parser: argparse.ArgumentParser, **defaults) -> argparse.Arg
 def _pipeline_summary(loader) -> str:
     """``", IPMix backend B, mixing pictures cached (X MiB)"`` for a dali-ipmix loader (``", no mixing
     set"`` for a method that reads none), else ``""``."""
-    source = getattr(loader, "source", None) or getattr(loader, "info", None)
+    source = getattr(loader, "source", None)   # an IPMixIterator's PipelineSource
     if source is None or source.backend is None:
         return ""
-    config = getattr(source, "config", None)
+    config = source.config
     if config is not None and not config.needs_mixing:
         return f", IPMix backend {source.backend}, no mixing set"
     cache = (f"cached ({source.mixing_cache_bytes / 2**20:.1f} MiB)" if source.mixing_cache_bytes
