@@ -28,11 +28,11 @@
 # step names: run these alone, e.g. "throughput_cifar training"), PROFILE_VARIANTS (the
 # profile's rows: plain,plain-fused,cached,full-decode,prefetch3,unfused,device,per-sample,k1t0,ceiling,ceiling1,
 # nojsd,read-feed,read-reader; see gpu_profile.py), TRAIN_STEPS (50: timed steps per end-to-end row, after
-# 20 warm-up), TRAIN_BATCH (128), CIFAR_ARGS / TRAIN_ARGS (extra arguments appended to the CIFAR
-# throughput / end-to-end commands; later ones win, e.g. TRAIN_ARGS="--models wrn-40-4").
-# Steps: cupy bench_core host_profile throughput throughput_cifar profile training memory.
-# Writes 7 files to OUT_DIR (the device tool returns at most 8, so a caller may add its own one):
-# steps.log (every step's output, in order), bench_core.json, throughput.json, throughput_cifar.json,
+# 20 warm-up), TRAIN_BATCH (128), CIFAR_ARGS / TRAIN_ARGS / FAMILY_ARGS (extra arguments appended to the CIFAR
+# throughput / end-to-end / AugMix-PixMix throughput commands; later ones win, e.g. TRAIN_ARGS="--models wrn-40-4").
+# Steps: cupy bench_core host_profile throughput throughput_cifar profile training throughput_family memory.
+# Writes 8 files to OUT_DIR (the most the device tool returns):
+# steps.log (every step's output, in order), bench_core.json, throughput.json, throughput_cifar.json, throughput_family.json,
 # training.json, memory.json, summary.txt.
 #
 # CPU dry run of the new steps (no GPU: GPU rows skipped, the tiny model, a few steps):
@@ -54,6 +54,7 @@ TRAIN_STEPS=${TRAIN_STEPS:-50}
 TRAIN_BATCH=${TRAIN_BATCH:-128}
 read -ra CIFAR_EXTRA <<< "${CIFAR_ARGS:-}"
 read -ra TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
+read -ra FAMILY_EXTRA <<< "${FAMILY_ARGS:-}"
 CACHE=${CACHE:-/tmp/dali-ipmix-bench}   # generated JPEGs/fractals: outside OUT_DIR, never sent back
 LOGS=$(mktemp -d)                       # one log per step, for the summary; all of them go to steps.log
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -136,6 +137,12 @@ step profile 200 "$PY" pipelines/gpu_profile.py --data "$(ls -d "$CACHE"/jpeg_* 
 # python) and the PIL loader; samples/s and the fraction of the ceiling.
 step training 300 "$PY" pipelines/bench_training.py --steps "$TRAIN_STEPS" --warmup 20 --batch-size "$TRAIN_BATCH" \
   --workers "$WORKERS" --plain-decode "$PLAIN_DECODE" --cache-dir "$CACHE" --json "$D/training.json" ${TRAIN_EXTRA[@]+"${TRAIN_EXTRA[@]}"}
+# The mixing family (issue 22): AugMix and PixMix (their ImageNet paper settings, JSD) beside plain DALI and
+# the per-image loaders running the ports of the authors' code, on the ImageNet data generated above.
+step throughput_family 150 "$PY" pipelines/bench_throughput.py --methods augmix,pixmix \
+  --rows dali-gpu,ipmix-native-gpu,ipmix-gpu,pil --jsd on --batch-size 256 --cpu-batch-size 256 --size 224 \
+  --workers "$WORKERS" --batches "$BENCH_BATCHES" --gpu-warmup 60 --plain-decode "$PLAIN_DECODE" \
+  --cache-dir "$CACHE" --json "$D/throughput_family.json" ${FAMILY_EXTRA[@]+"${FAMILY_EXTRA[@]}"}
 mem_s=$(( $(left) - 60 )); [ "$mem_s" -gt "$MEM_MAX_S" ] && mem_s=$MEM_MAX_S
 step memory $((mem_s + 50)) "$PY" pipelines/gpu_memory_check.py --batches "$MEM_BATCHES" \
   --max-seconds "$((mem_s > 10 ? mem_s : 10))" --threads "$WORKERS" --cache-dir "$CACHE" --json "$D/memory.json"
@@ -167,7 +174,8 @@ if core:
         + (f" cuda {r['cuda_img_s']:.0f} cupy-arrays {r['cupy_arrays_img_s']:.0f}" if "cuda_img_s" in r else "")
         + f" pil {r['pil_img_s']:.0f} img/s" for r in core)
 tp, tc, tr = load("throughput.json"), load("throughput_cifar.json"), load("training.json")
-for key, table in (("throughput", tp), ("throughput_cifar", tc)):
+tf = load("throughput_family.json")
+for key, table in (("throughput", tp), ("throughput_cifar", tc), ("throughput_family", tf)):
     if table:
         result[key] = "; ".join(
             f"{r['name']} {r['samples_per_s']:.0f}/s" if r["status"] == "ok" else f"{r['name']} {r['status']}"
@@ -176,14 +184,15 @@ if tr:
     result["training"] = "; ".join(
         f"{r['model']} {r['name']} {r['samples_per_s']:.0f}/s" if r["status"] == "ok"
         else f"{r['model']} {r['name']} {r['status']}" for r in tr["rows"])
-gpu = next((t["meta"]["gpu"] for t in (tp, tc, tr) if t and t["meta"].get("gpu")), None)
+gpu = next((t["meta"]["gpu"] for t in (tp, tc, tr, tf) if t and t["meta"].get("gpu")), None)
 print("\n== summary (" + (gpu or "GPU ?") + ") ==")
 print(f"{'step':<16s} {'rc':>7s} {'s':>5s}  result")
 for line in open(os.path.join(logs, ".steps")).read().split("\n"):
     if line:
         name, rc, secs = line.split("|")
         print(f"{name:<16s} {rc:>7s} {secs:>5s}  {result.get(name, '')}")
-for title, table in (("throughput table, ImageNet preset", tp), ("throughput table, CIFAR preset", tc)):
+for title, table in (("throughput table, ImageNet preset", tp), ("throughput table, CIFAR preset", tc),
+                     ("throughput table, AugMix and PixMix, ImageNet preset", tf)):
     if not table:
         continue
     print(title + " (samples/s; JSD sample = clean + 2 views):")
