@@ -322,11 +322,19 @@ def _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp, warp):
     rect_h, rect_w = field(plan.rect_h), field(plan.rect_w)
     wa, wb, p, keys = field(plan.wa), field(plan.wb), field(plan.p), field(plan.mask_key)
 
-    sources = mixing if augmented is None else xp.concatenate([mixing, augmented])
+    whole = (rect_h == chains.shape[1]) & (rect_w == chains.shape[2])
+    sources = None   # the mixing pictures with A(x) behind them, for windows
 
     for s in np.unique(size):
         for o in np.unique(op[size == s]):
             sel = np.flatnonzero((size == s) & (op == o))
+            if whole[sel].all():   # whole-image patches (PixMix's): rows, no window to gather
+                dst = xp.asarray(rows[sel])
+                b = _whole_sources(mixing, augmented, source_of[sel], xp)
+                chains[dst] = pixel_mix(PIXEL_OPS[o], chains[dst], b, wa[sel], wb[sel], p[sel], keys[sel])
+                continue
+            if sources is None:
+                sources = mixing if augmented is None else xp.concatenate([mixing, augmented])
             # The group's window: its rectangles' largest height and width from each corner (at most
             # s x s; a whole-image patch is H x W).
             gh, gw = int(rect_h[sel].max()), int(rect_w[sel].max())
@@ -342,6 +350,19 @@ def _patch_step(chains, images, mixing, plan, rows, j, sample_of, xp, warp):
             chains[(dst,) + win] = xp.where(inside[..., None], mixed, a)
 
 
+def _whole_sources(mixing, augmented, source_of, xp):
+    """The source images ``source_of`` (host indices into the mixing pictures, then into
+    ``augmented`` past them), gathered without stacking the two."""
+    n = mixing.shape[0]
+    from_mixing = source_of < n
+    if from_mixing.all():
+        return mixing[xp.asarray(source_of)]
+    out = xp.empty((source_of.size,) + mixing.shape[1:], mixing.dtype)
+    out[xp.asarray(np.flatnonzero(from_mixing))] = mixing[xp.asarray(source_of[from_mixing])]
+    out[xp.asarray(np.flatnonzero(~from_mixing))] = augmented[xp.asarray(source_of[~from_mixing] - n)]
+    return out
+
+
 def pixel_mix(op, a, b, wa, wb, p, keys):
     """One pixel-level op on windows ``a`` (the chain) and ``b`` (the source), (M, S, S, 3) uint8.
 
@@ -349,20 +370,32 @@ def pixel_mix(op, a, b, wa, wb, p, keys):
     ``p`` (float) and ``keys`` (uint32) are host arrays of shape (M,).
     """
     xp = array_module(a)
-    fa = a.astype(xp.float32) / 255
-    fb = b.astype(xp.float32) / 255
-    per = lambda v: xp.asarray(v, dtype=xp.float32).reshape(-1, 1, 1, 1)  # noqa: E731
-    if op == "add":
-        out = (per(wa) * (2 * fa - 1) + per(wb) * (2 * fb - 1) + 1) / 2
-    elif op == "multiply":
-        out = (2 * fa) ** per(wa) * xp.maximum(2 * fb, xp.float32(1e-37)) ** per(wb) / 2
+    if op in ("add", "multiply"):
+        # Each term depends on one uint8 value and the sample's weight: a 256-entry table per sample
+        # (the same float32 expression for every value), looked up per pixel, instead of the
+        # expression on every pixel.
+        w = lambda v: xp.asarray(v, dtype=xp.float32).reshape(-1, 1)  # noqa: E731
+        v = xp.arange(256, dtype=xp.float32)[None, :] / 255
+        if op == "add":
+            ta, tb = w(wa) * (2 * v - 1), w(wb) * (2 * v - 1)
+            out = (_lookup(ta, a, xp) + _lookup(tb, b, xp) + 1) / 2
+        else:
+            ta, tb = (2 * v) ** w(wa), xp.maximum(2 * v, xp.float32(1e-37)) ** w(wb)
+            out = _lookup(ta, a, xp) * _lookup(tb, b, xp) / 2
     elif op in ("random_pixels", "random_elems"):
         channels = 1 if op == "random_pixels" else 3
+        per = xp.asarray(p, dtype=xp.float32).reshape(-1, 1, 1, 1)
         noise = mask_noise(xp.asarray(keys, dtype=xp.uint32), a.shape[1], a.shape[2], channels, xp)
-        out = xp.where(noise < per(p), fa, fb)
+        out = xp.where(noise < per, a.astype(xp.float32) / 255, b.astype(xp.float32) / 255)
     else:
         raise ValueError(f"unknown pixel-level op {op!r}; allowed: {PIXEL_OPS}")
     return to_uint8(out, xp)
+
+
+def _lookup(table, values, xp):
+    """``table[m, values[m, ...]]``: (M, 256) float32 per-sample tables indexed by (M, ...) uint8."""
+    flat = values.reshape(values.shape[0], -1).astype(xp.intp)
+    return xp.take_along_axis(table, flat, axis=1).reshape(values.shape)
 
 
 def to_uint8(values, xp):
