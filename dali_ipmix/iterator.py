@@ -25,8 +25,7 @@ import math
 import signal
 import threading
 import warnings
-import weakref
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 from .extras import require
 

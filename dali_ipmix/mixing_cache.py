@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import sys
 import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
