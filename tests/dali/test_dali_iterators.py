@@ -262,7 +262,7 @@ def test_a_real_ctrl_c_inside_dali_is_held_until_the_batch_is_done(monkeypatch, 
 
     def batch(info):
         out = real(info)   # the batch is computed; DALI is in the middle of its run
-        if (info.epoch_idx, info.iteration) == (0, 3) and not sent:
+        if info.iteration == 3 and not sent:   # in the first epoch, whatever DALI numbers it
             sent.append(info)
             signal.raise_signal(signal.SIGINT)
         return out
