@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--per-class", type=_positive, default=48, help="images per class (default 48)")
     demo.add_argument("--threads", type=_positive, default=None, help="DALI CPU threads")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--method", choices=("ipmix", "augmix", "pixmix"), default="ipmix",
+                      help="the augmentation (default ipmix; augmix needs no mixing set)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -60,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .demo import run_demo
             run_demo(args.out, device=args.device, size=args.size, steps=args.steps,
                      batch_size=args.batch_size, per_class=args.per_class, seed=args.seed,
-                     num_threads=args.threads, progress=not args.quiet)
+                     num_threads=args.threads, progress=not args.quiet, method=args.method)
     except (ValueError, OSError, ImportError, RuntimeError) as err:
         print(f"dali-ipmix {args.command}: error: {err}", file=sys.stderr)
         return 1

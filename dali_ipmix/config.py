@@ -418,6 +418,19 @@ class PixMixConfig(MixConfig):
                       source_from_image=True, op_names=self.op_names)
 
 
+#: The config class of each method, by ``MixConfig.method``.
+METHODS: Mapping[str, type] = types.MappingProxyType(
+    {cls.method: cls for cls in (IPMixConfig, AugMixConfig, PixMixConfig)})
+
+
+def method_config(method: str, preset: str, **overrides) -> MixConfig:
+    """The paper's setting of ``method`` (``"ipmix"``, ``"augmix"``, ``"pixmix"``) for ``preset``,
+    with ``overrides`` (e.g. ``jsd=False``); a ValueError naming the known methods otherwise."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is invalid: choose one of {tuple(METHODS)}")
+    return METHODS[method].from_preset(preset, **overrides)
+
+
 def _patch_sizes_for(patch_sizes, whole_image_patch, height, width) -> Tuple[int, ...]:
     side = min(int(height), int(width))
     sizes = {s for s in patch_sizes if s <= side}

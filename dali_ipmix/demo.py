@@ -1,7 +1,8 @@
-"""The end-to-end demo: a small labelled photo set, a fractal mixing set, the IPMix pipeline, a preview
-grid and a few training steps of a small CNN through :class:`IPMixIterator`.
+"""The end-to-end demo: a small labelled photo set, a fractal mixing set, the IPMix pipeline (or
+AugMix's, PixMix's: ``--method``), a preview grid and a few training steps of a small CNN through
+:class:`IPMixIterator`.
 
-    dali-ipmix demo [--out out/demo] [--device cpu|gpu] [--size 128] [--steps 60]
+    dali-ipmix demo [--out out/demo] [--device cpu|gpu] [--size 128] [--steps 60] [--method ipmix]
 
 Writes under ``OUT``: ``demo_data/{train,val,fractals}`` (the generated data), ``preview.png`` (rows:
 clean, view 1, view 2 of the first samples of a batch) and ``summary.json`` (the printed numbers).
@@ -19,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from .config import method_config
 from .constants import IMAGENET_MEAN, IMAGENET_STD, SAMPLE_PHOTOS
 from .fractals import write_fractal_set
 from .iterator import IPMixIterator
@@ -105,7 +107,7 @@ def _prepare_dirs(out_dir):
 def run_demo(out_dir: str = "out/demo", *, device: Optional[str] = None, size: int = 128,
              per_class: int = 48, n_fractals: int = 64, batch_size: int = 16, steps: int = 60,
              seed: int = 0, num_threads: Optional[int] = None, progress: bool = True,
-             log=print) -> dict:
+             method: str = "ipmix", log=print) -> dict:
     """Runs the demo (see the module docstring); returns the summary it prints and saves.
 
     Args:
@@ -116,6 +118,8 @@ def run_demo(out_dir: str = "out/demo", *, device: Optional[str] = None, size: i
         n_fractals: pictures in the generated mixing set.
         batch_size, steps: training batches of ``batch_size`` samples (each sample in 3 views).
         seed: seeds data generation, pipeline and model.
+        method: ``"ipmix"`` (default), ``"augmix"`` (no mixing set is made) or ``"pixmix"``: the
+            method's ImageNet paper setting (:func:`dali_ipmix.config.method_config`), JSD views.
     """
     import torch
     from tqdm import tqdm
@@ -123,6 +127,7 @@ def run_demo(out_dir: str = "out/demo", *, device: Optional[str] = None, size: i
     if per_class * len(PHOTOS) < batch_size or steps < 1:
         raise ValueError(f"need per_class * {len(PHOTOS)} >= batch_size and steps >= 1, got "
                          f"per_class={per_class}, batch_size={batch_size}, steps={steps}")
+    config = method_config(method, "imagenet")
     t_start = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     data_dir = _prepare_dirs(out_dir)
@@ -130,20 +135,25 @@ def run_demo(out_dir: str = "out/demo", *, device: Optional[str] = None, size: i
     log(f"[1/5] photo data set: {len(PHOTOS)} classes x {per_class} images -> {train_dir}")
     make_photo_dataset(train_dir, per_class, size, seed)
     make_photo_dataset(val_dir, max(2, per_class // 4), size, seed + 1)
-    log(f"[2/5] fractal mixing set: {n_fractals} pictures -> {mix_dir}")
-    # At the preset's mixing side, so the pipeline crops them without a resize.
-    write_fractal_set(mix_dir, n_fractals, size=max(8, get_preset("imagenet").mixing_side(size)), seed=seed,
-                      progress=progress)
+    if config.needs_mixing:
+        log(f"[2/5] fractal mixing set: {n_fractals} pictures -> {mix_dir}")
+        # At the preset's mixing side, so the pipeline crops them without a resize.
+        write_fractal_set(mix_dir, n_fractals, size=max(8, get_preset("imagenet").mixing_side(size)),
+                          seed=seed, progress=progress)
+    else:
+        mix_dir = None
+        log(f"[2/5] no mixing set: {type(config).__name__} mixes no pictures")
 
     device = device or ("gpu" if torch.cuda.is_available() else "cpu")
     torch_device = torch.device("cuda" if device == "gpu" else "cpu")
-    pipe = training_pipeline(train_dir, mixing_root=mix_dir, batch_size=batch_size, preset="imagenet",
+    pipe = training_pipeline(train_dir, mixing_root=mix_dir, batch_size=batch_size, config=config,
                              size=size, device=device, num_threads=num_threads, seed=seed)
     train = IPMixIterator(pipe, last_batch_policy="drop")
     info = pipe.source
-    log(f"[3/5] IPMix pipeline on {device} ({info.backend} operator, mixing pictures "
-        f"{'cached' if info.mixing_cache_bytes else 'decoded per sample'}): {info.num_samples} samples, "
-        f"{len(train)} batches/epoch, {size}x{size}, JSD views")
+    pictures = ("no mixing pictures" if not info.mixing_files else "mixing pictures "
+                + ("cached" if info.mixing_cache_bytes else "decoded per sample"))
+    log(f"[3/5] {type(config).__name__[:-6]} pipeline on {device} ({info.backend} operator, {pictures}): "
+        f"{info.num_samples} samples, {len(train)} batches/epoch, {size}x{size}, JSD views")
 
     # Data-only pass: how fast the pipeline alone produces samples (all three views).
     t0, seen = time.perf_counter(), 0
@@ -187,7 +197,7 @@ def run_demo(out_dir: str = "out/demo", *, device: Optional[str] = None, size: i
         for images, labels in val:
             correct += int((model(images.float()).argmax(1) == labels).sum())
             total += labels.numel()
-    summary = dict(device=device, size=size, samples=pipe.source.num_samples, steps=steps,
+    summary = dict(method=method, device=device, size=size, samples=pipe.source.num_samples, steps=steps,
                    batch_size=batch_size, loss=loss_name, first_loss=losses[0], last_loss=losses[-1],
                    pipeline_images_per_s=round(pipeline_ips, 1),
                    training_images_per_s=round(train_ips, 1), val_accuracy=correct / max(total, 1),

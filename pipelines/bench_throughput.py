@@ -76,6 +76,7 @@ import sys
 
 import numpy as np
 
+from dali_ipmix.config import METHODS as config_methods, method_config as config_of
 from dali_ipmix.presets import get_preset
 from dali_ipmix._scripts.benchdata import (NpyImages, PILIPMixDataset, add_data_args, check_floors, dump_json,
                                            endless, environment, finish_row, list_arg, log, memory_samples,
@@ -85,14 +86,12 @@ from dali_ipmix._scripts.benchdata import (NpyImages, PILIPMixDataset, add_data_
 ROW_KINDS = ("dali-gpu", "ipmix-native-gpu", "ipmix-gpu", "dali-cpu", "ipmix-native-cpu", "ipmix-cpu",
              "pil")
 PRESET_NAMES = ("imagenet", "cifar")
-METHODS = ("ipmix", "augmix", "pixmix")
+METHODS = tuple(config_methods)
 
 
 def method_config(method, preset, jsd):
     """The paper setting of ``method`` for ``preset``, with ``jsd``."""
-    from dali_ipmix.config import AugMixConfig, IPMixConfig, PixMixConfig
-    classes = {"ipmix": IPMixConfig, "augmix": AugMixConfig, "pixmix": PixMixConfig}
-    return classes[method].from_preset(preset, jsd=jsd)
+    return config_of(method, preset, jsd=jsd)
 
 
 def row_name(kind, method, jsd):

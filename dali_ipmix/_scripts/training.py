@@ -27,7 +27,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
 
-from ..config import AugMixConfig, IPMixConfig, PixMixConfig
+from ..config import METHODS, method_config as paper_config
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..losses import jsd_loss
 from ..presets import get_preset
@@ -93,13 +93,9 @@ def _pipeline_summary(loader) -> str:
     return f", IPMix backend {source.backend}, mixing pictures {cache}"
 
 
-#: --method -> the config class (``from_preset(preset, jsd=...)`` gives the paper's setting).
-METHODS = {"ipmix": IPMixConfig, "augmix": AugMixConfig, "pixmix": PixMixConfig}
-
-
 def method_config(args, preset: str):
-    """The config of ``--method`` for ``preset``, with ``--jsd``."""
-    return METHODS[args.method].from_preset(preset, jsd=args.jsd)
+    """The config of ``--method`` for ``preset`` (the paper's setting), with ``--jsd``."""
+    return paper_config(args.method, preset, jsd=args.jsd)
 
 
 #: --mixing-cache -> training_pipeline(mixing_cache=...)

@@ -123,6 +123,18 @@ def test_iterator_rejects_bad_arguments(dali_tree, dali_mixing, dali_cpu):
         IPMixIterator(pipe, output_names=("clean", "view1", "view2", "label"))
 
 
+def test_demo_runs_augmix_without_a_mixing_set(tmp_path, capsys):
+    """``dali-ipmix demo --method augmix``: AugMix's paper setting, no fractal set generated."""
+    from dali_ipmix.cli import main
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--device", "cpu", "--size", "32", "--per-class", "4",
+                 "--batch-size", "8", "--steps", "2", "--quiet", "--method", "augmix"]) == 0
+    log = capsys.readouterr().out
+    assert "no mixing set: AugMixConfig mixes no pictures" in log and "AugMix pipeline on cpu" in log
+    assert not (out / "demo_data" / "fractals").exists()
+    assert json.load(open(out / "summary.json"))["method"] == "augmix"
+
+
 def test_demo_runs_end_to_end(tmp_path):
     from dali_ipmix.demo import run_demo
     lines = []
