@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--per-class", type=_positive, default=48, help="images per class (default 48)")
     demo.add_argument("--threads", type=_positive, default=None, help="DALI CPU threads")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--method", choices=("ipmix", "augmix", "pixmix"), default="ipmix",
+    from .config import METHODS
+    demo.add_argument("--method", choices=tuple(METHODS), default="ipmix",
                       help="the augmentation (default ipmix; augmix needs no mixing set)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
